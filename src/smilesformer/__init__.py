@@ -1,0 +1,38 @@
+"""smilesformer: chemical language models (transformer encoders on SMILES) to pretrain, fine-tune,
+evaluate, predict, embed, explain and serve."""
+
+__version__ = "0.1.0"
+
+from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Precision, SplitKind, Task, TrainConfig  # noqa: E402
+from .data import DATASETS, BadInputError, SmilesformerError, load_dataset, read_table  # noqa: E402
+from .model import PRESETS, SmilesModel  # noqa: E402
+from .splits import random_split, scaffold_split  # noqa: E402
+from .tokenization import build_regex_tokenizer, tokenize_smiles, train_bpe_tokenizer  # noqa: E402
+from .workflow import run_demo, run_evaluate, run_finetune, run_predict  # noqa: E402
+
+__all__ = [
+    "__version__",
+    "BadInputError",
+    "BadInputPolicy",
+    "DATASETS",
+    "DataConfig",
+    "DuplicatePolicy",
+    "PRESETS",
+    "Precision",
+    "SmilesModel",
+    "SmilesformerError",
+    "SplitKind",
+    "Task",
+    "TrainConfig",
+    "build_regex_tokenizer",
+    "load_dataset",
+    "random_split",
+    "read_table",
+    "run_demo",
+    "run_evaluate",
+    "run_finetune",
+    "run_predict",
+    "scaffold_split",
+    "tokenize_smiles",
+    "train_bpe_tokenizer",
+]

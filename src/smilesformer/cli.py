@@ -1,0 +1,231 @@
+"""The `smilesformer` command: one short command per verb (parse -> call the library -> print)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .config import (
+    DEFAULT_MODEL,
+    BadInputPolicy,
+    DataConfig,
+    DuplicatePolicy,
+    Objective,
+    Precision,
+    PretrainConfig,
+    SplitKind,
+    Task,
+    TokenizerKind,
+    TrainConfig,
+)
+from .data import DATA_ENV, DATASETS, SmilesformerError, locate_dataset
+
+app = typer.Typer(help="Chemical language models on SMILES: fine-tune, evaluate, predict and more.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console(stderr=True)
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+    logging.getLogger("smilesformer").setLevel(logging.INFO if not verbose else logging.DEBUG)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    table = Table(title=title)
+    table.add_column("set")
+    table.add_column("target")
+    keys = ["rmse", "mae", "mse", "r2", "pearson_r", "spearman_rho", "roc_auc", "pr_auc", "accuracy", "f1", "mcc"]
+    shown = [k for k in keys if any(k in m for s in ("valid", "test", None) for m in
+                                    (metrics.get(s, metrics) if s else metrics).get("per_target", {}).values())]
+    for k in shown:
+        table.add_column(k, justify="right")
+    for split in ("valid", "test", None):
+        block = metrics.get(split) if split else (metrics if "per_target" in metrics else None)
+        if not block:
+            continue
+        for target, m in block["per_target"].items():
+            table.add_row(split or "data", target, *[f"{m[k]:.4f}" if k in m else "" for k in shown])
+    Console().print(table)
+
+
+@app.command()
+def finetune(
+    data: Annotated[str, typer.Option(help="Data file (csv/tsv/parquet/sdf/smi) or data set name (see `datasets`).")],
+    target: Annotated[Optional[list[str]], typer.Option(help="Label column; repeat for multi-task.")] = None,
+    smiles_col: Annotated[Optional[str], typer.Option(help="SMILES column (default: the data set's, or 'smiles').")] = None,
+    task: Annotated[Optional[Task], typer.Option(help="Default: the data set's, else regression.")] = None,
+    model: Annotated[str, typer.Option(help="Bundled name, local folder, hub name, or random:<tiny|small|base>.")] = DEFAULT_MODEL,
+    split: Annotated[SplitKind, typer.Option(help="How to split train/valid/test.")] = SplitKind.random,
+    split_col: Annotated[Optional[str], typer.Option(help="With --split column: column of train/valid/test.")] = None,
+    fractions: Annotated[tuple[float, float, float], typer.Option(help="Train, valid, test fractions.")] = (0.8, 0.1, 0.1),
+    sample: Annotated[Optional[float], typer.Option(help="Use only this fraction of the rows.")] = None,
+    bad_input: Annotated[BadInputPolicy, typer.Option(help="error: stop and list bad rows; skip: drop and report.")] = BadInputPolicy.error,
+    duplicates: Annotated[DuplicatePolicy, typer.Option(help="keep, or average labels of repeated molecules.")] = DuplicatePolicy.keep,
+    canonicalize: Annotated[bool, typer.Option(help="Train on RDKit canonical SMILES.")] = False,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 20,
+    batch_size: Annotated[int, typer.Option()] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    max_length: Annotated[int, typer.Option(help="Longest tokenized SMILES; longer ones are truncated and counted.")] = 128,
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32.")] = Precision.auto,
+    seed: Annotated[int, typer.Option()] = 0,
+    out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
+) -> None:
+    """Fine-tune a model on a labelled table and write a run folder (model, metrics, plots, split)."""
+    from .workflow import run_finetune
+
+    try:
+        data_config = DataConfig(data, smiles_col, list(target or []), task, split, split_col, fractions, seed,
+                                 sample, bad_input, duplicates, canonicalize)
+        train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length,
+                                   early_stopping_patience=patience, precision=precision, seed=seed)
+        result = run_finetune(data_config, model, train_config, out)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    _print_metrics(result.metrics, f"fine-tuned {model}")
+    console.print(f"run folder: {result.out_dir}  (model: {result.model_dir})")
+
+
+@app.command()
+def pretrain(
+    corpus: Annotated[Path, typer.Option(help="SMILES file: one per line or a CSV column; gzip or not; streamed.")],
+    out: Annotated[Path, typer.Option(help="Run folder: caches, checkpoints (resume), model/.")],
+    smiles_col: Annotated[Optional[str], typer.Option(help="Column of a CSV corpus.")] = None,
+    objective: Annotated[Objective, typer.Option(help="mlm (ChemBERTa) or mtr (RDKit descriptors, ChemBERTa-2).")] = Objective.mlm,
+    tokenizer: Annotated[TokenizerKind, typer.Option(help="regex (atom-level) or bpe (trained on the corpus).")] = TokenizerKind.regex,
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 800,
+    preset: Annotated[str, typer.Option(help="Model size: tiny, small, base.")] = "small",
+    limit: Annotated[Optional[int], typer.Option(help="Use at most this many valid molecules.")] = None,
+    canonicalize: Annotated[bool, typer.Option()] = False,
+    dedupe: Annotated[bool, typer.Option()] = True,
+    epochs: Annotated[float, typer.Option()] = 1.0,
+    max_steps: Annotated[int, typer.Option(help="If > 0, stop after this many steps.")] = -1,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    grad_accum: Annotated[int, typer.Option()] = 1,
+    lr: Annotated[float, typer.Option()] = 5e-4,
+    max_length: Annotated[int, typer.Option()] = 128,
+    save_steps: Annotated[int, typer.Option()] = 500,
+    logging_steps: Annotated[int, typer.Option()] = 50,
+    precision: Annotated[Precision, typer.Option()] = Precision.auto,
+    n_jobs: Annotated[int, typer.Option(help="Processes for descriptors (0: all cores).")] = 0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Pretrain a chemical language model from scratch (MLM or MTR); rerun the same command to resume."""
+    from .pretrain import run_pretrain
+
+    try:
+        config = PretrainConfig(str(corpus), smiles_col, limit, canonicalize, dedupe, objective, tokenizer, vocab_size,
+                                preset=preset, max_length=max_length, epochs=epochs, max_steps=max_steps,
+                                batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr,
+                                save_steps=save_steps, logging_steps=logging_steps, seed=seed,
+                                precision=precision, n_jobs=n_jobs)
+        model_dir = run_pretrain(config, out)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
+    summary = json.loads((model_dir / "pretrain_summary.json").read_text())
+    console.print(f"model: {model_dir}\n{json.dumps(summary, indent=2)}")
+
+
+@app.command()
+def evaluate(
+    model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
+    data: Annotated[str, typer.Option(help="Labelled table with the model's target columns.")],
+    smiles_col: Annotated[Optional[str], typer.Option()] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Folder for metrics.json, predictions and plots.")] = None,
+) -> None:
+    """Score a fine-tuned model on a labelled table."""
+    from .workflow import run_evaluate
+
+    try:
+        result = run_evaluate(model_dir, _data_path(data), smiles_col, out)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
+    _print_metrics(result.metrics, f"evaluation of {model_dir}")
+    if result.metrics.get("invalid_rows"):
+        console.print(f"[yellow]note:[/] {result.metrics['invalid_rows']} invalid SMILES left out of the metrics")
+    print(json.dumps(result.metrics["mean"]))
+
+
+@app.command()
+def predict(
+    model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
+    data: Annotated[str, typer.Option(help="Table of SMILES (csv/tsv/parquet/sdf/smi).")],
+    out: Annotated[Path, typer.Option(help="Output table (.csv, .tsv or .parquet).")],
+    smiles_col: Annotated[Optional[str], typer.Option()] = None,
+    batch_size: Annotated[int, typer.Option()] = 128,
+) -> None:
+    """Append predictions to a table: same rows in the same order, with an `error` column."""
+    from .workflow import run_predict
+
+    try:
+        result = run_predict(model_dir, _data_path(data), out, smiles_col, batch_size, progress=True)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
+    n_bad = int((result["error"] != "").sum())
+    console.print(f"wrote {len(result)} rows to {out}" + (f" ({n_bad} invalid, see the error column)" if n_bad else ""))
+
+
+def _data_path(data: str) -> str:
+    if data in DATASETS and not Path(data).exists():
+        from .data import resolve_dataset
+
+        return str(resolve_dataset(data))
+    return data
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered public data sets and where each resolves on this machine."""
+    table = Table(title=f"data sets (local folder: ${DATA_ENV} = {os.environ.get(DATA_ENV, 'not set')})")
+    for col in ("name", "task", "smiles", "targets", "found at", "description"):
+        table.add_column(col)
+    for info in DATASETS.values():
+        where = locate_dataset(info.name)
+        table.add_row(info.name, info.task.value, info.smiles_col, ", ".join(info.target_cols),
+                      str(where) if where else f"not local; downloads from {info.url}", info.description)
+    Console(width=200).print(table)
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
+    model: Annotated[Optional[str], typer.Option(help="Default: the bundled pretrained model.")] = None,
+    epochs: Annotated[int, typer.Option()] = 5,
+    sample: Annotated[float, typer.Option(help="Fraction of AqSolDB used (the notebook's 10%).")] = 0.1,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """The notebook as one command: fine-tune on 10% of AqSolDB (80/20), print test MSE and Pearson r."""
+    from .workflow import run_demo
+
+    try:
+        result = run_demo(out, model, sample, epochs, seed)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}")
+    test = result.metrics["test"]["per_target"]["Solubility"]
+    print(f"test MSE = {test['mse']:.4f}   test Pearson r = {test['pearson_r']:.4f}   "
+          f"(n_train = {result.metrics['n_train']}, n_test = {result.metrics['n_test']}, "
+          f"{result.metrics['train_seconds']:.0f} s training)")
+    print(f"parity plot: {result.out_dir / 'parity.png'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,257 @@
+"""Typed settings for data, training and pretraining, saved next to every run so a run folder explains itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Task",
+    "SplitKind",
+    "BadInputPolicy",
+    "DuplicatePolicy",
+    "Precision",
+    "DataConfig",
+    "TrainConfig",
+    "PretrainConfig",
+    "Objective",
+    "TokenizerKind",
+    "DEFAULT_MODEL",
+    "save_config",
+]
+
+# The model `finetune` and `demo` start from when none is named: the bundled one, shipped in the package.
+DEFAULT_MODEL = "smilesformer-moses"
+
+
+class Task(str, Enum):
+    """What the head predicts."""
+
+    regression = "regression"
+    classification = "classification"
+
+
+class SplitKind(str, Enum):
+    """How molecules are divided into train / valid / test."""
+
+    random = "random"
+    scaffold = "scaffold"
+    column = "column"
+
+
+class BadInputPolicy(str, Enum):
+    """What to do with a row whose SMILES or label cannot be used."""
+
+    error = "error"
+    skip = "skip"
+
+
+class DuplicatePolicy(str, Enum):
+    """What to do with molecules that appear more than once (compared by canonical SMILES)."""
+
+    keep = "keep"
+    average = "average"
+
+
+class Precision(str, Enum):
+    """Floating-point format for training; `auto` is bf16 on a GPU that has it, else fp32."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+@dataclass
+class DataConfig:
+    """Where the molecules come from and how they are cleaned and split."""
+
+    source: str
+    """A file (csv, tsv, parquet, sdf, smi; gzip allowed) or a registered data set name (`smilesformer datasets`)."""
+    smiles_col: str | None = None
+    """Column holding SMILES; a registered data set knows its own."""
+    target_cols: list[str] = field(default_factory=list)
+    """Label columns (one or many); a registered data set knows its own."""
+    task: Task | None = None
+    """regression or classification; a registered data set knows its own."""
+    split: SplitKind = SplitKind.random
+    """random, scaffold (Bemis-Murcko) or column (use `split_col`)."""
+    split_col: str | None = None
+    """With split=column: a column whose values are train / valid / test."""
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    """Train, valid, test fractions; valid may be 0 (then no early stopping)."""
+    seed: int = 0
+    """Seed of the split and of any sampling."""
+    sample: float | None = None
+    """Use only this fraction of the rows (sampled with `seed`), as the notebook's 10% of AqSolDB."""
+    bad_input: BadInputPolicy = BadInputPolicy.error
+    """error: stop on the first bad rows; skip: drop them and write a report."""
+    duplicates: DuplicatePolicy = DuplicatePolicy.keep
+    """keep every row (reported) or average the labels of duplicated molecules."""
+    canonicalize: bool = False
+    """Feed the model RDKit canonical SMILES instead of the input spelling."""
+
+    def __post_init__(self) -> None:
+        self.task = Task(self.task) if self.task is not None else None
+        self.split = SplitKind(self.split)
+        self.bad_input = BadInputPolicy(self.bad_input)
+        self.duplicates = DuplicatePolicy(self.duplicates)
+        self.fractions = tuple(float(f) for f in self.fractions)  # type: ignore[assignment]
+        if len(self.fractions) != 3 or any(f < 0 for f in self.fractions) or abs(sum(self.fractions) - 1) > 1e-6:
+            raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {self.fractions}")
+        if self.fractions[0] == 0 or self.fractions[2] == 0:
+            raise ValueError(f"train and test fractions must be > 0, got {self.fractions}")
+        if self.split is SplitKind.column and not self.split_col:
+            raise ValueError("split=column needs split_col, the column whose values are train / valid / test")
+        if self.sample is not None and not 0 < self.sample <= 1:
+            raise ValueError(f"sample must be in (0, 1], got {self.sample}")
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tuning hyper-parameters (passed to the Hugging Face Trainer by `train.py`)."""
+
+    epochs: int = 20
+    """Maximum number of epochs (early stopping may end sooner)."""
+    batch_size: int = 32
+    """Molecules per training batch."""
+    learning_rate: float = 1e-4
+    """Peak learning rate of the linear schedule."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_fraction: float = 0.06
+    """Share of the steps spent warming up the learning rate."""
+    early_stopping_patience: int = 5
+    """Stop after this many epochs without a better validation loss (needs a valid set)."""
+    max_length: int = 128
+    """Longest tokenized SMILES, special tokens included; longer ones are truncated and counted."""
+    seed: int = 0
+    """Seed of initialization, shuffling and dropout."""
+    precision: Precision = Precision.auto
+    """fp32, bf16, fp16, or auto (bf16 on a GPU that supports it)."""
+    eval_batch_size: int = 128
+    """Molecules per batch at evaluation and prediction."""
+    group_by_length: bool = True
+    """Batch molecules of similar token length together, to cut padding."""
+    resume: bool = True
+    """Continue from the last checkpoint in the output folder, if any."""
+    logging_steps: int = 10
+    """Log the training loss every this many steps."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        self.precision = Precision(self.precision)
+        for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
+
+
+class Objective(str, Enum):
+    """Pretraining objective: masked language modelling (ChemBERTa) or multi-task regression of RDKit
+    descriptors (ChemBERTa-2's MTR)."""
+
+    mlm = "mlm"
+    mtr = "mtr"
+
+
+class TokenizerKind(str, Enum):
+    """regex: one token per atom, bond, ring digit or bracket atom; bpe: byte-level BPE trained on the corpus."""
+
+    regex = "regex"
+    bpe = "bpe"
+
+
+@dataclass
+class PretrainConfig:
+    """Pretraining settings; saved in the model folder (pretrain_config.json) so the card can cite them."""
+
+    corpus: str
+    """SMILES file: one per line or a CSV/TSV column, gzip or not; streamed, never loaded whole."""
+    smiles_col: str | None = None
+    """Column of a CSV corpus (default: one named smiles)."""
+    limit: int | None = None
+    """Use at most this many valid molecules (the first ones of the corpus)."""
+    canonicalize: bool = False
+    """Train on RDKit canonical SMILES."""
+    dedupe: bool = True
+    """Drop repeated molecules (after canonicalization, if on)."""
+    objective: Objective = Objective.mlm
+    """mlm or mtr."""
+    tokenizer: TokenizerKind = TokenizerKind.regex
+    """regex or bpe."""
+    vocab_size: int = 800
+    """BPE vocabulary size."""
+    element_tokens: bool = True
+    """regex: also give every element (charges 0, +-1..3) in brackets its own token, so molecules
+    outside the corpus's chemistry (salts, metals) do not collapse onto <unk>."""
+    preset: str = "small"
+    """Model size (see model.PRESETS)."""
+    max_length: int = 128
+    """Longest tokenized SMILES, special tokens included."""
+    epochs: float = 1.0
+    """Passes over the corpus."""
+    max_steps: int = -1
+    """If > 0, stop after this many optimizer steps (overrides epochs)."""
+    batch_size: int = 64
+    """Molecules per device per step."""
+    grad_accum: int = 1
+    """Gradient accumulation steps."""
+    learning_rate: float = 5e-4
+    """Peak learning rate."""
+    warmup_fraction: float = 0.05
+    """Share of steps spent warming up."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    mlm_probability: float = 0.15
+    """Share of tokens masked (80% <mask>, 10% random, 10% kept), re-drawn every batch."""
+    save_steps: int = 500
+    """Checkpoint every this many steps (resume continues from the last one)."""
+    logging_steps: int = 50
+    """Log loss and tokens/s every this many steps."""
+    seed: int = 0
+    """Seed of initialization, shuffling and masking."""
+    precision: Precision = Precision.auto
+    """fp32, bf16, fp16, or auto (bf16 on a GPU that supports it)."""
+    n_jobs: int = 0
+    """Processes for RDKit descriptors (0: all cores)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        self.objective = Objective(self.objective)
+        self.tokenizer = TokenizerKind(self.tokenizer)
+        self.precision = Precision(self.precision)
+        if not 0 < self.mlm_probability < 1:
+            raise ValueError(f"mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"limit must be > 0, got {self.limit}")
+        if self.batch_size <= 0 or self.grad_accum <= 0:
+            raise ValueError("batch_size and grad_accum must be > 0")
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def save_config(path: str | Path, **sections: Any) -> None:
+    """Write dataclasses (and plain values) as one JSON document, one key per section."""
+    Path(path).write_text(json.dumps({k: _jsonable(v) for k, v in sections.items()}, indent=2))

@@ -1,0 +1,455 @@
+"""Reading molecule tables, the public data-set registry, RDKit validation and the bad-input policy.
+
+The policy: a row that cannot be used is never lost silently. With ``error`` the first bad rows are
+listed (row number, value, reason, fix); with ``skip`` they are dropped, counted and returned so the
+caller can write them to a report. Row numbers are the 0-based position of the row in the input table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import os
+import re
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rdkit import Chem, RDLogger, rdBase
+
+from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Task
+
+__all__ = [
+    "DATA_ENV",
+    "DATASETS",
+    "DatasetInfo",
+    "SmilesformerError",
+    "BadInputError",
+    "resolve_dataset",
+    "read_table",
+    "iter_smiles",
+    "parse_smiles",
+    "clean_smiles",
+    "clean_labels",
+    "merge_duplicates",
+    "load_dataset",
+    "file_sha256",
+]
+
+DATA_ENV = "SMILESFORMER_DATA"
+"""Environment variable naming a folder that holds the registered data sets (as `<name>.csv.gz` or `<name>.csv`)."""
+
+CACHE_ENV = "SMILESFORMER_CACHE"
+"""Environment variable naming the download cache (default ~/.cache/smilesformer)."""
+
+MAX_LISTED = 10  # bad rows listed in an error message; the rest are counted
+
+
+class SmilesformerError(ValueError):
+    """An input problem the user can fix; the message says what and how."""
+
+
+class BadInputError(SmilesformerError):
+    """Rows that cannot be used; ``bad`` holds every one of them (row, column, value, reason)."""
+
+    def __init__(self, message: str, bad: pd.DataFrame):
+        super().__init__(message)
+        self.bad = bad
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A public data set known by name."""
+
+    name: str
+    url: str
+    sha256: str
+    """Of the decompressed CSV."""
+    smiles_col: str
+    target_cols: tuple[str, ...]
+    task: Task
+    description: str
+
+
+_DMOL = "https://raw.githubusercontent.com/whitead/dmol-book/34ff3fcfdc426b00f1e0f7851b8f9a6075c50b67/data"
+_AFP = "https://raw.githubusercontent.com/OpenDrugAI/AttentiveFP/dda6708342ffe255ded73c459ad64214a4615542/data"
+_DC = "https://raw.githubusercontent.com/deepchem/deepchem/fbe3b911a94a6eb8c84c1a9e7ac67a472c49ea80/datasets"
+
+# Sources and checksums as recorded in the project's data notes (shared/data/README.md).
+DATASETS: dict[str, DatasetInfo] = {
+    d.name: d
+    for d in [
+        DatasetInfo("aqsoldb", f"{_DMOL}/curated-solubility-dataset.csv",
+                    "7c47e021d03a5720f53cfddb7aef90c8911ea276a36306c839798733d8630332",
+                    "SMILES", ("Solubility",), Task.regression, "AqSolDB aqueous solubility, LogS (9,982)"),
+        DatasetInfo("esol", f"{_DC}/delaney-processed.csv",
+                    "8c06a76f0c6487d29ab0f903e6a7a7139f189ab3c1178f159c8be8964602f189",
+                    "smiles", ("measured log solubility in mols per litre",), Task.regression,
+                    "ESOL (Delaney) solubility, log mol/L (1,128)"),
+        DatasetInfo("lipophilicity", f"{_AFP}/Lipophilicity.csv",
+                    "aed41590cb30609d51d8e08ad3ff06495a76e80e211358801f596b10da69bacd",
+                    "smiles", ("exp",), Task.regression, "AstraZeneca logD at pH 7.4 (4,200)"),
+        DatasetInfo("bbbp", f"{_DMOL}/BBBP.csv",
+                    "6aecd84110e8c0549bc4e2e486c52267d4e775178fca8999f5465029e31e75bb",
+                    "smiles", ("p_np",), Task.classification, "blood-brain barrier penetration (2,050)"),
+        DatasetInfo("bace", f"{_AFP}/bace.csv",
+                    "f3fb9ce90bada3e2bd6148b0df13f8f8145a357bf87df0dd5b391ede974fc737",
+                    "mol", ("Class",), Task.classification, "BACE-1 inhibition, binary (1,513)"),
+        DatasetInfo("clintox", f"{_AFP}/clintox.csv",
+                    "9999816e760dd838358b5d88e81cea2fc062be4458ffa412ceecdba4f88a67b6",
+                    "smiles", ("FDA_APPROVED", "CT_TOX"), Task.classification,
+                    "clinical toxicity, 2 binary tasks (1,484)"),
+    ]
+}
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "smilesformer"))
+
+
+def resolve_dataset(name: str, download: bool = True) -> Path:
+    """Find a registered data set: in $SMILESFORMER_DATA first, then the user cache, else download it.
+
+    Raises:
+        SmilesformerError: unknown name, or not found locally and the download failed.
+    """
+    if name not in DATASETS:
+        raise SmilesformerError(f"unknown data set {name!r}; known: {', '.join(DATASETS)} (or give a file path)")
+    found = locate_dataset(name)
+    if found is not None:
+        return found
+    info = DATASETS[name]
+    target = _cache_dir() / f"{name}.csv"
+    if not download:
+        raise SmilesformerError(f"data set {name!r} is not in ${DATA_ENV} nor in the cache {target.parent}")
+    try:
+        with urllib.request.urlopen(info.url, timeout=30) as response:
+            content = response.read()
+    except OSError as exc:
+        raise SmilesformerError(
+            f"data set {name!r} was not found in ${DATA_ENV} ({os.environ.get(DATA_ENV, 'not set')}) nor in the "
+            f"cache {target.parent}, and downloading {info.url} failed ({exc}). Set {DATA_ENV} to a folder "
+            f"holding {name}.csv or {name}.csv.gz, or give the file path instead of the name."
+        ) from exc
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != info.sha256:
+        raise SmilesformerError(f"downloaded {info.url} has sha256 {digest}, expected {info.sha256}; not used")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(content)
+    return target
+
+
+def locate_dataset(name: str) -> Path | None:
+    """Where a registered data set is on this machine, or None."""
+    folders = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
+    folders.append(_cache_dir())
+    for folder in folders:
+        for candidate in (folder / f"{name}.csv.gz", folder / f"{name}.csv"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, streamed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _suffixes(path: Path) -> list[str]:
+    suffixes = [s.lower() for s in path.suffixes]
+    return suffixes[:-1] if suffixes and suffixes[-1] == ".gz" else suffixes
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a molecule table: .csv, .tsv, .parquet, .sdf, .smi/.txt (gzip allowed for text formats).
+
+    An SDF gives a ``smiles`` column (RDKit canonical; unreadable records keep their row with an
+    empty SMILES) plus its properties. A .smi file gives ``smiles`` and, when present, ``name``.
+
+    Raises:
+        SmilesformerError: missing, empty or unreadable file, or an unknown extension.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SmilesformerError(f"no such file: {path}")
+    kind = (_suffixes(path) or [""])[-1]
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    try:
+        if kind == ".csv":
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        elif kind == ".tsv":
+            table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        elif kind == ".parquet":
+            table = pd.read_parquet(path)
+        elif kind in (".smi", ".txt", ".smiles"):
+            rows = []
+            with opener(path, "rt") as fh:
+                for line in fh:
+                    parts = line.strip().split(maxsplit=1)
+                    if parts:
+                        rows.append(parts + [""] * (2 - len(parts)))
+            table = pd.DataFrame(rows, columns=["smiles", "name"])
+            if (table["name"] == "").all():
+                table = table.drop(columns="name")
+        elif kind == ".sdf":
+            with opener(path, "rb") as fh:
+                supplier = Chem.ForwardSDMolSupplier(io.BytesIO(fh.read()))
+                records = []
+                for mol in supplier:
+                    if mol is None:
+                        records.append({"smiles": ""})
+                        continue
+                    record = {"smiles": Chem.MolToSmiles(mol)}
+                    record.update({k: str(v) for k, v in mol.GetPropsAsDict().items()})
+                    if mol.HasProp("_Name"):
+                        record.setdefault("name", mol.GetProp("_Name"))
+                    records.append(record)
+            table = pd.DataFrame.from_records(records)
+        else:
+            raise SmilesformerError(
+                f"cannot read {path}: unknown extension {kind or '(none)'}; use .csv, .tsv, .parquet, .sdf or .smi"
+            )
+    except pd.errors.EmptyDataError as exc:
+        raise SmilesformerError(f"{path} is empty: it has no header and no rows") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise SmilesformerError(f"cannot read {path}: {exc}") from exc
+    if len(table) == 0:
+        raise SmilesformerError(f"{path} has no data rows (columns: {', '.join(map(str, table.columns))})")
+    return table.reset_index(drop=True)
+
+
+def iter_smiles(path: str | Path, smiles_col: str | None = None, chunk_size: int = 100_000) -> Iterator[str]:
+    """Stream SMILES from a one-per-line file or a CSV column without loading the file at once."""
+    path = Path(path)
+    kind = (_suffixes(path) or [""])[-1]
+    if kind in (".csv", ".tsv"):
+        sep = "\t" if kind == ".tsv" else ","
+        for chunk in pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, chunksize=chunk_size):
+            col = smiles_col or _guess_smiles_col(chunk)
+            require_columns(chunk, [col], path)
+            yield from chunk[col]
+    else:
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with opener(path, "rt") as fh:
+            for line in fh:
+                parts = line.split(maxsplit=1)
+                if parts:
+                    yield parts[0]
+
+
+def _guess_smiles_col(table: pd.DataFrame) -> str:
+    for col in table.columns:
+        if str(col).lower() in ("smiles", "mol", "canonical_smiles", "smi"):
+            return col
+    raise SmilesformerError(
+        f"no SMILES column given and none is named smiles; columns: {', '.join(map(str, table.columns))}"
+    )
+
+
+def require_columns(table: pd.DataFrame, columns: list[str], source: object = "the table") -> None:
+    """Raise, listing the available columns, if any of ``columns`` is missing."""
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise SmilesformerError(
+            f"column(s) {', '.join(map(repr, missing))} not in {source}; "
+            f"available columns: {', '.join(map(repr, map(str, table.columns)))}"
+        )
+
+
+# RDKit reports why a SMILES fails only through its log. Routed to Python's sys.stderr, the log can be
+# captured per call (redirect_stderr) so the reason goes into our error messages instead of the terminal.
+rdBase.LogToPythonStderr()
+RDLogger.DisableLog("rdApp.info")
+_TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
+
+
+def parse_smiles(smiles: object) -> tuple[Chem.Mol | None, str]:
+    """Parse one SMILES with RDKit.
+
+    Returns:
+        (mol, "") when it parses, else (None, reason) with RDKit's own message.
+    """
+    if not isinstance(smiles, str) or not smiles.strip():
+        return None, "empty SMILES"
+    buffer = io.StringIO()
+    with contextlib.redirect_stderr(buffer):
+        mol = Chem.MolFromSmiles(smiles.strip())
+    if mol is not None:
+        return mol, ""
+    lines = []
+    for line in buffer.getvalue().splitlines():
+        line = _TIMESTAMP.sub("", line).replace("SMILES Parse Error: ", "").strip()
+        if line and line not in lines and not line.startswith("Failed parsing SMILES"):
+            lines.append(line)
+    return None, "; ".join(lines[:2]) or "RDKit cannot parse it"
+
+
+def _bad_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["row", "column", "value", "reason"])
+
+
+def _describe(bad: pd.DataFrame, what: str, fix: str) -> str:
+    lines = [f"{len(bad)} row(s) with {what}:"]
+    for r in bad.head(MAX_LISTED).itertuples():
+        lines.append(f"  row {r.row}, column {r.column!r}: {r.value!r}: {r.reason}")
+    if len(bad) > MAX_LISTED:
+        lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
+    lines.append(fix)
+    return "\n".join(lines)
+
+
+_SKIP_FIX = "Fix or remove these rows, or pass --bad-input skip (bad_input='skip') to drop them into a report."
+
+
+def clean_smiles(
+    smiles: pd.Series, canonicalize: bool = False, column: str = "smiles"
+) -> tuple[pd.Series, pd.DataFrame]:
+    """Strip and validate SMILES with RDKit.
+
+    Args:
+        smiles: raw values, indexed by row number.
+        canonicalize: return RDKit canonical SMILES instead of the stripped input.
+        column: name used in the report.
+
+    Returns:
+        (clean, bad): ``clean`` has the same index as ``smiles`` with None where a row failed;
+        ``bad`` lists the failed rows (row, column, value, reason).
+    """
+    clean: list[str | None] = []
+    bad = []
+    for row, value in smiles.items():
+        mol, reason = parse_smiles(value)
+        if mol is None:
+            clean.append(None)
+            bad.append({"row": row, "column": column, "value": value, "reason": reason})
+        else:
+            clean.append(Chem.MolToSmiles(mol) if canonicalize else value.strip())
+    return pd.Series(clean, index=smiles.index, dtype=object), _bad_frame(bad)
+
+
+def clean_labels(
+    table: pd.DataFrame, target_cols: list[str], task: Task
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Convert label columns to floats and find the rows that cannot be trained on.
+
+    A non-numeric value is always bad. A missing value is bad when there is one target; with several
+    targets a row keeps its missing labels (masked out of loss and metrics) unless all are missing.
+    Classification labels must be whole numbers (0/1 for binary tasks, 0..k-1 for multiclass).
+
+    Returns:
+        (labels, bad): float labels (NaN where missing) indexed like ``table``; the bad rows.
+    """
+    labels = pd.DataFrame(index=table.index)
+    bad = []
+    for col in target_cols:
+        raw = table[col]
+        text = raw.astype(str).str.strip()
+        missing = raw.isna() | text.isin(["", "nan", "NaN", "NA", "N/A", "None", "null"])
+        values = pd.to_numeric(text.where(~missing), errors="coerce")
+        for row in values.index[values.isna() & ~missing]:
+            bad.append({"row": row, "column": col, "value": raw[row], "reason": "not a number"})
+        finite = values.notna()
+        for row in values.index[finite & ~np.isfinite(values.fillna(0))]:
+            bad.append({"row": row, "column": col, "value": raw[row], "reason": "not a finite number"})
+        if task is Task.classification:
+            for row in values.index[finite & ((values != values.round()) | (values < 0))]:
+                bad.append({"row": row, "column": col, "value": raw[row],
+                            "reason": "classification labels must be whole numbers >= 0 (0/1 for binary)"})
+        if len(target_cols) == 1:
+            for row in values.index[missing]:
+                bad.append({"row": row, "column": col, "value": raw[row], "reason": "missing label"})
+        labels[col] = values.where(np.isfinite(values.fillna(np.nan)))
+    if len(target_cols) > 1:
+        for row in labels.index[labels.isna().all(axis=1)]:
+            if not any(b["row"] == row for b in bad):
+                bad.append({"row": row, "column": ",".join(target_cols), "value": "", "reason": "every label missing"})
+    return labels, _bad_frame(bad).sort_values("row", kind="stable").reset_index(drop=True)
+
+
+def merge_duplicates(table: pd.DataFrame, target_cols: list[str], policy: DuplicatePolicy) -> tuple[pd.DataFrame, int]:
+    """Find molecules that appear more than once (by canonical SMILES) and, with ``average``, merge them.
+
+    Returns:
+        (table, n_duplicates): the table (merged rows keep the first row's number and the mean label)
+        and the number of rows that repeat an earlier molecule.
+    """
+    canonical = table["smiles"].map(lambda s: Chem.MolToSmiles(Chem.MolFromSmiles(s)))
+    n_dup = int(canonical.duplicated().sum())
+    if policy is DuplicatePolicy.keep or n_dup == 0:
+        return table, n_dup
+    grouped = table.assign(_canon=canonical.values).groupby("_canon", sort=False)
+    merged = grouped.first()
+    merged[target_cols] = grouped[target_cols].mean()
+    merged["row"] = grouped["row"].first()
+    merged = merged.reset_index(drop=True).set_index("row", drop=False)
+    merged.index.name = None
+    return merged.sort_index(), n_dup
+
+
+@dataclass
+class LoadedData:
+    """A cleaned table ready to split and train on, with what was found on the way."""
+
+    table: pd.DataFrame
+    """Columns: row (position in the source), smiles (cleaned), one float column per target."""
+    target_cols: list[str]
+    task: Task
+    bad: pd.DataFrame
+    """Rows dropped under bad_input=skip (row, column, value, reason)."""
+    n_duplicates: int
+    source_path: Path
+    source_rows: int
+    raw: pd.DataFrame
+    """The source table as read (sampled, if asked), for split columns and reports."""
+
+
+def load_dataset(config: DataConfig) -> LoadedData:
+    """Read, validate and clean the data a config names, applying its bad-input and duplicate policies.
+
+    Raises:
+        SmilesformerError: missing column, empty file, or (bad_input=error) any bad row, listed.
+    """
+    if config.source in DATASETS and not Path(config.source).exists():
+        info = DATASETS[config.source]
+        path = resolve_dataset(config.source)
+        smiles_col = config.smiles_col or info.smiles_col
+        target_cols = list(config.target_cols) or list(info.target_cols)
+        task = config.task or info.task
+    else:
+        path = Path(config.source)
+        smiles_col = config.smiles_col
+        target_cols = list(config.target_cols)
+        task = config.task or Task.regression
+    raw = read_table(path)
+    smiles_col = smiles_col or _guess_smiles_col(raw)
+    if not target_cols:
+        raise SmilesformerError(
+            f"no target column given; pass --target COL (columns: {', '.join(map(repr, map(str, raw.columns)))})"
+        )
+    require_columns(raw, [smiles_col, *target_cols] + ([config.split_col] if config.split_col else []), path)
+    source_rows = len(raw)
+    if config.sample is not None and config.sample < 1:
+        raw = raw.sample(frac=config.sample, random_state=config.seed).sort_index()
+
+    smiles, bad_smiles = clean_smiles(raw[smiles_col], config.canonicalize, smiles_col)
+    labels, bad_labels = clean_labels(raw, target_cols, task)
+    bad = pd.concat([bad_smiles, bad_labels]).sort_values("row", kind="stable").reset_index(drop=True)
+    if len(bad) and config.bad_input is BadInputPolicy.error:
+        raise BadInputError(_describe(bad, "unusable SMILES or labels", _SKIP_FIX), bad)
+    keep = ~raw.index.isin(bad["row"])
+    table = pd.DataFrame({"row": raw.index[keep], "smiles": smiles[keep].values}, index=raw.index[keep])
+    for col in target_cols:
+        table[col] = labels.loc[keep, col].values
+    if table.empty:
+        raise SmilesformerError(f"no usable rows left in {path} after dropping {len(bad)} bad row(s)")
+    table, n_dup = merge_duplicates(table, target_cols, config.duplicates)
+    return LoadedData(table, target_cols, task, bad, n_dup, path, source_rows, raw)

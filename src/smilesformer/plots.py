@@ -1,0 +1,73 @@
+"""Figures drawn from labels, predictions and training logs; never loads a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+from sklearn import metrics as skm  # noqa: E402
+
+__all__ = ["plot_parity", "plot_roc", "plot_training_curve"]
+
+
+def plot_parity(y: np.ndarray, p: np.ndarray, path: str | Path, title: str = "", unit: str = "") -> Path:
+    """The notebook's predicted-vs-actual plot: points, the y = x line, and Pearson r in the figure."""
+    keep = np.isfinite(y) & np.isfinite(p)
+    y, p = y[keep], p[keep]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(y, p, s=12, alpha=0.6, edgecolors="none")
+    lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
+    pad = 0.05 * (hi - lo or 1)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1, label="y = x")
+    r = stats.pearsonr(y, p)[0] if len(y) > 1 and np.std(p) > 0 else float("nan")
+    rmse = float(np.sqrt(np.mean((y - p) ** 2)))
+    ax.text(0.04, 0.96, f"Pearson r = {r:.3f}\nRMSE = {rmse:.3f}\nn = {len(y)}", transform=ax.transAxes,
+            va="top", bbox=dict(boxstyle="round", fc="white", alpha=0.8))
+    suffix = f" ({unit})" if unit else ""
+    ax.set(xlabel=f"actual{suffix}", ylabel=f"predicted{suffix}", title=title,
+           xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), aspect="equal")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_roc(y: np.ndarray, prob: np.ndarray, path: str | Path, names: list[str]) -> Path:
+    """ROC curve per binary target, AUC in the legend. ``y`` and ``prob`` are (n, targets)."""
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for j, name in enumerate(names):
+        keep = np.isfinite(y[:, j])
+        if len(np.unique(y[keep, j])) < 2:
+            continue
+        fpr, tpr, _ = skm.roc_curve(y[keep, j], prob[keep, j])
+        ax.plot(fpr, tpr, label=f"{name} (AUC = {skm.auc(fpr, tpr):.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=1)
+    ax.set(xlabel="false positive rate", ylabel="true positive rate", aspect="equal", title="ROC")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_training_curve(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Training loss per logging step and validation loss per epoch, from the Trainer's log history."""
+    train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
+    valid = [(h["epoch"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if valid:
+        ax.plot(*zip(*valid), "o-", label="valid loss")
+    ax.set(xlabel="epoch", ylabel="loss", title=title or "training curve", yscale="log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

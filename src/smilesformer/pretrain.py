@@ -1,0 +1,295 @@
+"""Pretraining: corpus cleaning (streamed), token and descriptor caches on disk, and the model card.
+
+The corpus is read line by line and written, cleaned, to the run folder; token ids and RDKit
+descriptors are computed once into memory-mapped ``.npy`` files, so a 10M-molecule corpus is never
+held in memory, a resumed or repeated run reuses them, and a map-style dataset over them lets the
+Trainer shuffle, group by length and skip exactly the batches already seen when it resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from rdkit import Chem
+from rdkit.Chem import Descriptors
+from torch.utils.data import Dataset
+from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
+
+from .config import Objective, PretrainConfig, TokenizerKind, save_config
+from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles
+from .model import make_config
+from .tokenization import build_regex_tokenizer, coverage_report, element_tokens, train_bpe_tokenizer
+
+__all__ = [
+    "clean_corpus",
+    "TokenCache",
+    "DescriptorCache",
+    "compute_descriptors",
+    "descriptor_names",
+    "run_pretrain",
+]
+
+logger = logging.getLogger(__name__)
+
+CHUNK = 10_000  # molecules per tokenization / descriptor chunk
+
+
+def clean_corpus(config: PretrainConfig, out_dir: Path) -> tuple[Path, dict]:
+    """Stream the corpus, keep the molecules RDKit parses, write them one per line.
+
+    Invalid lines are counted and the first 1,000 are listed (line, value, reason) in invalid_lines.tsv;
+    they never stop the run. Reuses an earlier result made from the same file with the same options.
+
+    Returns:
+        (path of the cleaned corpus, report with counts).
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cleaned, report_path = out_dir / "corpus.smi", out_dir / "corpus_report.json"
+    stat = os.stat(config.corpus)
+    key = {"corpus": str(config.corpus), "size": stat.st_size, "mtime": int(stat.st_mtime), "limit": config.limit,
+           "canonicalize": config.canonicalize, "dedupe": config.dedupe, "smiles_col": config.smiles_col}
+    if cleaned.is_file() and report_path.is_file():
+        report = json.loads(report_path.read_text())
+        if report.get("key") == key:
+            logger.info("reusing the cleaned corpus %s (%d molecules)", cleaned, report["kept"])
+            return cleaned, report
+    counts = {"read": 0, "invalid": 0, "duplicates": 0, "kept": 0}
+    seen: set[int] = set()  # hashes, not strings: ~10x less memory on a 10M-line corpus
+    with open(cleaned, "w") as out, open(out_dir / "invalid_lines.tsv", "w") as bad:
+        bad.write("line\tvalue\treason\n")
+        for line_no, raw in enumerate(iter_smiles(config.corpus, config.smiles_col), start=1):
+            counts["read"] += 1
+            mol, reason = parse_smiles(raw)
+            if mol is None:
+                counts["invalid"] += 1
+                if counts["invalid"] <= 1000:
+                    bad.write(f"{line_no}\t{raw!r}\t{reason}\n")
+                continue
+            smiles = Chem.MolToSmiles(mol) if config.canonicalize else raw.strip()
+            if config.dedupe:
+                h = hash(Chem.MolToSmiles(mol) if not config.canonicalize else smiles)
+                if h in seen:
+                    counts["duplicates"] += 1
+                    continue
+                seen.add(h)
+            out.write(smiles + "\n")
+            counts["kept"] += 1
+            if config.limit and counts["kept"] >= config.limit:
+                break
+    if counts["kept"] == 0:
+        raise SmilesformerError(f"no valid SMILES in {config.corpus} ({counts['invalid']} invalid lines)")
+    report = {"key": key, **counts}
+    report_path.write_text(json.dumps(report, indent=2))
+    if counts["invalid"]:
+        logger.warning("%d invalid corpus lines skipped (first ones in %s)", counts["invalid"],
+                       out_dir / "invalid_lines.tsv")
+    return cleaned, report
+
+
+def _read_lines(path: Path) -> Iterator[str]:
+    with open(path) as fh:
+        for line in fh:
+            yield line.rstrip("\n")
+
+
+def _chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for item in it:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+class TokenCache(Dataset):
+    """Token ids of a cleaned corpus in two memory-mapped arrays (flat ids, offsets); a map-style dataset."""
+
+    def __init__(self, folder: Path, labels: np.ndarray | None = None):
+        self.ids = np.load(folder / "token_ids.npy", mmap_mode="r")
+        self.offsets = np.load(folder / "token_offsets.npy", mmap_mode="r")
+        self.labels = labels  # (n, k) float32 memmap, for MTR
+
+    @classmethod
+    def build(cls, tokenizer: PreTrainedTokenizerBase, corpus: Path, folder: Path, max_length: int) -> TokenCache:
+        """Tokenize the corpus in chunks (appending to disk), or reuse the cache if it matches the corpus."""
+        stamp = {"corpus_sha256": file_sha256(corpus), "vocab": len(tokenizer), "max_length": max_length}
+        stamp_path = folder / "token_cache.json"
+        if stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
+            return cls(folder)
+        dtype = np.uint16 if len(tokenizer) < 2**16 else np.int32
+        lengths: list[int] = []
+        with open(folder / "token_ids.bin", "wb") as flat:
+            for chunk in _chunks(_read_lines(corpus), CHUNK):
+                for ids in tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"]:
+                    flat.write(np.asarray(ids, dtype=dtype).tobytes())
+                    lengths.append(len(ids))
+        raw = np.memmap(folder / "token_ids.bin", dtype=dtype, mode="r")
+        np.save(folder / "token_ids.npy", raw)
+        del raw
+        os.remove(folder / "token_ids.bin")
+        np.save(folder / "token_offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        stamp_path.write_text(json.dumps(stamp))
+        return cls(folder)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> dict:
+        item = {"input_ids": self.ids[self.offsets[i]:self.offsets[i + 1]].astype(np.int64).tolist()}
+        if self.labels is not None:
+            item["labels"] = np.asarray(self.labels[i], dtype=np.float32)
+        return item
+
+
+def descriptor_names() -> list[str]:
+    """RDKit's 2D descriptor set (about 210), in RDKit's order."""
+    return [name for name, _ in Descriptors._descList]
+
+
+def _descriptor_row(smiles: str) -> np.ndarray:
+    mol = Chem.MolFromSmiles(smiles)
+    row = np.full(len(Descriptors._descList), np.nan, dtype=np.float64)
+    if mol is None:
+        return row.astype(np.float32)
+    for j, (_, fn) in enumerate(Descriptors._descList):
+        try:
+            row[j] = fn(mol)
+        except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is masked, not fatal
+            pass
+    row[~np.isfinite(row) | (np.abs(row) > 3e38)] = np.nan
+    return row.astype(np.float32)
+
+
+def _descriptor_chunk(chunk: list[str]) -> np.ndarray:
+    return np.stack([_descriptor_row(s) for s in chunk])
+
+
+class DescriptorCache:
+    """Normalized RDKit descriptors of a cleaned corpus (memory-mapped), with their statistics."""
+
+    def __init__(self, folder: Path):
+        self.values = np.load(folder / "descriptors.npy", mmap_mode="r")
+        self.stats = json.loads((folder / "descriptor_stats.json").read_text())
+
+
+def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0) -> DescriptorCache:
+    """Compute RDKit descriptors once, in parallel, standardize them and cache them on disk.
+
+    NaN or infinite values stay NaN (masked out of the MTR loss). Each descriptor is standardized with
+    its corpus mean and standard deviation and clipped to +-10 sd, because a few (Ipc, BertzCT) have
+    heavy tails that would otherwise dominate the loss. Reused when the corpus is unchanged.
+    """
+    stats_path = folder / "descriptor_stats.json"
+    digest = file_sha256(corpus)
+    if stats_path.is_file() and json.loads(stats_path.read_text()).get("corpus_sha256") == digest:
+        logger.info("reusing the descriptor cache in %s", folder)
+        return DescriptorCache(folder)
+    n = sum(1 for _ in _read_lines(corpus))
+    names = descriptor_names()
+    out = np.lib.format.open_memmap(folder / "descriptors.npy", mode="w+", dtype=np.float32, shape=(n, len(names)))
+    jobs = n_jobs or os.cpu_count() or 1
+    started = time.perf_counter()
+    chunks = _chunks(_read_lines(corpus), 1000)
+    pos = 0
+    if jobs > 1:
+        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+            for block in pool.imap(_descriptor_chunk, chunks):
+                out[pos:pos + len(block)] = block
+                pos += len(block)
+    else:
+        for block in map(_descriptor_chunk, chunks):
+            out[pos:pos + len(block)] = block
+            pos += len(block)
+    mean = np.nanmean(out, axis=0)
+    std = np.nanstd(out, axis=0)
+    std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    for start in range(0, n, 100_000):
+        block = (out[start:start + 100_000] - mean) / std
+        out[start:start + 100_000] = np.clip(block, -10, 10)
+    out.flush()
+    del out
+    stats_path.write_text(json.dumps({"corpus_sha256": digest, "names": names, "mean": mean.tolist(),
+                                      "std": std.tolist(), "n": n,
+                                      "seconds": round(time.perf_counter() - started, 1)}, indent=2))
+    return DescriptorCache(folder)
+
+
+def _build_tokenizer(config: PretrainConfig, corpus: Path) -> PreTrainedTokenizerBase:
+    if config.tokenizer is TokenizerKind.bpe:
+        return train_bpe_tokenizer(_read_lines(corpus), config.vocab_size, model_max_length=config.max_length)
+    extra = element_tokens() if config.element_tokens else []
+    return build_regex_tokenizer(_read_lines(corpus), model_max_length=config.max_length, extra_tokens=extra)
+
+
+def run_pretrain(config: PretrainConfig, out_dir: str | Path) -> Path:
+    """Pretrain a model from scratch and write it, with tokenizer, caches, loss curve and card, to ``out_dir``.
+
+    Interrupted runs resume from the last checkpoint in ``out_dir/checkpoints`` when run again with
+    the same settings. Returns the folder of the final model (``out_dir/model``).
+    """
+    from .plots import plot_training_curve
+    from .train import run_pretraining
+
+    out_dir = Path(out_dir)
+    cache = out_dir / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    corpus, corpus_report = clean_corpus(config, cache)
+    tok_dir = cache / "tokenizer"
+    if (tok_dir / "tokenizer.json").is_file():
+        from .tokenization import load_tokenizer
+
+        tokenizer = load_tokenizer(tok_dir)
+    else:
+        tokenizer = _build_tokenizer(config, corpus)
+        tokenizer.save_pretrained(tok_dir)
+    coverage = coverage_report(tokenizer, (s for i, s in zip(range(20_000), _read_lines(corpus))))
+    dataset = TokenCache.build(tokenizer, corpus, cache, config.max_length)
+    torch.manual_seed(config.seed)
+    model_config = make_config(config.preset, len(tokenizer), config.max_length, tokenizer.pad_token_id)
+    extra_files: dict[str, dict] = {}
+    if config.objective is Objective.mtr:
+        descriptors = compute_descriptors(corpus, cache, config.n_jobs)
+        dataset.labels = descriptors.values
+        model_config.num_labels = descriptors.values.shape[1]
+        model_config.problem_type = "regression"
+        model = AutoModelForSequenceClassification.from_config(model_config)
+        extra_files["descriptor_stats.json"] = {k: v for k, v in descriptors.stats.items()}
+    else:
+        model = AutoModelForMaskedLM.from_config(model_config)
+    history, throughput = run_pretraining(model, tokenizer, dataset, config, out_dir / "checkpoints")
+    wall = time.perf_counter() - started
+
+    model_dir = out_dir / "model"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    save_config(model_dir / "pretrain_config.json", pretrain=config)
+    for name, content in extra_files.items():
+        (model_dir / name).write_text(json.dumps(content, indent=2))
+    summary = {"corpus": {k: v for k, v in corpus_report.items() if k != "key"},
+               "tokenizer_coverage": coverage, "throughput": throughput, "wall_seconds": round(wall, 1),
+               "n_parameters": sum(p.numel() for p in model.parameters()),
+               "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+               "steps": max((h.get("step", 0) for h in history), default=0),
+               "hardware": _hardware()}
+    (model_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+    plot_training_curve(history, model_dir / "loss_curve.png", title=f"{config.objective.value} pretraining")
+    return model_dir
+
+
+def _hardware() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return f"CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

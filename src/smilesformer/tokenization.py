@@ -1,0 +1,152 @@
+"""SMILES tokenizers as ``PreTrainedTokenizerFast``: an atom-level regex tokenizer and a byte-level BPE.
+
+Both are built with the Hugging Face ``tokenizers`` library, so they save and load with
+``save_pretrained`` / ``from_pretrained``, give character offsets (used to map tokens to atoms)
+and work with any HF model. Special tokens follow RoBERTa: ``<s> <pad> </s> <unk> <mask>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers.implementations import ByteLevelBPETokenizer
+from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+__all__ = [
+    "SMILES_REGEX",
+    "SPECIAL_TOKENS",
+    "ATOM_TOKEN_REGEX",
+    "tokenize_smiles",
+    "build_regex_tokenizer",
+    "element_tokens",
+    "train_bpe_tokenizer",
+    "load_tokenizer",
+    "coverage_report",
+]
+
+# Atom-level SMILES pattern of Schwaller et al., "Molecular Transformer", ACS Cent. Sci. 5, 1572 (2019),
+# kept on one line (copies split over two lines silently lose alternatives such as `#`).
+# One addition: a final `.` catch-all, so a character the pattern does not know (a typo, an
+# unusual element outside brackets) becomes its own token instead of vanishing; the tokens then
+# always join back to the input, which tests/test_tokenization.py checks over every shared data set.
+SMILES_REGEX = r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|\%[0-9]{2}|[0-9]|.)"
+_SMILES_PATTERN = re.compile(SMILES_REGEX)
+
+# A token that spells an atom: a bracket atom, an organic-subset element (aliphatic or aromatic) or `*`.
+ATOM_TOKEN_REGEX = re.compile(r"^(\[[^\]]+]|Br|Cl|B|C|N|O|S|P|F|I|b|c|n|o|s|p|\*)$")
+
+BOS, PAD, EOS, UNK, MASK = "<s>", "<pad>", "</s>", "<unk>", "<mask>"
+SPECIAL_TOKENS = [BOS, PAD, EOS, UNK, MASK]
+
+
+def tokenize_smiles(smiles: str) -> list[str]:
+    """Split a SMILES string into atom-level tokens (``"".join(tokens) == smiles``)."""
+    return _SMILES_PATTERN.findall(smiles)
+
+
+def _wrap(tokenizer: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
+    bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
+    tokenizer.post_processor = processors.RobertaProcessing((EOS, eos), (BOS, bos), trim_offsets=False, add_prefix_space=False)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS,
+        eos_token=EOS,
+        sep_token=EOS,
+        cls_token=BOS,
+        unk_token=UNK,
+        pad_token=PAD,
+        mask_token=MASK,
+        model_max_length=model_max_length,
+        padding_side="right",
+    )
+
+
+def element_tokens() -> list[str]:
+    """Bracket atoms for every element with charge 0, +-1, +-2, +-3 (``[Na+]``, ``[Fe+3]``, ``[Se]`` ...)."""
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    charges = ["", "+", "-", "+2", "-2", "+3", "-3"]
+    return [f"[{table.GetElementSymbol(z)}{c}]" for z in range(1, 119) for c in charges]
+
+
+def build_regex_tokenizer(
+    smiles: Iterable[str], min_frequency: int = 1, model_max_length: int = 256, extra_tokens: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
+    """Build the atom-level regex tokenizer with a vocabulary read from a SMILES corpus.
+
+    Args:
+        smiles: corpus to count tokens in (any iterable; streamed).
+        min_frequency: tokens seen fewer times map to ``<unk>``.
+        model_max_length: longest sequence the model accepts, special tokens included.
+        extra_tokens: tokens added after the corpus's own (e.g. ``element_tokens()``).
+
+    Returns:
+        A ``PreTrainedTokenizerFast`` whose pieces are the regex tokens.
+    """
+    counts: Counter[str] = Counter()
+    for s in smiles:
+        counts.update(tokenize_smiles(s.strip()))
+    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+    for tok, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if n >= min_frequency and tok not in vocab:
+            vocab[tok] = len(vocab)
+    for tok in extra_tokens:
+        vocab.setdefault(tok, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(SMILES_REGEX), behavior="isolated")
+    tokenizer.decoder = decoders.Fuse()
+    return _wrap(tokenizer, model_max_length)
+
+
+def train_bpe_tokenizer(
+    smiles: Iterable[str], vocab_size: int = 1000, min_frequency: int = 2, model_max_length: int = 256
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer (as ChemBERTa's) on a SMILES corpus.
+
+    Args:
+        smiles: corpus (any iterable; streamed into the trainer).
+        vocab_size: target vocabulary size, special tokens included.
+        min_frequency: pairs seen fewer times are not merged.
+        model_max_length: longest sequence the model accepts, special tokens included.
+    """
+    bpe = ByteLevelBPETokenizer(add_prefix_space=False, trim_offsets=False)
+    bpe.train_from_iterator(
+        (s.strip() for s in smiles), vocab_size=vocab_size, min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS, show_progress=False,
+    )
+    return _wrap(bpe._tokenizer, model_max_length)
+
+
+def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
+    """Load any tokenizer saved with ``save_pretrained`` (ours, or a checkpoint's own, e.g. ChemBERTa's)."""
+    return AutoTokenizer.from_pretrained(str(name_or_path))
+
+
+def coverage_report(tokenizer: PreTrainedTokenizerBase, smiles: Iterable[str]) -> dict[str, float]:
+    """How well a tokenizer covers a corpus.
+
+    Returns:
+        ``roundtrip`` (share of SMILES whose decoded tokens give back the input), ``unk_rate``
+        (share of tokens that are ``<unk>``), ``mean_tokens`` (per molecule, specials excluded)
+        and ``n`` (molecules read).
+    """
+    n = roundtrip = n_tokens = n_unk = 0
+    unk_id = tokenizer.unk_token_id
+    for s in smiles:
+        s = s.strip()
+        ids = tokenizer(s, add_special_tokens=False)["input_ids"]
+        n += 1
+        n_tokens += len(ids)
+        n_unk += sum(i == unk_id for i in ids)
+        roundtrip += tokenizer.decode(ids) == s
+    return {
+        "n": n,
+        "roundtrip": roundtrip / max(n, 1),
+        "unk_rate": n_unk / max(n_tokens, 1),
+        "mean_tokens": n_tokens / max(n, 1),
+    }

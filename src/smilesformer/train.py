@@ -1,0 +1,298 @@
+"""Fine-tuning through the Hugging Face Trainer. The only module that builds ``Trainer`` or
+``TrainingArguments``: their argument names change between transformers releases (tested on 5.x)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from transformers import (
+    DataCollatorForLanguageModeling,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+from transformers.trainer_utils import get_last_checkpoint
+
+from .config import Objective, PretrainConfig, Precision, Task, TrainConfig
+from .data import SmilesformerError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+    from .model import SmilesModel
+
+__all__ = ["finetune", "run_pretraining", "training_arguments", "EncodedDataset", "MaskedLossTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class EncodedDataset(Dataset):
+    """Tokenized SMILES with their (scaled) labels; lengths vary, padding happens per batch."""
+
+    def __init__(self, input_ids: list[list[int]], labels: np.ndarray):
+        self.input_ids = input_ids
+        self.labels = labels  # (n, targets) float, NaN = missing; or (n,) class ids
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, i: int) -> dict:
+        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+
+
+class PadCollator:
+    """Pads input ids to the longest in the batch (dynamic padding) and stacks the labels."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, label_dtype: torch.dtype):
+        self.tokenizer = tokenizer
+        self.label_dtype = label_dtype
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer.pad({"input_ids": [f["input_ids"] for f in features]}, return_tensors="pt")
+        batch["labels"] = torch.as_tensor(np.stack([f["labels"] for f in features]), dtype=self.label_dtype)
+        return dict(batch)
+
+
+class MaskedLossTrainer(Trainer):
+    """Trainer whose loss ignores missing labels (NaN), so multi-task data with gaps trains as is.
+
+    HF heads compute MSE / BCE over every label; a NaN would poison the batch. This is the one
+    subclass we keep: everything else is configured through ``TrainingArguments``.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        logits = outputs.logits.float()
+        problem = model.config.problem_type
+        if problem == "single_label_classification":
+            loss = torch.nn.functional.cross_entropy(logits, labels.long().view(-1))
+        else:
+            mask = ~torch.isnan(labels)
+            target = torch.nan_to_num(labels.float())
+            if problem == "regression":
+                per_item = (logits - target) ** 2
+            else:
+                per_item = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+            loss = (per_item * mask).sum() / mask.sum().clamp(min=1)
+        return (loss, outputs) if return_outputs else loss
+
+
+def _precision_flags(precision: Precision) -> dict[str, bool]:
+    cuda = torch.cuda.is_available()
+    if precision is Precision.auto:
+        precision = Precision.bf16 if cuda and torch.cuda.is_bf16_supported() else Precision.fp32
+    if precision is not Precision.fp32 and not cuda:
+        logger.warning("%s needs a GPU; training in fp32 on the CPU", precision.value)
+        precision = Precision.fp32
+    return {"bf16": precision is Precision.bf16, "fp16": precision is Precision.fp16}
+
+
+def training_arguments(
+    output_dir: Path, config: TrainConfig, n_train: int, has_valid: bool, **overrides
+) -> TrainingArguments:
+    """TrainingArguments for a fine-tuning or pretraining run (warm-up given as a fraction of all steps)."""
+    world = max(torch.cuda.device_count(), 1) if torch.cuda.is_available() else 1
+    steps_per_epoch = math.ceil(n_train / (config.batch_size * world))
+    strategy = "epoch" if has_valid else "no"
+    kwargs = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.eval_batch_size,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=int(config.warmup_fraction * steps_per_epoch * config.epochs),
+        lr_scheduler_type="linear",
+        eval_strategy=strategy,
+        save_strategy="epoch",
+        save_total_limit=2,
+        load_best_model_at_end=has_valid,
+        metric_for_best_model="eval_loss" if has_valid else None,
+        greater_is_better=False if has_valid else None,
+        logging_steps=config.logging_steps,
+        logging_first_step=True,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=not config.progress,
+        dataloader_num_workers=0,
+        **_precision_flags(config.precision),
+    )
+    kwargs.update(overrides)
+    return TrainingArguments(**kwargs)
+
+
+def _label_matrix(labels, n: int, n_targets: int) -> np.ndarray:
+    values = labels.to_numpy(float) if isinstance(labels, (pd.DataFrame, pd.Series)) else np.asarray(labels, float)
+    if values.size != n * n_targets:
+        raise SmilesformerError(f"got {values.size} label values for {n} molecules and {n_targets} target(s)")
+    return values.reshape(n, n_targets)
+
+
+def finetune(
+    model: SmilesModel,
+    smiles: Sequence[str],
+    labels,
+    valid_smiles: Sequence[str] | None,
+    valid_labels,
+    config: TrainConfig,
+    output_dir: str | Path | None,
+) -> list[dict]:
+    """Fine-tune ``model`` in place; returns the Trainer's log history (losses per step and epoch).
+
+    Regression labels are standardized with the training mean and standard deviation (stored in
+    ``model.meta`` and undone at predict time). With a valid set, the best epoch by validation loss is
+    kept and training stops early after ``config.early_stopping_patience`` epochs without improvement.
+    With ``config.resume`` and checkpoints in ``output_dir``, training continues from the last one.
+    """
+    from .evaluate import count_truncated
+
+    meta = model.meta
+    n_targets = len(meta.targets)
+    y = _label_matrix(labels, len(smiles), n_targets)
+    if meta.task is Task.regression:
+        mean = np.nanmean(y, axis=0)
+        std = np.nanstd(y, axis=0)
+        std = np.where(std > 0, std, 1.0)
+        meta.label_mean, meta.label_std = mean.tolist(), std.tolist()
+    else:
+        meta.label_mean = meta.label_std = None
+
+    def encode(smi: Sequence[str], lab: np.ndarray) -> EncodedDataset:
+        ids = model.tokenizer(list(smi), truncation=True, max_length=meta.max_length)["input_ids"]
+        if meta.task is Task.regression:
+            lab = (lab - np.asarray(meta.label_mean)) / np.asarray(meta.label_std)
+        elif meta.n_classes > 2:
+            lab = lab[:, 0]
+        return EncodedDataset(ids, lab.astype(np.float32))
+
+    count_truncated(model, smiles)
+    train_set = encode(smiles, y)
+    valid_set = None
+    if valid_smiles is not None and len(valid_smiles):
+        valid_set = encode(valid_smiles, _label_matrix(valid_labels, len(valid_smiles), n_targets))
+
+    tmp = None
+    if output_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="smilesformer-")
+        output_dir = tmp.name
+    output_dir = Path(output_dir)
+    args = training_arguments(output_dir, config, len(train_set), valid_set is not None)
+    label_dtype = torch.long if meta.n_classes > 2 else torch.float32
+    callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if valid_set is not None else []
+    trainer = MaskedLossTrainer(
+        model=model.model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=valid_set,
+        data_collator=PadCollator(model.tokenizer, label_dtype),
+        processing_class=model.tokenizer,
+        callbacks=callbacks,
+    )
+    last = get_last_checkpoint(str(output_dir)) if config.resume and output_dir.is_dir() else None
+    if last:
+        logger.warning("resuming from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+    model.model = trainer.model
+    if tmp is not None:
+        tmp.cleanup()
+    return trainer.state.log_history
+
+
+class TokenCounter:
+    """Wraps a collator and counts the real (non-pad) tokens it hands to the model."""
+
+    def __init__(self, collator):
+        self.collator = collator
+        self.tokens = 0
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        self.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
+        return batch
+
+
+class ThroughputCallback(TrainerCallback):
+    """Adds tokens/s and molecules/s (this process, since the last log) to every training log line."""
+
+    def __init__(self, counter: TokenCounter, batch_size: int):
+        self.counter = counter
+        self.batch_size = batch_size
+        self.last = (time.perf_counter(), 0, 0)
+        self.totals = {"tokens": 0, "molecules": 0, "seconds": 0.0}
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs is None or "loss" not in logs:
+            return
+        now, tokens, step = time.perf_counter(), self.counter.tokens, state.global_step
+        t0, tok0, step0 = self.last
+        if now > t0 and tokens > tok0:
+            logs["tokens_per_second"] = round((tokens - tok0) / (now - t0), 1)
+            logs["molecules_per_second"] = round((step - step0) * self.batch_size / (now - t0), 1)
+            self.totals["tokens"] += tokens - tok0
+            self.totals["molecules"] += (step - step0) * self.batch_size
+            self.totals["seconds"] += now - t0
+        self.last = (now, tokens, step)
+
+
+def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_dir: Path) -> tuple[list[dict], dict]:
+    """Train ``model`` on ``dataset`` (a token cache) with MLM or MTR; resumes from the last checkpoint.
+
+    Several GPUs or nodes need no change here: launched with ``torchrun`` or ``accelerate launch``,
+    the Trainer runs data-parallel (DDP) on its own.
+
+    Returns:
+        (log history, throughput summary with mean tokens/s and molecules/s).
+    """
+    output_dir = Path(output_dir)
+    if config.objective is Objective.mlm:
+        # RoBERTa-style dynamic masking: a fresh 15% of tokens is masked in every batch.
+        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability, seed=config.seed)
+        trainer_cls = Trainer
+    else:
+        collator = PadCollator(tokenizer, torch.float32)
+        trainer_cls = MaskedLossTrainer
+    counter = TokenCounter(collator)
+    train_config = TrainConfig(epochs=max(1, math.ceil(config.epochs)), batch_size=config.batch_size,
+                               learning_rate=config.learning_rate, weight_decay=config.weight_decay,
+                               warmup_fraction=config.warmup_fraction, max_length=config.max_length,
+                               seed=config.seed, precision=config.precision, logging_steps=config.logging_steps,
+                               progress=config.progress)
+    steps = config.max_steps if config.max_steps > 0 else math.ceil(
+        config.epochs * len(dataset) / (config.batch_size * config.grad_accum * _world_size()))
+    args = training_arguments(
+        output_dir, train_config, len(dataset), has_valid=False,
+        num_train_epochs=config.epochs, max_steps=steps, warmup_steps=int(config.warmup_fraction * steps),
+        gradient_accumulation_steps=config.grad_accum, save_strategy="steps", save_steps=config.save_steps,
+        lr_scheduler_type="linear",
+    )
+    throughput = ThroughputCallback(counter, config.batch_size * _world_size())
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=counter,
+                          processing_class=tokenizer, callbacks=[throughput])
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if last:
+        logger.warning("resuming pretraining from %s", last)
+    trainer.train(resume_from_checkpoint=last)
+    seconds = throughput.totals["seconds"]
+    summary = {"tokens_per_second": round(throughput.totals["tokens"] / seconds, 1) if seconds else None,
+               "molecules_per_second": round(throughput.totals["molecules"] / seconds, 1) if seconds else None,
+               "world_size": _world_size(), "resumed_from": last}
+    return trainer.state.log_history, summary
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))

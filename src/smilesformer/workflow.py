@@ -1,0 +1,228 @@
+"""The end-to-end runs behind the CLI verbs: fine-tune into a run folder, evaluate, predict, demo.
+
+A run folder explains itself: config.json (resolved settings), environment.json (package versions,
+data checksum), split.csv, metrics.json, plots, test_predictions.csv and model/ (a standard HF folder
+with tokenizer and smilesformer.json that reloads on its own for predict).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, save_config
+from .data import SmilesformerError, file_sha256, load_dataset, read_table, require_columns, _guess_smiles_col
+from .evaluate import compute_metrics, count_truncated, prediction_matrix
+from .model import SmilesModel, bundled_model_path
+from .plots import plot_parity, plot_roc, plot_training_curve
+from .splits import column_split, random_split, scaffold_split
+
+__all__ = ["RunResult", "run_finetune", "run_evaluate", "run_predict", "run_demo", "environment_info"]
+
+logger = logging.getLogger(__name__)
+
+_PACKAGES = ["smilesformer", "torch", "transformers", "tokenizers", "accelerate", "rdkit", "pandas", "numpy",
+             "scikit-learn"]
+
+
+def environment_info() -> dict:
+    """Versions of Python and the packages a run depends on."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": versions}
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    out_dir: Path
+    metrics: dict
+    model_dir: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _n_classes(task: Task, y: np.ndarray) -> int:
+    if task is Task.regression:
+        return 2
+    top = int(np.nanmax(y)) + 1
+    if top > 2 and y.shape[1] > 1:
+        raise SmilesformerError("multiclass labels (values > 1) are supported for a single target column only")
+    return max(top, 2)
+
+
+def _write_plots(meta, y: np.ndarray, p: np.ndarray, out_dir: Path, title: str) -> list[Path]:
+    paths = []
+    if meta.task is Task.regression:
+        for j, name in enumerate(meta.targets):
+            fname = "parity.png" if len(meta.targets) == 1 else f"parity_{j}_{name}.png".replace("/", "_")
+            paths.append(plot_parity(y[:, j], p[:, j], out_dir / fname, title=f"{title} {name}".strip()))
+    elif meta.n_classes == 2:
+        paths.append(plot_roc(y, p, out_dir / "roc.png", meta.targets))
+    return paths
+
+
+def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: TrainConfig | None = None,
+                 out_dir: str | Path = "runs/finetune") -> RunResult:
+    """Load and clean ``data``, split it, fine-tune ``model_name`` and write a complete run folder.
+
+    Args:
+        data: what to train on and how to split it.
+        model_name: bundled name, local folder, hub name, or ``random:<preset or checkpoint>``.
+        train: hyper-parameters (``TrainConfig()`` if None).
+        out_dir: the run folder; checkpoints inside it let an interrupted run resume.
+    """
+    train = train or TrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    loaded = load_dataset(data)
+    table, targets = loaded.table, loaded.target_cols
+    if len(loaded.bad):
+        loaded.bad.to_csv(out_dir / "bad_rows.csv", index=False)
+        notes.append(f"skipped {len(loaded.bad)} bad row(s); listed in {out_dir / 'bad_rows.csv'}")
+    if loaded.n_duplicates:
+        verb = "averaged" if data.duplicates.value == "average" else "kept (use --duplicates average to merge)"
+        notes.append(f"{loaded.n_duplicates} row(s) repeat an earlier molecule: {verb}")
+
+    smiles = table["smiles"].tolist()
+    if data.split is SplitKind.random:
+        parts = random_split(len(table), data.fractions, data.seed)
+    elif data.split is SplitKind.scaffold:
+        parts = scaffold_split(smiles, data.fractions, data.seed)
+    else:
+        parts = column_split(loaded.raw.loc[table.index, data.split_col].tolist())
+    split_names = np.empty(len(table), dtype=object)
+    for name, idx in zip(("train", "valid", "test"), parts):
+        split_names[idx] = name
+    table = table.assign(split=split_names)
+    table[["row", "smiles", "split"]].to_csv(out_dir / "split.csv", index=False)
+
+    y = table[targets].to_numpy(float)
+    n_classes = _n_classes(loaded.task, y)
+    model = SmilesModel.create(model_name, loaded.task, targets, n_classes, train.max_length,
+                               vocab_smiles=[smiles[i] for i in parts[0]], seed=train.seed)
+    model.meta.smiles_col = "smiles"
+    if model_name.startswith("random:"):
+        notes.append(f"started from random weights ({model_name}), not from a pretrained model")
+    save_config(out_dir / "config.json", data=data, model=model_name, train=train,
+                resolved={"task": loaded.task.value, "targets": targets, "n_classes": n_classes,
+                          "smiles_col": data.smiles_col, "source": str(loaded.source_path)})
+    env = environment_info()
+    env["data"] = {"path": str(loaded.source_path), "sha256": file_sha256(loaded.source_path),
+                   "rows_in_file": loaded.source_rows, "rows_used": len(table)}
+    (out_dir / "environment.json").write_text(json.dumps(env, indent=2))
+
+    train_idx, valid_idx, test_idx = parts
+    started = time.perf_counter()
+    model.fit([smiles[i] for i in train_idx], y[train_idx],
+              [smiles[i] for i in valid_idx] if len(valid_idx) else None,
+              y[valid_idx] if len(valid_idx) else None, train, out_dir / "checkpoints")
+    train_seconds = time.perf_counter() - started
+    model_dir = model.save_pretrained(out_dir / "model")
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the best model is in model/
+
+    metrics: dict = {"n_train": len(train_idx), "n_valid": len(valid_idx), "n_test": len(test_idx),
+                     "train_seconds": round(train_seconds, 2),
+                     "train_molecules_per_second": round(len(train_idx) * _epochs_run(model.history) / train_seconds, 2),
+                     "truncated": count_truncated(model, smiles), "duplicates": loaded.n_duplicates,
+                     "skipped_rows": len(loaded.bad)}
+    for name, idx in (("valid", valid_idx), ("test", test_idx)):
+        if len(idx) == 0:
+            continue
+        preds = model.predict([smiles[i] for i in idx], batch_size=train.eval_batch_size)
+        p = prediction_matrix(model.meta, preds)
+        metrics[name] = compute_metrics(model.meta, y[idx], p)
+        if name == "test":
+            out = table.iloc[idx][["row", "smiles", *targets]].reset_index(drop=True)
+            pd.concat([out, preds.drop(columns="error")], axis=1).to_csv(out_dir / "test_predictions.csv", index=False)
+            _write_plots(model.meta, y[idx], p, out_dir, "test")
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out_dir / "history.json").write_text(json.dumps(model.history, indent=2))
+    plot_training_curve(model.history, out_dir / "training_curve.png")
+    return RunResult(out_dir, metrics, model_dir, notes)
+
+
+def _epochs_run(history: list[dict]) -> float:
+    return max((h.get("epoch", 0) for h in history), default=0) or 1
+
+
+def _read_input(data: str | Path, smiles_col: str | None) -> tuple[pd.DataFrame, str]:
+    table = read_table(data)
+    col = smiles_col or _guess_smiles_col(table)
+    require_columns(table, [col], data)
+    return table, col
+
+
+def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None = None,
+                 out_dir: str | Path | None = None, batch_size: int = 128) -> RunResult:
+    """Score a saved model on a labelled table (its target columns must be present).
+
+    Invalid rows and rows without labels are left out of the metrics and counted.
+    """
+    model = SmilesModel.from_pretrained(model_dir)
+    table, col = _read_input(data, smiles_col)
+    require_columns(table, model.meta.targets, data)
+    preds = model.predict(table[col].tolist(), batch_size=batch_size)
+    y = table[model.meta.targets].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    ok = (preds["error"] == "").to_numpy()
+    metrics = compute_metrics(model.meta, y[ok], prediction_matrix(model.meta, preds)[ok])
+    metrics["invalid_rows"] = int((~ok).sum())
+    out_path = None
+    if out_dir is not None:
+        out_path = Path(out_dir)
+        out_path.mkdir(parents=True, exist_ok=True)
+        (out_path / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        pd.concat([table, preds], axis=1).to_csv(out_path / "predictions.csv", index=False)
+        _write_plots(model.meta, y[ok], prediction_matrix(model.meta, preds)[ok], out_path, "evaluation")
+    return RunResult(out_path or Path("."), metrics, Path(model_dir))
+
+
+def run_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
+                batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
+    """Append prediction columns (and ``error``) to a table; same rows, same order; write it to ``out``."""
+    model = SmilesModel.from_pretrained(model_dir)
+    table, col = _read_input(data, smiles_col)
+    preds = model.predict(table[col].tolist(), batch_size=batch_size, progress=progress)
+    clash = [c for c in preds.columns if c in table.columns]
+    result = pd.concat([table, preds.rename(columns={c: f"{c}_1" for c in clash})], axis=1)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        result.to_parquet(out, index=False)
+    else:
+        result.to_csv(out, index=False, sep="\t" if out.suffix == ".tsv" else ",")
+    return result
+
+
+def demo_train_config(epochs: int = 5) -> TrainConfig:
+    """The demo's settings: the notebook's 5 epochs, no validation set."""
+    return TrainConfig(epochs=epochs, batch_size=16, learning_rate=1e-4, warmup_fraction=0.1)
+
+
+def run_demo(out_dir: str | Path = "runs/demo", model_name: str | None = None, sample: float = 0.1,
+             epochs: int = 5, seed: int = 0) -> RunResult:
+    """The notebook as a run: 10% of AqSolDB, 80/20 random split, 5 epochs of regression fine-tuning.
+
+    Starts from the bundled pretrained model when it is installed, else from random weights (and says so).
+    """
+    if model_name is None:
+        model_name = DEFAULT_MODEL if bundled_model_path() is not None else "random:small"
+    data = DataConfig("aqsoldb", split=SplitKind.random, fractions=(0.8, 0.0, 0.2), sample=sample, seed=seed)
+    result = run_finetune(data, model_name, demo_train_config(epochs), out_dir)
+    if model_name.startswith("random:"):
+        result.notes.append("no bundled pretrained model is installed: the demo trained from random weights")
+    return result
