@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -136,7 +137,7 @@ def pretrain(
                                 batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr,
                                 save_steps=save_steps, logging_steps=logging_steps, seed=seed,
                                 precision=precision, n_jobs=n_jobs)
-        model_dir = run_pretrain(config, out)
+        model_dir = run_pretrain(config, out, command="smilesformer " + " ".join(sys.argv[1:]))
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     summary = json.loads((model_dir / "pretrain_summary.json").read_text())
@@ -225,6 +226,36 @@ def demo(
           f"(n_train = {result.metrics['n_train']}, n_test = {result.metrics['n_test']}, "
           f"{result.metrics['train_seconds']:.0f} s training)")
     print(f"parity plot: {result.out_dir / 'parity.png'}")
+
+
+# --- explain commands (issue: explain) ---
+
+
+# --- embed commands (issue: embeddings and inference at scale) ---
+
+
+# --- serve commands (issue: web service) ---
+@app.command()
+def serve(
+    model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 to accept other machines.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    max_smiles: Annotated[int, typer.Option(help="Most SMILES per /predict request (413 above).")] = 1000,
+    max_smiles_length: Annotated[int, typer.Option(help="Most characters per SMILES (422 above).")] = 500,
+    max_batch: Annotated[int, typer.Option(help="Most SMILES the micro-batcher puts in one model call.")] = 256,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits to share a model call.")] = 5.0,
+) -> None:
+    """Serve a model over HTTP: a web page at /, the API (/predict, /explain, /model, /health), docs at /docs."""
+    try:
+        from .serve import ServeLimits, run_server
+    except ImportError as exc:
+        _fail(SmilesformerError(f"serving needs the serve extra: pip install 'smilesformer[serve]' ({exc})"))
+    try:
+        limits = ServeLimits(max_smiles_per_request=max_smiles, max_smiles_length=max_smiles_length,
+                             max_batch=max_batch, max_wait_ms=max_wait_ms)
+        run_server(model_dir, host, port, limits)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
 
 
 if __name__ == "__main__":

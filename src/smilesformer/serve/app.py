@@ -1,0 +1,351 @@
+"""The HTTP service: a FastAPI app that serves one fine-tuned model, its API and a web page.
+
+``create_app(model_dir)`` builds the app; the model is loaded once when the app starts (lifespan) and every
+model call runs on one worker thread, through a micro-batcher that merges concurrent ``/predict`` requests.
+
+Endpoints: ``POST /predict`` (many SMILES), ``POST /explain`` (one SMILES: attributions and attention),
+``POST /draw`` (a structure coloured by given atom weights), ``GET /model``, ``GET /health``, the page at
+``/`` and the OpenAPI docs at ``/docs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..data import SmilesformerError
+from ..evaluate import predict_table, prediction_columns
+from ..model import META_FILE, SmilesModel
+from .batching import MicroBatcher
+
+__all__ = [
+    "DrawRequest",
+    "DrawResponse",
+    "ExplainRequest",
+    "ExplainResponse",
+    "Health",
+    "ModelInfo",
+    "PredictRequest",
+    "PredictResponse",
+    "RowPrediction",
+    "ServeLimits",
+    "create_app",
+    "run_server",
+]
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclass
+class ServeLimits:
+    """What one request may ask for; larger requests are refused with a 4xx naming the limit."""
+
+    max_smiles_per_request: int = 1000
+    """SMILES in one ``/predict`` request (413 above it)."""
+    max_smiles_length: int = 500
+    """Characters in one SMILES (422 above it); SMILES longer than the model's token limit are truncated."""
+    max_batch: int = 256
+    """Most SMILES the micro-batcher puts in one model call."""
+    max_wait_ms: float = 5.0
+    """How long a request waits for others to share its model call."""
+    batch_size: int = 64
+    """Molecules per forward pass inside a model call (length-sorted, see ``evaluate.predict_outputs``)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_smiles_per_request", "max_smiles_length", "max_batch", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+
+
+# request and response bodies (they are the OpenAPI schema) ----------------------------------------------------
+class PredictRequest(BaseModel):
+    smiles: list[str] = Field(min_length=1, description="SMILES to predict, one per molecule.",
+                              examples=[["CCO", "c1ccccc1O", "not a smiles"]])
+
+
+class RowPrediction(BaseModel):
+    row: int = Field(description="Position of this SMILES in the request (0-based).")
+    smiles: str
+    predictions: dict[str, float | None] = Field(
+        description="Column -> value, columns as in `GET /model` (`<target>_pred`, `<target>_prob`, ...); "
+                    "null where the SMILES is invalid.")
+    uncertainty: dict[str, float] | None = Field(
+        default=None, description="Per-column uncertainty; null: this model gives no uncertainty estimate.")
+    error: str | None = Field(default=None, description="Why this row has no prediction (invalid SMILES).")
+    warning: str | None = Field(default=None, description="A caveat, e.g. the SMILES was truncated.")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    task: str
+    targets: list[str]
+    columns: list[str]
+    results: list[RowPrediction]
+
+
+class ExplainRequest(BaseModel):
+    smiles: str = Field(examples=["c1ccccc1O"])
+    layer: int | None = Field(default=None, description="Only this layer's attention (default: all).")
+    head: int | None = Field(default=None, description="Only this head's attention (default: all).")
+    target: int = Field(default=0, ge=0, description="Output to attribute (target or class index).")
+
+
+class ExplainResponse(BaseModel):
+    smiles: str
+    prediction: Any = None
+    tokens: list[str] | None = None
+    token_atoms: list[Any] | None = Field(default=None, description="Atom index of each token (null if none).")
+    n_atoms: int | None = None
+    atom_attributions: list[float] | None = None
+    completeness_gap: float | None = Field(
+        default=None, description="Integrated-gradients check: sum of attributions minus the output change.")
+    attribution_svg: str | None = Field(default=None, description="The structure coloured by attribution.")
+    attention: dict[str, Any] | None = Field(
+        default=None, description='{"layers", "heads", "weights"[layer][head][token][token]}')
+    atom_attention: dict[str, Any] | None = Field(
+        default=None, description='{"layers", "heads", "weights"[layer][head][atom]}; draw with POST /draw')
+    error: str | None = None
+
+
+class DrawRequest(BaseModel):
+    smiles: str
+    atom_weights: list[float] = Field(description="One weight per atom, in RDKit atom order.")
+    legend: str = ""
+    width: int = Field(default=400, ge=50, le=2000)
+    height: int = Field(default=300, ge=50, le=2000)
+
+
+class DrawResponse(BaseModel):
+    svg: str
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(description="The model folder's name.")
+    task: str
+    targets: list[str]
+    columns: list[str] = Field(description="Prediction columns that `POST /predict` returns.")
+    meta: dict[str, Any] = Field(description=f"The folder's {META_FILE}.")
+    config: dict[str, Any] = Field(description="Architecture summary.")
+    card: str | None = Field(default=None, description="The folder's README.md (model card), if any.")
+    limits: dict[str, Any]
+    version: str = Field(description="smilesformer version serving the model.")
+
+
+class Health(BaseModel):
+    status: str
+    model: str
+    version: str
+    queued_requests: int
+    batching: dict[str, Any]
+
+
+# the model side --------------------------------------------------------------------------------------------
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
+def predict_rows(model: SmilesModel, smiles: list[str], batch_size: int) -> list[dict[str, Any]]:
+    """One result dict per SMILES (the micro-batcher's batch function); invalid SMILES get an ``error``."""
+    columns = prediction_columns(model.meta)
+    table = predict_table(model, smiles, batch_size=batch_size)
+    values = table[columns].to_numpy(float)  # (n, columns)
+    valid = [i for i, e in enumerate(table["error"]) if not e]
+    lengths = dict(zip(valid, model.tokenizer([smiles[i].strip() for i in valid], add_special_tokens=True,
+                                              return_length=True)["length"])) if valid else {}
+    rows = []
+    for i, s in enumerate(smiles):
+        error = table["error"].iat[i] or None
+        warning = None
+        if lengths.get(i, 0) > model.meta.max_length:
+            warning = (f"{lengths[i]} tokens, more than the model's {model.meta.max_length}: the SMILES was "
+                       "truncated and its prediction is less reliable")
+        rows.append({"smiles": s, "predictions": {c: _finite(v) for c, v in zip(columns, values[i])},
+                     "uncertainty": None, "error": error, "warning": warning})
+    return rows
+
+
+def _config_summary(model: SmilesModel) -> dict[str, Any]:
+    config = model.model.config
+    keys = ["model_type", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "vocab_size", "max_position_embeddings", "num_labels", "problem_type"]
+    summary = {k: getattr(config, k, None) for k in keys}
+    summary["n_parameters"] = sum(p.numel() for p in model.model.parameters())
+    summary["tokenizer_size"] = len(model.tokenizer)
+    summary["max_length"] = model.meta.max_length
+    return summary
+
+
+@dataclass
+class _Service:
+    model: SmilesModel
+    batcher: MicroBatcher
+    info: ModelInfo
+
+
+def _check_model_dir(model_dir: Path) -> None:
+    if not model_dir.is_dir():
+        raise SmilesformerError(f"model folder {model_dir} does not exist; pass a fine-tuned model folder "
+                                "(a run's model/ folder, written by `smilesformer finetune`)")
+    if not (model_dir / META_FILE).is_file():
+        raise SmilesformerError(f"{model_dir} has no {META_FILE}, so it is not a fine-tuned smilesformer model; "
+                                "pass a run's model/ folder (written by `smilesformer finetune`)")
+
+
+def _too_long(smiles: str, row: int | None, limits: ServeLimits) -> HTTPException | None:
+    if len(smiles) <= limits.max_smiles_length:
+        return None
+    where = f"SMILES at row {row}" if row is not None else "the SMILES"
+    return HTTPException(422, f"{where} has {len(smiles)} characters; the limit is {limits.max_smiles_length} "
+                              f"characters per SMILES (max_smiles_length). Shorten or drop it.")
+
+
+# the app -----------------------------------------------------------------------------------------------------
+def create_app(model_dir: str | Path, limits: ServeLimits | None = None) -> FastAPI:
+    """A FastAPI app serving the fine-tuned model in ``model_dir``, its API and the web page.
+
+    Args:
+        model_dir: a smilesformer model folder (with smilesformer.json); checked now, loaded at start-up.
+        limits: request limits and batching settings; defaults to ``ServeLimits()``.
+
+    Raises:
+        SmilesformerError: ``model_dir`` is not a fine-tuned model folder.
+    """
+    model_dir = Path(model_dir)
+    _check_model_dir(model_dir)
+    limits = limits or ServeLimits()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = SmilesModel.from_pretrained(model_dir)
+        model.model.eval()
+        batcher: MicroBatcher[str, dict] = MicroBatcher(
+            lambda smiles: predict_rows(model, smiles, limits.batch_size), limits.max_batch, limits.max_wait_ms)
+        card = model_dir / "README.md"
+        info = ModelInfo(
+            name=model_dir.resolve().name, task=model.meta.task.value, targets=model.meta.targets,
+            columns=prediction_columns(model.meta), meta=json.loads((model_dir / META_FILE).read_text()),
+            config=_config_summary(model), card=card.read_text() if card.is_file() else None,
+            limits={"max_smiles_per_request": limits.max_smiles_per_request,
+                    "max_smiles_length": limits.max_smiles_length},
+            version=__version__,
+        )
+        await batcher.start()
+        app.state.service = _Service(model, batcher, info)
+        logger.info("serving %s (%s, targets %s)", info.name, info.task, ", ".join(info.targets))
+        try:
+            yield
+        finally:
+            await batcher.stop()
+
+    app = FastAPI(
+        title="smilesformer",
+        version=__version__,
+        summary="Predictions, attributions and attention of a chemical language model on SMILES.",
+        lifespan=lifespan,
+    )
+
+    def service(request: Request) -> _Service:
+        return request.app.state.service
+
+    @app.post("/predict", response_model=PredictResponse, responses={
+        413: {"description": "More SMILES than max_smiles_per_request."},
+        422: {"description": "A SMILES longer than max_smiles_length, or a malformed body."}})
+    async def predict(body: PredictRequest, request: Request) -> PredictResponse:
+        """Predict a batch of SMILES: one result per input, in order; an invalid SMILES gets an `error`."""
+        svc = service(request)
+        if len(body.smiles) > limits.max_smiles_per_request:
+            raise HTTPException(413, f"{len(body.smiles)} SMILES in one request; the limit is "
+                                     f"{limits.max_smiles_per_request} per request (max_smiles_per_request). "
+                                     "Split them into several requests.")
+        for row, s in enumerate(body.smiles):
+            if (problem := _too_long(s, row, limits)) is not None:
+                raise problem
+        rows = await svc.batcher.submit(body.smiles)
+        return PredictResponse(model=svc.info.name, task=svc.info.task, targets=svc.info.targets,
+                               columns=svc.info.columns,
+                               results=[RowPrediction(row=i, **r) for i, r in enumerate(rows)])
+
+    @app.post("/explain", response_model=ExplainResponse, responses={
+        422: {"description": "A SMILES longer than max_smiles_length, or a layer/head/target out of range."}})
+    async def explain(body: ExplainRequest, request: Request) -> ExplainResponse:
+        """Explain one prediction: atom attributions (drawn as SVG) and attention weights.
+
+        An invalid SMILES answers 200 with `error` set, as in `/predict`.
+        """
+        from ..explain import explain_molecule
+
+        svc = service(request)
+        if (problem := _too_long(body.smiles, None, limits)) is not None:
+            raise problem
+        n_layers = svc.info.config["num_hidden_layers"]
+        n_heads = svc.info.config["num_attention_heads"]
+        for name, value, n in (("layer", body.layer, n_layers), ("head", body.head, n_heads),
+                               ("target", body.target, svc.info.config["num_labels"])):
+            if value is not None and not 0 <= value < n:
+                raise HTTPException(422, f"{name} {value} is out of range: this model has {n} ({name} 0..{n - 1})")
+        try:
+            result = await svc.batcher.run(explain_molecule, svc.model, body.smiles, body.layer, body.head,
+                                           body.target)
+        except SmilesformerError as exc:
+            return ExplainResponse(smiles=body.smiles, error=str(exc))
+        return ExplainResponse(**result)
+
+    @app.post("/draw", response_model=DrawResponse, responses={
+        422: {"description": "An invalid SMILES, or not one weight per atom."}})
+    def draw(body: DrawRequest) -> DrawResponse:
+        """Draw a structure with atoms coloured by the given weights (e.g. one head's attention from `/explain`)."""
+        from ..explain import draw_atom_heatmap
+
+        if (problem := _too_long(body.smiles, None, limits)) is not None:
+            raise problem
+        try:
+            svg = draw_atom_heatmap(body.smiles, body.atom_weights, fmt="svg", size=(body.width, body.height),
+                                    legend=body.legend)
+        except (SmilesformerError, ValueError) as exc:
+            raise HTTPException(422, str(exc)) from exc
+        return DrawResponse(svg=svg)
+
+    @app.get("/model", response_model=ModelInfo)
+    async def model_info(request: Request) -> ModelInfo:
+        """The served model: its smilesformer.json, architecture, model card and request limits."""
+        return service(request).info
+
+    @app.get("/health", response_model=Health)
+    async def health(request: Request) -> Health:
+        """Liveness, and batching counters (requests / batches > 1 means requests are being merged)."""
+        svc = service(request)
+        return Health(status="ok" if svc.batcher.running else "stopped", model=svc.info.name, version=__version__,
+                      queued_requests=svc.batcher.queued, batching=svc.batcher.stats.as_dict())
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def run_server(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
+               limits: ServeLimits | None = None, log_level: str = "info") -> None:
+    """Serve ``model_dir`` with uvicorn until interrupted (the ``smilesformer serve`` command)."""
+    import uvicorn
+
+    app = create_app(model_dir, limits)
+    logger.info("page at http://%s:%d/ and API docs at http://%s:%d/docs", host, port, host, port)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
