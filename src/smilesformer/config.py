@@ -137,6 +137,8 @@ class TrainConfig:
     """Molecules per batch at evaluation and prediction."""
     group_by_length: bool = True
     """Batch molecules of similar token length together, to cut padding."""
+    pad_to_max_length: bool = False
+    """Pad every batch to max_length, as simpletransformers does; only for speed comparisons."""
     resume: bool = True
     """Continue from the last checkpoint in the output folder, if any."""
     logging_steps: int = 10

@@ -35,6 +35,7 @@ __all__ = [
     "compute_descriptors",
     "descriptor_names",
     "run_pretrain",
+    "write_model_card",
 ]
 
 logger = logging.getLogger(__name__)
@@ -232,7 +233,7 @@ def _build_tokenizer(config: PretrainConfig, corpus: Path) -> PreTrainedTokenize
     return build_regex_tokenizer(_read_lines(corpus), model_max_length=config.max_length, extra_tokens=extra)
 
 
-def run_pretrain(config: PretrainConfig, out_dir: str | Path) -> Path:
+def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | None = None) -> Path:
     """Pretrain a model from scratch and write it, with tokenizer, caches, loss curve and card, to ``out_dir``.
 
     Interrupted runs resume from the last checkpoint in ``out_dir/checkpoints`` when run again with
@@ -286,7 +287,60 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path) -> Path:
     (model_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
     plot_training_curve(history, model_dir / "loss_curve.png", title=f"{config.objective.value} pretraining")
+    write_model_card(model_dir, command)
     return model_dir
+
+
+def write_model_card(model_dir: Path, command: str | None = None, notes: str = "") -> Path:
+    """Write README.md (a model card) from the files pretraining left in ``model_dir``."""
+    config = json.loads((model_dir / "pretrain_config.json").read_text())["pretrain"]
+    summary = json.loads((model_dir / "pretrain_summary.json").read_text())
+    model_config = json.loads((model_dir / "config.json").read_text())
+    corpus, coverage, speed = summary["corpus"], summary["tokenizer_coverage"], summary["throughput"]
+    objective = {"mlm": f"masked language modelling (RoBERTa-style dynamic masking, "
+                        f"{config['mlm_probability']:.0%} of tokens)",
+                 "mtr": "multi-task regression of standardized RDKit 2D descriptors (ChemBERTa-2 MTR)"}[config["objective"]]
+    command = command or "smilesformer pretrain " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in config.items() if v is not None and k != "progress")
+    wall = summary["wall_seconds"]
+    card = f"""# {model_dir.name}
+
+A RoBERTa encoder pretrained on SMILES with smilesformer's own `smilesformer pretrain` command.
+
+| | |
+|---|---|
+| objective | {objective} |
+| corpus | `{Path(config["corpus"]).name}`: {corpus["read"]:,} lines read, {corpus["invalid"]:,} invalid, {corpus["duplicates"]:,} duplicates dropped, **{corpus["kept"]:,} molecules used**{f" (the first {config['limit']:,} valid ones)" if config.get("limit") else ""} |
+| tokenizer | {config["tokenizer"]} ({model_config["vocab_size"]} tokens); on the first 20k corpus molecules: round-trip {coverage["roundtrip"]:.4f}, unknown-token rate {coverage["unk_rate"]:.5f}, {coverage["mean_tokens"]:.1f} tokens per molecule |
+| architecture | {model_config["num_hidden_layers"]} layers, hidden {model_config["hidden_size"]}, {model_config["num_attention_heads"]} heads, feed-forward {model_config["intermediate_size"]}, max length {config["max_length"]}; {summary["n_parameters"]:,} parameters |
+| training | {summary["steps"]:,} steps, batch {config["batch_size"]} x {config["grad_accum"]} accumulation, peak learning rate {config["learning_rate"]}, {config["epochs"]} epoch(s), seed {config["seed"]} |
+| final training loss | {summary["final_loss"]:.4f} (loss curve: `loss_curve.png`) |
+| hardware | {summary["hardware"]} |
+| throughput | {speed["tokens_per_second"] or 0:,.0f} tokens/s, {speed["molecules_per_second"] or 0:,.0f} molecules/s |
+| wall time | {wall / 60:.1f} min |
+
+{notes}
+
+## Redo it (or scale it up)
+
+```
+{command}
+```
+
+On a bigger machine raise `--limit` (or drop it for the whole corpus), `--epochs` and `--preset`; on
+several GPUs launch the same command under `torchrun --nproc_per_node N -m smilesformer.cli pretrain ...`
+or `accelerate launch`; the Trainer runs data-parallel with no code change, in bf16 where the GPU has it.
+
+## Use
+
+```python
+from smilesformer import SmilesModel
+model = SmilesModel.from_pretrained("{model_dir.name}", task="regression", targets=["y"])
+```
+"""
+    path = model_dir / "README.md"
+    path.write_text(card)
+    return path
 
 
 def _hardware() -> str:

@@ -1,0 +1,5 @@
+"""`python -m smilesformer ...` (also what `torchrun -m smilesformer ...` runs on every rank)."""
+
+from .cli import app
+
+app()

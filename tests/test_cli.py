@@ -1,0 +1,111 @@
+"""The CLI end to end: finetune -> run folder -> predict / evaluate, and its error messages."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from smilesformer.cli import app
+
+from .conftest import SHARED_DATA, needs_shared_data
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def slice200(tmp_path_factory):
+    """200 AqSolDB rows (trailing spaces and all), with the column names of the source."""
+    path = tmp_path_factory.mktemp("slice") / "aqsol200.csv"
+    with gzip.open(SHARED_DATA / "aqsoldb.csv.gz", "rt") as fh:
+        pd.read_csv(fh, dtype=str, keep_default_na=False).sample(200, random_state=1).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_dir(slice200, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    result = runner.invoke(app, ["finetune", "--data", str(slice200), "--smiles-col", "SMILES", "--target", "Solubility",
+                                 "--task", "regression", "--model", "random:tiny", "--split", "scaffold",
+                                 "--epochs", "3", "--batch-size", "32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@needs_shared_data
+def test_finetune_writes_a_complete_run_folder(run_dir):
+    for name in ["config.json", "environment.json", "split.csv", "metrics.json", "parity.png", "training_curve.png",
+                 "test_predictions.csv", "history.json", "model/config.json", "model/model.safetensors",
+                 "model/tokenizer.json", "model/smilesformer.json"]:
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n_train"] + metrics["n_valid"] + metrics["n_test"] == 200
+    for key in ["rmse", "mae", "mse", "r2", "pearson_r", "spearman_rho"]:
+        assert key in metrics["test"]["per_target"]["Solubility"]
+    split = pd.read_csv(run_dir / "split.csv")
+    assert len(split) == 200 and set(split["split"]) == {"train", "valid", "test"}
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert len(env["data"]["sha256"]) == 64 and env["packages"]["transformers"].startswith("5.")
+    assert len(pd.read_csv(run_dir / "test_predictions.csv")) == metrics["n_test"]
+    assert not (run_dir / "checkpoints").exists()
+
+
+@needs_shared_data
+def test_predict_cli_keeps_rows_and_order(run_dir, tmp_path):
+    table = pd.DataFrame({"id": [1, 2, 3, 4], "smiles": ["CCO", "C1CC", "c1ccccc1O", "xyz"]})
+    table.to_csv(tmp_path / "in.csv", index=False)
+    result = runner.invoke(app, ["predict", str(run_dir / "model"), "--data", str(tmp_path / "in.csv"),
+                                 "--out", str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    out = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert out["id"].tolist() == [1, 2, 3, 4]
+    assert [bool(e) for e in out["error"]] == [False, True, False, True]
+    assert "2 invalid" in result.output
+
+
+@needs_shared_data
+def test_evaluate_cli(run_dir, slice200, tmp_path):
+    result = runner.invoke(app, ["evaluate", str(run_dir / "model"), "--data", str(slice200), "--smiles-col", "SMILES",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "metrics.json").read_text())["per_target"]["Solubility"]["n"] == 200
+
+
+def test_bad_input_exits_with_the_listed_rows(tmp_path):
+    pd.DataFrame({"smiles": ["CCO", "C1CC"], "y": [1, 2]}).to_csv(tmp_path / "bad.csv", index=False)
+    result = runner.invoke(app, ["finetune", "--data", str(tmp_path / "bad.csv"), "--target", "y",
+                                 "--model", "random:tiny", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "row 1, column 'smiles': 'C1CC'" in result.output
+    result = runner.invoke(app, ["finetune", "--data", str(tmp_path / "bad.csv"), "--target", "logS",
+                                 "--model", "random:tiny", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "available columns: 'smiles', 'y'" in result.output
+
+
+def test_skip_policy_writes_a_report(tmp_path, esol50):
+    table = pd.concat([esol50, pd.DataFrame({"smiles": ["C1CC", "CCO"], "logS": [1.0, "n/a"]})], ignore_index=True)
+    table.to_csv(tmp_path / "data.csv", index=False)
+    result = runner.invoke(app, ["finetune", "--data", str(tmp_path / "data.csv"), "--target", "logS",
+                                 "--model", "random:tiny", "--bad-input", "skip", "--epochs", "1",
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 bad row(s)" in result.output
+    assert pd.read_csv(tmp_path / "run" / "bad_rows.csv")["row"].tolist() == [50, 51]
+
+
+@needs_shared_data
+def test_datasets_lists_where_each_resolves():
+    result = runner.invoke(app, ["datasets"])
+    assert result.exit_code == 0
+    for name in ["aqsoldb", "esol", "lipophilicity", "bbbp", "bace", "clintox"]:
+        assert name in result.output
+    assert "aqsoldb.csv.gz" in result.output
+
+
+def test_help_lists_the_verbs():
+    result = runner.invoke(app, ["--help"])
+    for verb in ["finetune", "evaluate", "predict", "datasets", "demo", "pretrain"]:
+        assert verb in result.output

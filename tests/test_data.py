@@ -1,0 +1,163 @@
+"""Reading tables and the bad-input policy: every problem named with row, value and fix; no row lost."""
+
+from __future__ import annotations
+
+import gzip
+import urllib.request
+
+import pandas as pd
+import pytest
+from rdkit import Chem
+
+from smilesformer import BadInputError, DataConfig, SmilesformerError, load_dataset, read_table
+from smilesformer.data import DATA_ENV, resolve_dataset
+
+from .conftest import needs_shared_data
+
+
+def _write(tmp_path, rows, name="data.csv"):
+    path = tmp_path / name
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_reads_every_supported_format(tmp_path, esol50):
+    frame = esol50.head(5)
+    paths = {}
+    frame.to_csv(paths.setdefault("csv", tmp_path / "a.csv"), index=False)
+    frame.to_csv(paths.setdefault("tsv", tmp_path / "a.tsv"), sep="\t", index=False)
+    frame.to_parquet(paths.setdefault("parquet", tmp_path / "a.parquet"))
+    with gzip.open(paths.setdefault("csv.gz", tmp_path / "a.csv.gz"), "wt") as fh:
+        frame.to_csv(fh, index=False)
+    (tmp_path / "a.smi").write_text("".join(f"{s} mol{i}\n" for i, s in enumerate(frame["smiles"])))
+    paths["smi"] = tmp_path / "a.smi"
+    writer = Chem.SDWriter(str(tmp_path / "a.sdf"))
+    for s, y in zip(frame["smiles"], frame["logS"]):
+        mol = Chem.MolFromSmiles(s)
+        mol.SetProp("logS", str(y))
+        writer.write(mol)
+    writer.close()
+    paths["sdf"] = tmp_path / "a.sdf"
+    for kind, path in paths.items():
+        table = read_table(path)
+        assert len(table) == 5, kind
+        assert "smiles" in table.columns, kind
+    assert read_table(paths["sdf"])["logS"].astype(float).tolist() == pytest.approx(frame["logS"].tolist())
+    assert read_table(paths["smi"])["name"].tolist() == [f"mol{i}" for i in range(5)]
+
+
+def test_empty_and_headerless_files(tmp_path):
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(SmilesformerError, match="empty"):
+        read_table(tmp_path / "empty.csv")
+    (tmp_path / "header.csv").write_text("smiles,y\n")
+    with pytest.raises(SmilesformerError, match="no data rows"):
+        read_table(tmp_path / "header.csv")
+    with pytest.raises(SmilesformerError, match="unknown extension"):
+        (tmp_path / "x.xlsx").write_text("x")
+        read_table(tmp_path / "x.xlsx")
+
+
+def test_missing_column_lists_the_available_ones(tmp_path):
+    path = _write(tmp_path, {"smiles": ["CCO", "CCN"], "y": [1, 2]})
+    with pytest.raises(SmilesformerError, match=r"'logS'.*available columns: 'smiles', 'y'"):
+        load_dataset(DataConfig(str(path), target_cols=["logS"]))
+
+
+def test_invalid_smiles_stop_with_row_value_and_reason(tmp_path):
+    path = _write(tmp_path, {"smiles": ["CCO", "C1CC", "CCN", "not_a_smiles(", "c1ccccc1"], "y": [1, 2, 3, 4, 5]})
+    with pytest.raises(BadInputError) as info:
+        load_dataset(DataConfig(str(path), target_cols=["y"]))
+    message = str(info.value)
+    assert "row 1, column 'smiles': 'C1CC': unclosed ring" in message
+    assert "row 3, column 'smiles': 'not_a_smiles('" in message
+    assert "--bad-input skip" in message
+    assert info.value.bad["row"].tolist() == [1, 3]
+
+
+def test_skip_policy_drops_and_reports_every_bad_row(tmp_path):
+    path = _write(tmp_path, {"smiles": ["CCO", "C1CC", "CCN ", "CCC", ""], "y": ["1", "2", "abc", "", "5"]})
+    loaded = load_dataset(DataConfig(str(path), target_cols=["y"], bad_input="skip"))
+    assert loaded.table["row"].tolist() == [0]
+    reasons = dict(zip(loaded.bad["row"], loaded.bad["reason"]))
+    assert reasons[1].startswith("unclosed ring")
+    assert reasons[2] == "not a number"
+    assert reasons[3] == "missing label"
+    assert reasons[4] == "empty SMILES"
+    assert sorted(set(loaded.bad["row"]) | set(loaded.table["row"])) == [0, 1, 2, 3, 4]
+
+
+def test_trailing_spaces_are_stripped_and_canonicalization_is_optional(tmp_path):
+    path = _write(tmp_path, {"smiles": ["OCC ", " C(C)O"], "y": [1, 2]})
+    assert load_dataset(DataConfig(str(path), target_cols=["y"])).table["smiles"].tolist() == ["OCC", "C(C)O"]
+    canon = load_dataset(DataConfig(str(path), target_cols=["y"], canonicalize=True)).table["smiles"].tolist()
+    assert canon == ["CCO", "CCO"]
+
+
+def test_multitask_rows_keep_partial_labels_but_not_empty_ones(tmp_path):
+    path = _write(tmp_path, {"smiles": ["CCO", "CCN", "CCC"], "a": ["1", "", ""], "b": ["", "0", ""]})
+    with pytest.raises(BadInputError, match="row 2.*every label missing"):
+        load_dataset(DataConfig(str(path), target_cols=["a", "b"], task="classification"))
+    loaded = load_dataset(DataConfig(str(path), target_cols=["a", "b"], task="classification", bad_input="skip"))
+    assert loaded.table["row"].tolist() == [0, 1]
+    assert loaded.table["a"].isna().tolist() == [False, True]
+
+
+def test_classification_labels_must_be_class_ids(tmp_path):
+    path = _write(tmp_path, {"smiles": ["CCO", "CCN"], "y": ["1", "0.5"]})
+    with pytest.raises(BadInputError, match="row 1, column 'y': '0.5': classification labels"):
+        load_dataset(DataConfig(str(path), target_cols=["y"], task="classification"))
+
+
+def test_duplicates_are_counted_and_can_be_averaged(tmp_path):
+    path = _write(tmp_path, {"smiles": ["CCO", "OCC", "CCN"], "y": [1.0, 3.0, 5.0]})
+    kept = load_dataset(DataConfig(str(path), target_cols=["y"]))
+    assert kept.n_duplicates == 1 and len(kept.table) == 3
+    merged = load_dataset(DataConfig(str(path), target_cols=["y"], duplicates="average"))
+    assert merged.n_duplicates == 1
+    assert merged.table["y"].tolist() == [2.0, 5.0]
+    assert merged.table["row"].tolist() == [0, 2]
+
+
+def test_offline_and_not_found_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "nothing"))
+    monkeypatch.setenv("SMILESFORMER_CACHE", str(tmp_path / "cache"))
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(SmilesformerError, match=f"not found in \\${DATA_ENV}.*network is unreachable"):
+        resolve_dataset("esol")
+    with pytest.raises(SmilesformerError, match="unknown data set 'nope'"):
+        resolve_dataset("nope")
+
+
+def test_download_is_checked_and_cached(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    monkeypatch.setenv("SMILESFORMER_CACHE", str(tmp_path / "cache"))
+
+    class Response:
+        def __init__(self, body):
+            self.body = body
+
+        def read(self):
+            return self.body
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: Response(b"smiles,exp\nCCO,1\n"))
+    with pytest.raises(SmilesformerError, match="sha256"):
+        resolve_dataset("lipophilicity")
+    assert not (tmp_path / "cache" / "lipophilicity.csv").exists()
+
+
+@needs_shared_data
+def test_registered_data_set_loads_from_the_data_folder():
+    loaded = load_dataset(DataConfig("esol"))
+    assert len(loaded.table) == 1128 and loaded.target_cols == ["measured log solubility in mols per litre"]
+    assert not loaded.table["smiles"].str.endswith(" ").any()

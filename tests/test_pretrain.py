@@ -1,0 +1,115 @@
+"""Pretraining: both objectives on a small corpus, resume, caches, bad lines, and the bundled model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from smilesformer import SmilesModel, TrainConfig
+from smilesformer.config import PretrainConfig
+from smilesformer.model import bundled_model_path
+from smilesformer.pretrain import run_pretrain
+from smilesformer.train import Trainer
+
+from .conftest import SHARED_DATA, needs_shared_data
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """500 MOSES SMILES as a CSV column, gzip, with two invalid lines among them."""
+    path = tmp_path_factory.mktemp("corpus") / "corpus.csv.gz"
+    with gzip.open(SHARED_DATA / "moses_train.csv.gz", "rt") as src, gzip.open(path, "wt") as dst:
+        for i, line in enumerate(src):
+            dst.write(line)
+            if i == 100:
+                dst.write("C1CC(\n")
+            if i == 500:
+                break
+        dst.write("not_a_smiles\n")
+    return path
+
+
+def _config(corpus, **kw) -> PretrainConfig:
+    base = dict(corpus=str(corpus), smiles_col="SMILES", preset="tiny", batch_size=32, max_steps=12, save_steps=4,
+                logging_steps=2, learning_rate=1e-3, progress=False, n_jobs=1)
+    base.update(kw)
+    return PretrainConfig(**base)
+
+
+@needs_shared_data
+def test_mlm_pretraining_learns_and_reports_bad_lines(corpus, tmp_path):
+    model_dir = run_pretrain(_config(corpus, max_steps=40, save_steps=20), tmp_path)
+    summary = json.loads((model_dir / "pretrain_summary.json").read_text())
+    assert summary["corpus"] == {"read": 502, "invalid": 2, "duplicates": 0, "kept": 500}
+    assert summary["tokenizer_coverage"]["roundtrip"] == 1.0
+    assert summary["throughput"]["tokens_per_second"] > 0
+    history = json.loads((tmp_path / "history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert np.mean(losses[-3:]) < losses[0]  # MLM loss falls from ~ln(vocab)
+    invalid = (tmp_path / "cache" / "invalid_lines.tsv").read_text()
+    assert "C1CC(" in invalid and "not_a_smiles" in invalid
+    for name in ["model.safetensors", "tokenizer.json", "pretrain_config.json", "loss_curve.png"]:
+        assert (model_dir / name).is_file(), name
+    finetuned = SmilesModel.from_pretrained(model_dir, task="regression", targets=["y"])
+    assert finetuned.predict(["CCO"])["y_pred"].notna().all()
+
+
+@needs_shared_data
+def test_mtr_pretraining_caches_descriptors(corpus, tmp_path):
+    model_dir = run_pretrain(_config(corpus, objective="mtr", tokenizer="bpe", vocab_size=200), tmp_path)
+    stats = json.loads((model_dir / "descriptor_stats.json").read_text())
+    assert len(stats["names"]) > 200 and stats["n"] == 500
+    cache = tmp_path / "cache" / "descriptors.npy"
+    values = np.load(cache)
+    assert values.shape == (500, len(stats["names"])) and np.nanmax(np.abs(values)) <= 10
+    stamp = cache.stat().st_mtime_ns
+    run_pretrain(_config(corpus, objective="mtr", tokenizer="bpe", vocab_size=200, max_steps=14), tmp_path)
+    assert cache.stat().st_mtime_ns == stamp  # reused, not recomputed
+
+
+@needs_shared_data
+def test_pretraining_resumes_after_a_kill(corpus, tmp_path, monkeypatch):
+    original = Trainer.training_step
+    calls = {"n": 0}
+
+    def die_at_step_7(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", die_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(_config(corpus), tmp_path)
+    assert (tmp_path / "checkpoints" / "checkpoint-4").is_dir()
+    calls["n"] = -100
+    model_dir = run_pretrain(_config(corpus), tmp_path)
+    assert calls["n"] == -100 + 8  # steps 5..12 only
+    summary = json.loads((model_dir / "pretrain_summary.json").read_text())
+    assert summary["throughput"]["resumed_from"].endswith("checkpoint-4") and summary["steps"] == 12
+
+
+def test_bundled_model_loads_offline_and_predicts(tmp_path, esol50):
+    assert bundled_model_path() is not None, "the bundled model is missing from the package"
+    code = (
+        "from smilesformer import SmilesModel, TrainConfig\n"
+        "import pandas as pd, sys\n"
+        f"t = pd.read_csv({str(tmp_path / 'esol.csv')!r})\n"
+        "m = SmilesModel.from_pretrained('smilesformer-moses', task='regression', targets=['logS'])\n"
+        "m.fit(t.smiles, t.logS, config=TrainConfig(epochs=1, progress=False))\n"
+        "print(m.predict(['CCO', 'c1ccccc1'])['logS_pred'].notna().sum())\n"
+    )
+    esol50.to_csv(tmp_path / "esol.csv", index=False)
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "", "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().endswith("2")
+    card = (bundled_model_path() / "README.md").read_text()
+    assert "smilesformer pretrain" in card
+    size = sum(p.stat().st_size for p in bundled_model_path().iterdir())
+    assert size < 25 * 2**20
