@@ -43,7 +43,8 @@ def main() -> None:
             out = Path(args.runs) / f"{model.replace(':', '_')}_seed{seed}"
             result = run_finetune(data, model, train, out)
             test = result.metrics["test"]["per_target"]["Solubility"]
-            runs.append({"model": label, "seed": seed, "epochs_run": json.loads((out / "history.json").read_text())[-1]["epoch"],
+            epochs_run = json.loads((out / "history.json").read_text())[-1]["epoch"]
+            runs.append({"model": label, "seed": seed, "epochs_run": epochs_run,
                          "train_seconds": result.metrics["train_seconds"], **{k: test[k] for k in METRICS}})
             print(json.dumps(runs[-1]), flush=True)
     summary = {}
@@ -55,7 +56,7 @@ def main() -> None:
               "wall_seconds": round(time.perf_counter() - started, 1), "environment": environment_info()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\n| model | RMSE | MAE | R2 | Pearson r |\n|---|---|---|---|---|")
+    print("\n| model | RMSE | MAE | R2 | Pearson r |\n|---|---|---|---|---|")
     for label, s in summary.items():
         cells = " | ".join(f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}" for k in METRICS)
         print(f"| {label} | {cells} |")

@@ -28,9 +28,9 @@ def slice200(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run_dir(slice200, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    result = runner.invoke(app, ["finetune", "--data", str(slice200), "--smiles-col", "SMILES", "--target", "Solubility",
-                                 "--task", "regression", "--model", "random:tiny", "--split", "scaffold",
-                                 "--epochs", "3", "--batch-size", "32", "--out", str(out)])
+    result = runner.invoke(app, ["finetune", "--data", str(slice200), "--smiles-col", "SMILES",
+                                 "--target", "Solubility", "--task", "regression", "--model", "random:tiny",
+                                 "--split", "scaffold", "--epochs", "3", "--batch-size", "32", "--out", str(out)])
     assert result.exit_code == 0, result.output
     return out
 

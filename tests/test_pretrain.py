@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from smilesformer import SmilesModel, TrainConfig
+from smilesformer import SmilesModel
 from smilesformer.config import PretrainConfig
 from smilesformer.model import bundled_model_path
 from smilesformer.pretrain import run_pretrain

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -67,14 +67,14 @@ def _print_metrics(metrics: dict, title: str) -> None:
 @app.command()
 def finetune(
     data: Annotated[str, typer.Option(help="Data file (csv/tsv/parquet/sdf/smi) or data set name (see `datasets`).")],
-    target: Annotated[Optional[list[str]], typer.Option(help="Label column; repeat for multi-task.")] = None,
-    smiles_col: Annotated[Optional[str], typer.Option(help="SMILES column (default: the data set's, or 'smiles').")] = None,
-    task: Annotated[Optional[Task], typer.Option(help="Default: the data set's, else regression.")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="Label column; repeat for multi-task.")] = None,
+    smiles_col: Annotated[str | None, typer.Option(help="SMILES column (default: the data set's, or 'smiles').")] = None,
+    task: Annotated[Task | None, typer.Option(help="Default: the data set's, else regression.")] = None,
     model: Annotated[str, typer.Option(help="Bundled name, local folder, hub name, or random:<tiny|small|base>.")] = DEFAULT_MODEL,
     split: Annotated[SplitKind, typer.Option(help="How to split train/valid/test.")] = SplitKind.random,
-    split_col: Annotated[Optional[str], typer.Option(help="With --split column: column of train/valid/test.")] = None,
+    split_col: Annotated[str | None, typer.Option(help="With --split column: column of train/valid/test.")] = None,
     fractions: Annotated[tuple[float, float, float], typer.Option(help="Train, valid, test fractions.")] = (0.8, 0.1, 0.1),
-    sample: Annotated[Optional[float], typer.Option(help="Use only this fraction of the rows.")] = None,
+    sample: Annotated[float | None, typer.Option(help="Use only this fraction of the rows.")] = None,
     bad_input: Annotated[BadInputPolicy, typer.Option(help="error: stop and list bad rows; skip: drop and report.")] = BadInputPolicy.error,
     duplicates: Annotated[DuplicatePolicy, typer.Option(help="keep, or average labels of repeated molecules.")] = DuplicatePolicy.keep,
     canonicalize: Annotated[bool, typer.Option(help="Train on RDKit canonical SMILES.")] = False,
@@ -108,12 +108,12 @@ def finetune(
 def pretrain(
     corpus: Annotated[Path, typer.Option(help="SMILES file: one per line or a CSV column; gzip or not; streamed.")],
     out: Annotated[Path, typer.Option(help="Run folder: caches, checkpoints (resume), model/.")],
-    smiles_col: Annotated[Optional[str], typer.Option(help="Column of a CSV corpus.")] = None,
+    smiles_col: Annotated[str | None, typer.Option(help="Column of a CSV corpus.")] = None,
     objective: Annotated[Objective, typer.Option(help="mlm (ChemBERTa) or mtr (RDKit descriptors, ChemBERTa-2).")] = Objective.mlm,
     tokenizer: Annotated[TokenizerKind, typer.Option(help="regex (atom-level) or bpe (trained on the corpus).")] = TokenizerKind.regex,
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 800,
     preset: Annotated[str, typer.Option(help="Model size: tiny, small, base.")] = "small",
-    limit: Annotated[Optional[int], typer.Option(help="Use at most this many valid molecules.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many valid molecules.")] = None,
     canonicalize: Annotated[bool, typer.Option()] = False,
     dedupe: Annotated[bool, typer.Option()] = True,
     epochs: Annotated[float, typer.Option()] = 1.0,
@@ -148,8 +148,8 @@ def pretrain(
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
     data: Annotated[str, typer.Option(help="Labelled table with the model's target columns.")],
-    smiles_col: Annotated[Optional[str], typer.Option()] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Folder for metrics.json, predictions and plots.")] = None,
+    smiles_col: Annotated[str | None, typer.Option()] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json, predictions and plots.")] = None,
 ) -> None:
     """Score a fine-tuned model on a labelled table."""
     from .workflow import run_evaluate
@@ -169,7 +169,7 @@ def predict(
     model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
     data: Annotated[str, typer.Option(help="Table of SMILES (csv/tsv/parquet/sdf/smi).")],
     out: Annotated[Path, typer.Option(help="Output table (.csv, .tsv or .parquet).")],
-    smiles_col: Annotated[Optional[str], typer.Option()] = None,
+    smiles_col: Annotated[str | None, typer.Option()] = None,
     batch_size: Annotated[int, typer.Option()] = 128,
 ) -> None:
     """Append predictions to a table: same rows in the same order, with an `error` column."""
@@ -207,7 +207,7 @@ def datasets() -> None:
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option(help="Run folder.")] = Path("runs/demo"),
-    model: Annotated[Optional[str], typer.Option(help="Default: the bundled pretrained model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Default: the bundled pretrained model.")] = None,
     epochs: Annotated[int, typer.Option()] = 5,
     sample: Annotated[float, typer.Option(help="Fraction of AqSolDB used (the notebook's 10%).")] = 0.1,
     seed: Annotated[int, typer.Option()] = 0,

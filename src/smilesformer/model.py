@@ -207,7 +207,7 @@ class SmilesModel:
                 model = AutoModelForSequenceClassification.from_pretrained(
                     source, num_labels=meta.num_labels, problem_type=meta.problem_type, ignore_mismatched_sizes=True,
                 )
-        except (OSError, EnvironmentError) as exc:
+        except OSError as exc:
             raise _offline_error(str(name_or_path), exc) from exc
         return cls(model, tokenizer, meta)
 

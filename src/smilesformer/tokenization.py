@@ -33,7 +33,7 @@ __all__ = [
 # One addition: a final `.` catch-all, so a character the pattern does not know (a typo, an
 # unusual element outside brackets) becomes its own token instead of vanishing; the tokens then
 # always join back to the input, which tests/test_tokenization.py checks over every shared data set.
-SMILES_REGEX = r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|\%[0-9]{2}|[0-9]|.)"
+SMILES_REGEX = r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|\/|:|~|@|\?|>|\*|\$|\%[0-9]{2}|[0-9]|.)"  # noqa: E501
 _SMILES_PATTERN = re.compile(SMILES_REGEX)
 
 # A token that spells an atom: a bracket atom, an organic-subset element (aliphatic or aromatic) or `*`.
@@ -50,7 +50,9 @@ def tokenize_smiles(smiles: str) -> list[str]:
 
 def _wrap(tokenizer: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:
     bos, eos = tokenizer.token_to_id(BOS), tokenizer.token_to_id(EOS)
-    tokenizer.post_processor = processors.RobertaProcessing((EOS, eos), (BOS, bos), trim_offsets=False, add_prefix_space=False)
+    tokenizer.post_processor = processors.RobertaProcessing(
+        (EOS, eos), (BOS, bos), trim_offsets=False, add_prefix_space=False
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token=BOS,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +25,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from .config import Objective, PretrainConfig, Precision, Task, TrainConfig
+from .config import Objective, Precision, PretrainConfig, Task, TrainConfig
 from .data import SmilesformerError
 
 if TYPE_CHECKING:

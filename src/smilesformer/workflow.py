@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, save_config
-from .data import SmilesformerError, file_sha256, load_dataset, read_table, require_columns, _guess_smiles_col
+from .data import SmilesformerError, _guess_smiles_col, file_sha256, load_dataset, read_table, require_columns
 from .evaluate import compute_metrics, count_truncated, prediction_matrix
 from .model import SmilesModel, bundled_model_path
 from .plots import plot_parity, plot_roc, plot_training_curve
@@ -137,7 +137,8 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
 
     metrics: dict = {"n_train": len(train_idx), "n_valid": len(valid_idx), "n_test": len(test_idx),
                      "train_seconds": round(train_seconds, 2),
-                     "train_molecules_per_second": round(len(train_idx) * _epochs_run(model.history) / train_seconds, 2),
+                     "train_molecules_per_second":
+                         round(len(train_idx) * _epochs_run(model.history) / train_seconds, 2),
                      "truncated": count_truncated(model, smiles), "duplicates": loaded.n_duplicates,
                      "skipped_rows": len(loaded.bad)}
     for name, idx in (("valid", valid_idx), ("test", test_idx)):
