@@ -159,3 +159,35 @@ def test_cli_serve_reports_a_bad_model_folder(tmp_path):
     result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "0"])
     assert result.exit_code == 2
     assert "smilesformer.json" in result.output
+
+
+def test_explain_gives_attribution_svg_and_attention(client):
+    pytest.importorskip("captum")
+    response = client.post("/explain", json={"smiles": "c1ccccc1O"})
+    assert response.status_code == 200
+    ex = response.json()
+    assert ex["error"] is None and ex["n_atoms"] == 7
+    assert set(ex["prediction"]) == {"logS_pred"}
+    assert len(ex["atom_attributions"]) == 7
+    assert "<svg" in ex["attribution_svg"]
+    att = ex["atom_attention"]
+    assert len(att["weights"]) == 2 and len(att["weights"][0]) == 2 and len(att["weights"][0][0]) == 7
+    n_tokens = len(ex["tokens"])
+    assert np.asarray(ex["attention"]["weights"]).shape == (2, 2, n_tokens, n_tokens)
+
+    drawn = client.post("/draw", json={"smiles": "c1ccccc1O", "atom_weights": att["weights"][1][0],
+                                       "legend": "layer 1, head 0"})
+    assert drawn.status_code == 200 and "<svg" in drawn.json()["svg"]
+
+
+def test_explain_and_draw_refuse_bad_input_without_500(client):
+    invalid = client.post("/explain", json={"smiles": INVALID})
+    assert invalid.status_code == 200
+    assert "invalid SMILES" in invalid.json()["error"] and invalid.json()["attribution_svg"] is None
+    out_of_range = client.post("/explain", json={"smiles": "CCO", "layer": 2})
+    assert out_of_range.status_code == 422 and "layer 0..1" in out_of_range.json()["detail"]
+    too_long = client.post("/explain", json={"smiles": "C" * 101})
+    assert too_long.status_code == 422 and "limit is 100" in too_long.json()["detail"]
+    wrong_count = client.post("/draw", json={"smiles": "CCO", "atom_weights": [1.0, 2.0]})
+    assert wrong_count.status_code == 422 and "3 atoms" in wrong_count.json()["detail"]
+    assert client.post("/draw", json={"smiles": INVALID, "atom_weights": [1.0]}).status_code == 422

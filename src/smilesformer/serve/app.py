@@ -108,19 +108,28 @@ class ExplainRequest(BaseModel):
 
 class ExplainResponse(BaseModel):
     smiles: str
-    prediction: Any = None
-    tokens: list[str] | None = None
-    token_atoms: list[Any] | None = Field(default=None, description="Atom index of each token (null if none).")
+    prediction: dict[str, float | None] | None = Field(default=None, description="As in `/predict`.")
+    tokens: list[str] | None = Field(default=None, description="Tokens, special tokens included.")
+    token_atoms: list[list[int]] | None = Field(
+        default=None, description="Atom indices each token spells ([] for ring digits, bonds, specials).")
     n_atoms: int | None = None
-    atom_attributions: list[float] | None = None
+    atom_attributions: list[float] | None = Field(
+        default=None, description="Integrated-gradients attribution per atom (sum over its tokens).")
+    token_attributions: list[float] | None = None
+    attributed_output: str | None = Field(default=None, description="The output that was attributed.")
+    output_value: float | None = None
+    baseline_value: float | None = None
     completeness_gap: float | None = Field(
         default=None, description="Integrated-gradients check: sum of attributions minus the output change.")
     attribution_svg: str | None = Field(default=None, description="The structure coloured by attribution.")
     attention: dict[str, Any] | None = Field(
-        default=None, description='{"layers", "heads", "weights"[layer][head][token][token]}')
+        default=None, description='{"layers", "heads" (counts), "weights"[layer][head][token][token]}')
     atom_attention: dict[str, Any] | None = Field(
-        default=None, description='{"layers", "heads", "weights"[layer][head][atom]}; draw with POST /draw')
-    error: str | None = None
+        default=None, description='{"layers", "heads" (counts), "weights"[layer][head][atom]}: attention each '
+                                  "atom receives; draw one with `POST /draw`")
+    attention_svg: str | None = Field(
+        default=None, description="The structure coloured by the attention of the requested layer and head.")
+    error: str | None = Field(default=None, description="Why there is no explanation (invalid SMILES).")
 
 
 class DrawRequest(BaseModel):
@@ -178,6 +187,17 @@ def predict_rows(model: SmilesModel, smiles: list[str], batch_size: int) -> list
         rows.append({"smiles": s, "predictions": {c: _finite(v) for c, v in zip(columns, values[i])},
                      "uncertainty": None, "error": error, "warning": warning})
     return rows
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities as null: JSON has no such numbers and the response would fail to encode."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _config_summary(model: SmilesModel) -> dict[str, Any]:
@@ -304,7 +324,7 @@ def create_app(model_dir: str | Path, limits: ServeLimits | None = None) -> Fast
                                            body.target)
         except SmilesformerError as exc:
             return ExplainResponse(smiles=body.smiles, error=str(exc))
-        return ExplainResponse(**result)
+        return ExplainResponse(**_json_safe(result))
 
     @app.post("/draw", response_model=DrawResponse, responses={
         422: {"description": "An invalid SMILES, or not one weight per atom."}})

@@ -155,16 +155,22 @@ async function selectRow(index) {
   }
 }
 
+// `layers` and `heads` are counts (older answers may give lists of indices).
+function count(value) {
+  return Array.isArray(value) ? value.length : Number(value);
+}
+
 function fillAttentionSelectors(atomAttention) {
   const layerSelect = $("layer-select");
   const headSelect = $("head-select");
   layerSelect.replaceChildren();
   headSelect.replaceChildren();
   if (!atomAttention) return;
-  atomAttention.layers.forEach((layer, i) => layerSelect.add(new Option(String(layer), String(i))));
-  layerSelect.selectedIndex = atomAttention.layers.length - 1;  // last layer: closest to the prediction
+  const nLayers = count(atomAttention.layers);
+  for (let i = 0; i < nLayers; i++) layerSelect.add(new Option(String(i), String(i)));
+  layerSelect.selectedIndex = nLayers - 1;  // last layer: closest to the prediction
   headSelect.add(new Option("mean of heads", "mean"));
-  atomAttention.heads.forEach((head, i) => headSelect.add(new Option(String(head), String(i))));
+  for (let i = 0; i < count(atomAttention.heads); i++) headSelect.add(new Option(String(i), String(i)));
 }
 
 function currentMode() {
@@ -197,15 +203,16 @@ async function redraw() {
     if (mode === "attribution") {
       showSvg(ex.attribution_svg);
       const gap = ex.completeness_gap;
-      $("detail-note").textContent = "Integrated-gradients attribution per atom (summed over its tokens)"
+      const output = ex.attributed_output ? ` of ${ex.attributed_output}` : "";
+      $("detail-note").textContent = `Integrated-gradients attribution${output} per atom (scale in the legend)`
         + (gap !== null && gap !== undefined ? `; completeness gap ${formatValue(gap)}.` : ".");
     } else {
       const att = ex.atom_attention;
       const layerIndex = Number($("layer-select").value);
       const headValue = $("head-select").value;
       const weights = headWeights(att, layerIndex, headValue);
-      const headName = headValue === "mean" ? "mean of heads" : `head ${att.heads[Number(headValue)]}`;
-      const legend = `attention, layer ${att.layers[layerIndex]}, ${headName}`;
+      const headName = headValue === "mean" ? "mean of heads" : `head ${headValue}`;
+      const legend = `attention, layer ${layerIndex}, ${headName}`;
       const drawing = await callApi("/draw", { smiles: ex.smiles, atom_weights: weights, legend });
       if (id !== state.requestId) return;
       showSvg(drawing.svg);
