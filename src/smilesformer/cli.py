@@ -229,6 +229,34 @@ def demo(
 
 
 # --- explain commands (issue: explain) ---
+@app.command()
+def explain(
+    model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
+    out: Annotated[Path, typer.Option(help="Folder for the HTML view, heat maps, CSV and JSON files.")],
+    smiles: Annotated[str | None, typer.Option(help="Explain one molecule.")] = None,
+    data: Annotated[str | None, typer.Option(help="Or a file of molecules: per-atom and per-head statistics.")] = None,
+    smiles_col: Annotated[str | None, typer.Option(help="SMILES column of --data.")] = None,
+    layer: Annotated[int | None, typer.Option(help="Layer of the attention heat map (default: last).")] = None,
+    head: Annotated[int | None, typer.Option(help="Head of the attention heat map (default: 0).")] = None,
+    target: Annotated[int, typer.Option(help="Model output explained by integrated gradients.")] = 0,
+    steps: Annotated[int, typer.Option(help="Integrated-gradients steps.")] = 50,
+    limit: Annotated[int | None, typer.Option(help="With --data: use the first N rows.")] = None,
+    prune: Annotated[int, typer.Option(help="With --data: prune the N least important heads, report the metric.")] = 0,
+) -> None:
+    """Attention views, atom attributions (integrated gradients) and head statistics."""
+    from .explain import run_explain
+
+    try:
+        result = run_explain(model_dir, out, smiles, data, smiles_col, layer, head, target, steps, limit, prune)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
+    if smiles is not None:
+        print(f"{result['attributed_output']}: prediction {result['prediction']}, completeness gap "
+              f"{result['completeness_gap']:.2g}\nwrote {len(result['files'])} files to {out} (open attention.html)")
+    else:
+        print(json.dumps(result, indent=2))
+        console.print(f"wrote molecules.csv, atoms.csv, elements.csv, heads.csv and head_*.png to {out}")
+
 
 
 # --- embed commands (issue: embeddings and inference at scale) ---

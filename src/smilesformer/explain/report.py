@@ -1,0 +1,311 @@
+"""Explanations as results and as folders of files: one molecule (``explain_molecule``,
+``write_molecule_explanation``) or a data set (``explain_dataset``); ``run_explain`` is the CLI's entry."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import SmilesformerError, _guess_smiles_col, parse_smiles, read_table, require_columns
+from .atoms import tokens_to_atoms
+from .attention import MoleculeAttention, atom_attention, attention_rollout, bertviz_format, extract_attention
+from .attribution import Attribution, integrated_gradients
+from .bertology import bond_attention_share, head_entropy, head_importance, least_important_heads, pruning_effect
+from .draw import draw_atom_heatmap, plot_head_grid, write_heatmap
+from .html import write_attention_html
+
+__all__ = ["explain_molecule", "write_molecule_explanation", "explain_dataset", "run_explain"]
+
+logger = logging.getLogger(__name__)
+
+
+def _check_layer_head(weights: np.ndarray, layer: int | None, head: int | None) -> None:
+    layers, heads = weights.shape[:2]
+    if layer is not None and not 0 <= layer < layers:
+        raise SmilesformerError(f"layer {layer} does not exist: the model has layers 0..{layers - 1}")
+    if head is not None and not 0 <= head < heads:
+        raise SmilesformerError(f"head {head} does not exist: the model has heads 0..{heads - 1}")
+
+
+def _selected_atom_attention(result: MoleculeAttention, layer: int | None, head: int | None) -> tuple[np.ndarray, str]:
+    """Per-atom attention for a choice of layer/head, and its legend.
+
+    No layer and no head: rollout over all layers, read from ``<s>`` (what the classifier sees). A layer
+    without a head: the mean over that layer's heads. A head without a layer: that head of the last layer.
+    """
+    if layer is None and head is None:
+        rollout = attention_rollout(result.weights)[0]  # (T,): row of <s>
+        return tokens_to_atoms(rollout, result.token_atoms, result.molecule.n_atoms), "attention rollout from <s>"
+    per_head = atom_attention(result)  # (layers, heads, atoms)
+    layer = per_head.shape[0] - 1 if layer is None else layer
+    if head is None:
+        return per_head[layer].mean(axis=0), f"attention received, layer {layer}, mean of heads"
+    return per_head[layer, head], f"attention received, layer {layer}, head {head}"
+
+
+def _prediction(model, smiles: str) -> dict[str, float]:
+    row = model.predict([smiles]).iloc[0]
+    return {k: float(v) for k, v in row.items() if k != "error"}
+
+
+def _attribution_legend(attr: Attribution) -> str:
+    return (f"IG of {attr.output} = {attr.value:.3g} (baseline {attr.baseline_value:.3g}), "
+            f"completeness gap {attr.completeness_gap:.2g}")
+
+
+def explain_molecule(model, smiles: str, layer: int | None = None, head: int | None = None, target: int = 0,
+                     n_steps: int = 50) -> dict:
+    """Attention and integrated-gradients attribution of one molecule, as JSON-ready data.
+
+    Args:
+        model: a fine-tuned ``SmilesModel``.
+        smiles: one SMILES.
+        layer, head: which attention ``attention_svg`` draws (see ``_selected_atom_attention``); the
+            ``attention`` and ``atom_attention`` entries always hold every layer and head.
+        target: the output explained by integrated gradients (a regression target, or a class).
+        n_steps: integration steps.
+
+    Returns:
+        ``smiles``, ``prediction`` (column -> value, as ``model.predict``), ``tokens`` (specials included),
+        ``token_atoms`` (atom indices per token, [] for a non-atom token), ``n_atoms``, ``atom_attributions``,
+        ``token_attributions``, ``attributed_output``, ``output_value``, ``baseline_value``,
+        ``completeness_gap``, ``attribution_svg``, ``attention`` ({"layers", "heads", "weights":
+        [layer][head][T][T]}), ``atom_attention`` ({"layers", "heads", "weights": [layer][head][n_atoms]},
+        the attention each atom receives averaged over query tokens), ``attention_svg`` and ``error`` (None).
+
+    Raises:
+        SmilesformerError: an invalid SMILES (with RDKit's reason), or a layer/head/target out of range.
+    """
+    return _explain(model, smiles, layer, head, target, n_steps)[0]
+
+
+def _explain(model, smiles: str, layer: int | None, head: int | None, target: int,
+             n_steps: int) -> tuple[dict, MoleculeAttention, Attribution]:
+    if not isinstance(smiles, str):
+        raise SmilesformerError(f"expected one SMILES string, got {type(smiles).__name__}")
+    result = extract_attention(model, smiles)[0]
+    _check_layer_head(result.weights, layer, head)
+    attr = integrated_gradients(model, smiles, target, n_steps=n_steps)
+    layers, heads = result.weights.shape[:2]
+    selected, legend = _selected_atom_attention(result, layer, head)
+    data = {
+        "smiles": result.molecule.smiles,
+        "prediction": _prediction(model, smiles),
+        "tokens": result.tokens,
+        "token_atoms": result.token_atoms,
+        "n_atoms": result.molecule.n_atoms,
+        "atom_attributions": [float(a) for a in attr.atom_attributions],
+        "token_attributions": [float(a) for a in attr.token_attributions],
+        "attributed_output": attr.output,
+        "output_value": attr.value,
+        "baseline_value": attr.baseline_value,
+        "completeness_gap": attr.completeness_gap,
+        "attribution_svg": draw_atom_heatmap(smiles, attr.atom_attributions, "svg", legend=_attribution_legend(attr)),
+        "attention": {"layers": int(layers), "heads": int(heads), "layer": layer, "head": head,
+                      "weights": np.round(result.weights.astype(float), 4).tolist()},
+        "atom_attention": {"layers": int(layers), "heads": int(heads),
+                           "weights": np.round(atom_attention(result), 4).tolist()},
+        "attention_svg": draw_atom_heatmap(smiles, selected, "svg", legend=legend),
+        "error": None,
+    }
+    return data, result, attr
+
+
+def write_molecule_explanation(model, smiles: str, out_dir: str | Path, layer: int | None = None,
+                               head: int | None = None, target: int = 0, n_steps: int = 50) -> dict:
+    """Write every view of one molecule to a folder.
+
+    Files: ``attention.html`` (head and model views, offline), ``attention_bertviz.pt`` (``torch.load`` it
+    and call ``bertviz.head_view(d["attention"], d["tokens"])``), atom heat maps as SVG + PNG
+    (``attention_L{l}_H{h}``, ``attention_L{l}_mean``, ``attention_rollout``, ``attribution``), ``tokens.csv``,
+    ``atoms.csv``, ``head_entropy.png``, ``head_bond_share.png``, ``head_importance.png`` and
+    ``explanation.json`` (``explain_molecule``'s result).
+
+    Args:
+        layer, head: the layer and head drawn as a heat map (default: last layer, head 0).
+
+    Returns:
+        ``explain_molecule``'s result plus ``files``: the paths written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data, result, attr = _explain(model, smiles, layer, head, target, n_steps)
+    layers, heads = result.weights.shape[:2]
+    layer = layers - 1 if layer is None else layer
+    head = 0 if head is None else head
+    smiles = data["smiles"]
+    files = [write_attention_html(result, out / "attention.html", data["prediction"], title="Attention")]
+    attention, tokens = bertviz_format(result)
+    torch.save({"attention": attention, "tokens": tokens}, out / "attention_bertviz.pt")
+    files.append(out / "attention_bertviz.pt")
+    per_atom = {
+        f"attention_L{layer}_H{head}": _selected_atom_attention(result, layer, head),
+        f"attention_L{layer}_mean": _selected_atom_attention(result, layer, None),
+        "attention_rollout": _selected_atom_attention(result, None, None),
+    }
+    for stem, (weights, legend) in per_atom.items():
+        files += write_heatmap(smiles, weights, out / stem, legend)
+    attribution = np.asarray(data["atom_attributions"])
+    files += write_heatmap(smiles, attribution, out / "attribution", _attribution_legend(attr))
+
+    pd.DataFrame({
+        "token": result.tokens,
+        "start": [o[0] for o in result.molecule.offsets],
+        "end": [o[1] for o in result.molecule.offsets],
+        "atoms": [" ".join(map(str, a)) for a in result.token_atoms],
+        "attribution": data["token_attributions"],
+    }).to_csv(out / "tokens.csv", index_label="token_index")
+    mol = result.molecule.mol
+    pd.DataFrame({
+        "symbol": [a.GetSymbol() for a in mol.GetAtoms()],
+        "aromatic": [a.GetIsAromatic() for a in mol.GetAtoms()],
+        "attribution": attribution,
+        "rollout": per_atom["attention_rollout"][0],
+        f"attention_L{layer}_H{head}": per_atom[f"attention_L{layer}_H{head}"][0],
+    }).to_csv(out / "atoms.csv", index_label="atom_index")
+    files += [out / "tokens.csv", out / "atoms.csv"]
+    stats = _head_statistics(model, [result], [smiles], None)
+    files += _plot_head_statistics(stats, out)
+    (out / "explanation.json").write_text(json.dumps(data))
+    files.append(out / "explanation.json")
+    data["files"] = [str(f) for f in files]
+    return data
+
+
+def _head_statistics(model, results: Sequence[MoleculeAttention], smiles: Sequence[str],
+                     labels: np.ndarray | None) -> dict:
+    entropy = head_entropy(results)
+    share, chance = bond_attention_share(results)
+    importance, objective = head_importance(model, smiles, labels)
+    return {"entropy": entropy, "bond_share": share, "bond_share_chance": chance, "importance": importance,
+            "objective": objective}
+
+
+def _plot_head_statistics(stats: dict, out: Path) -> list[Path]:
+    what = "training loss" if stats["objective"] == "loss" else "summed output"
+    return [
+        plot_head_grid(stats["entropy"], out / "head_entropy.png", "attention entropy per head", "nats"),
+        plot_head_grid(stats["bond_share"], out / "head_bond_share.png",
+                       f"share of atom attention on bonded atoms (chance {stats['bond_share_chance']:.2f})", "share"),
+        plot_head_grid(stats["importance"], out / "head_importance.png",
+                       f"head importance |d {what} / d gate| (Michel et al. 2019)", "importance"),
+    ]
+
+
+def explain_dataset(model, smiles: Sequence[str], out_dir: str | Path, labels: np.ndarray | None = None,
+                    target: int = 0, n_steps: int = 50, prune: int = 0, batch_size: int = 32) -> dict:
+    """Attribution and attention statistics over a set of molecules, written to a folder.
+
+    Files: ``molecules.csv`` (every input row, in order: prediction, explained output, completeness gap,
+    share of |attribution| on non-atom tokens, ``error``), ``atoms.csv`` (one row per atom of each valid
+    molecule: attribution, rollout and mean received attention), ``elements.csv`` (attribution statistics
+    per element and aromaticity), ``heads.csv`` (entropy, bond share and importance per layer and head),
+    the three ``head_*.png`` grids, ``summary.json``, and with ``prune`` > 0 ``pruned_model/``.
+
+    Args:
+        model: a fine-tuned ``SmilesModel``.
+        smiles: the molecules; invalid ones keep their row in ``molecules.csv`` with the reason.
+        labels: (n, targets) labels: head importance then uses the training loss, and pruning reports the
+            metrics before and after; without labels, importance uses the output and pruning reports how far
+            the predictions move.
+        target: the output explained by integrated gradients.
+        prune: silence this many least-important heads (``bertology.prune_heads``) and save that model.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    smiles = [s.strip() if isinstance(s, str) else s for s in smiles]
+    errors = [parse_smiles(s)[1] for s in smiles]
+    valid = [i for i, e in enumerate(errors) if not e]
+    if not valid:
+        raise SmilesformerError(f"none of the {len(smiles)} SMILES is valid; first problem: {errors[0]}")
+    predictions = model.predict(smiles, batch_size=batch_size)
+    results = extract_attention(model, [smiles[i] for i in valid], batch_size)
+
+    molecules = pd.concat([pd.DataFrame({"smiles": smiles}), predictions.drop(columns="error")], axis=1)
+    for col in ("attributed_output", "output_value", "baseline_value", "completeness_gap", "non_atom_share",
+                "n_atoms", "n_tokens"):
+        molecules[col] = np.nan if col != "attributed_output" else ""
+    atom_rows = []
+    for i, result in zip(valid, results):
+        attr = integrated_gradients(model, smiles[i], target, n_steps=n_steps)
+        molecules.loc[i, ["output_value", "baseline_value", "completeness_gap", "non_atom_share", "n_atoms",
+                          "n_tokens"]] = [attr.value, attr.baseline_value, attr.completeness_gap,
+                                          attr.non_atom_share, result.molecule.n_atoms, len(result.tokens)]
+        molecules.loc[i, "attributed_output"] = attr.output
+        rollout, _ = _selected_atom_attention(result, None, None)
+        received = atom_attention(result).mean(axis=(0, 1))  # (atoms,): mean over layers and heads
+        for atom in result.molecule.mol.GetAtoms():
+            k = atom.GetIdx()
+            atom_rows.append({"row": i, "smiles": smiles[i], "atom_index": k, "symbol": atom.GetSymbol(),
+                              "aromatic": atom.GetIsAromatic(), "attribution": attr.atom_attributions[k],
+                              "rollout": rollout[k], "attention_received": received[k]})
+    molecules[["n_atoms", "n_tokens"]] = molecules[["n_atoms", "n_tokens"]].astype("Int64")
+    molecules["error"] = [f"invalid SMILES: {e}" if e else "" for e in errors]
+    molecules.to_csv(out / "molecules.csv", index_label="row")
+    atoms = pd.DataFrame(atom_rows)
+    atoms.to_csv(out / "atoms.csv", index=False)
+    elements = (atoms.assign(abs_attribution=atoms["attribution"].abs())
+                .groupby(["symbol", "aromatic"])
+                .agg(n=("attribution", "size"), mean_attribution=("attribution", "mean"),
+                     std_attribution=("attribution", "std"), mean_abs_attribution=("abs_attribution", "mean"),
+                     mean_rollout=("rollout", "mean"))
+                .reset_index().sort_values("n", ascending=False))
+    elements.to_csv(out / "elements.csv", index=False)
+
+    valid_labels = None if labels is None else np.asarray(labels, dtype=float).reshape(len(smiles), -1)[valid]
+    stats = _head_statistics(model, results, [smiles[i] for i in valid], valid_labels)
+    layers, heads = stats["entropy"].shape
+    pd.DataFrame({
+        "layer": np.repeat(np.arange(layers), heads), "head": np.tile(np.arange(heads), layers),
+        "entropy": stats["entropy"].ravel(), "bond_share": stats["bond_share"].ravel(),
+        "importance": stats["importance"].ravel(),
+    }).to_csv(out / "heads.csv", index=False)
+    _plot_head_statistics(stats, out)
+
+    gaps = molecules["completeness_gap"].to_numpy(float)
+    summary = {
+        "n_rows": len(smiles), "n_valid": len(valid), "n_invalid": len(smiles) - len(valid),
+        "attributed_output": molecules.loc[valid[0], "attributed_output"],
+        "completeness_gap_mean": float(np.nanmean(gaps)), "completeness_gap_max": float(np.nanmax(gaps)),
+        "non_atom_attribution_share_mean": float(molecules["non_atom_share"].mean()),
+        "head_importance_objective": stats["objective"], "bond_share_chance": stats["bond_share_chance"],
+    }
+    if prune:
+        chosen = least_important_heads(stats["importance"], prune)
+        report, pruned = pruning_effect(model, [smiles[i] for i in valid], chosen, valid_labels)
+        pruned.save_pretrained(out / "pruned_model")
+        summary["pruning"] = {**report, "model_dir": str(out / "pruned_model")}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def run_explain(model_dir: str | Path, out: str | Path, smiles: str | None = None, data: str | Path | None = None,
+                smiles_col: str | None = None, layer: int | None = None, head: int | None = None, target: int = 0,
+                n_steps: int = 50, limit: int | None = None, prune: int = 0) -> dict:
+    """The ``explain`` command: one molecule (``smiles``) or a file of molecules (``data``).
+
+    With ``data``, the model's target columns, when the table has them, serve as labels for head
+    importance and pruning metrics.
+    """
+    from ..model import SmilesModel
+
+    if (smiles is None) == (data is None):
+        raise SmilesformerError("give either --smiles for one molecule or --data for a file of molecules")
+    model = SmilesModel.from_pretrained(model_dir)
+    if smiles is not None:
+        return write_molecule_explanation(model, smiles, out, layer, head, target, n_steps)
+    table = read_table(data)
+    col = smiles_col or (model.meta.smiles_col if model.meta.smiles_col in table.columns else _guess_smiles_col(table))
+    require_columns(table, [col], data)
+    if limit:
+        table = table.head(limit)
+    labels = None
+    if all(t in table.columns for t in model.meta.targets):
+        labels = table[model.meta.targets].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    return explain_dataset(model, table[col].tolist(), out, labels, target, n_steps, prune)
