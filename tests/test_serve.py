@@ -15,7 +15,7 @@ pytest.importorskip("httpx")
 from fastapi.testclient import TestClient
 
 from smilesformer import SmilesformerError, SmilesModel
-from smilesformer.serve import MicroBatcher, ServeLimits, create_app
+from smilesformer.serve import MicroBatcher, ServeConfig, create_app
 
 INVALID = "C1CC(("
 
@@ -28,8 +28,8 @@ def served_dir(tiny_regressor_dir):
 
 @pytest.fixture(scope="module")
 def client(served_dir):
-    limits = ServeLimits(max_smiles_per_request=8, max_smiles_length=100)
-    with TestClient(create_app(served_dir, limits)) as c:
+    config = ServeConfig(max_smiles_per_request=8, max_smiles_length=100, torch_threads=1)
+    with TestClient(create_app(served_dir, config)) as c:
         yield c
 
 
@@ -94,9 +94,9 @@ def test_page_and_its_assets_are_local(client):
 
 
 def test_concurrent_requests_share_model_calls(served_dir, esol50):
-    limits = ServeLimits(max_wait_ms=50)
+    config = ServeConfig(max_wait_ms=50)
     smiles = list(esol50["smiles"][:12])
-    with TestClient(create_app(served_dir, limits)) as c:
+    with TestClient(create_app(served_dir, config)) as c:
         answers: dict[int, list] = {}
 
         def call(i: int) -> None:

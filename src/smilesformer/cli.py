@@ -272,16 +272,17 @@ def serve(
     max_smiles_length: Annotated[int, typer.Option(help="Most characters per SMILES (422 above).")] = 500,
     max_batch: Annotated[int, typer.Option(help="Most SMILES the micro-batcher puts in one model call.")] = 256,
     max_wait_ms: Annotated[float, typer.Option(help="How long a request waits to share a model call.")] = 5.0,
+    threads: Annotated[int | None, typer.Option(help="CPU threads of the model (default: one per core).")] = None,
 ) -> None:
     """Serve a model over HTTP: a web page at /, the API (/predict, /explain, /model, /health), docs at /docs."""
     try:
-        from .serve import ServeLimits, run_server
+        from .serve import ServeConfig, run_server
     except ImportError as exc:
         _fail(SmilesformerError(f"serving needs the serve extra: pip install 'smilesformer[serve]' ({exc})"))
     try:
-        limits = ServeLimits(max_smiles_per_request=max_smiles, max_smiles_length=max_smiles_length,
-                             max_batch=max_batch, max_wait_ms=max_wait_ms)
-        run_server(model_dir, host, port, limits)
+        config = ServeConfig(max_smiles_per_request=max_smiles, max_smiles_length=max_smiles_length,
+                             max_batch=max_batch, max_wait_ms=max_wait_ms, torch_threads=threads)
+        run_server(model_dir, host, port, config)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
 

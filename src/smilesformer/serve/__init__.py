@@ -3,7 +3,7 @@
 Needs the ``serve`` extra: ``pip install smilesformer[serve]``.
 """
 
-from .app import ServeLimits, create_app, run_server
+from .app import ServeConfig, create_app, run_server
 from .batching import MicroBatcher
 
-__all__ = ["MicroBatcher", "ServeLimits", "create_app", "run_server"]
+__all__ = ["MicroBatcher", "ServeConfig", "create_app", "run_server"]

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
@@ -40,7 +41,7 @@ __all__ = [
     "PredictRequest",
     "PredictResponse",
     "RowPrediction",
-    "ServeLimits",
+    "ServeConfig",
     "create_app",
     "run_server",
 ]
@@ -51,8 +52,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 @dataclass
-class ServeLimits:
-    """What one request may ask for; larger requests are refused with a 4xx naming the limit."""
+class ServeConfig:
+    """Request limits (larger requests are refused with a 4xx naming the limit) and batching settings."""
 
     max_smiles_per_request: int = 1000
     """SMILES in one ``/predict`` request (413 above it)."""
@@ -64,6 +65,10 @@ class ServeLimits:
     """How long a request waits for others to share its model call."""
     batch_size: int = 64
     """Molecules per forward pass inside a model call (length-sorted, see ``evaluate.predict_outputs``)."""
+    torch_threads: int | None = None
+    """CPU threads of the model (``torch.set_num_threads``); None keeps PyTorch's default, one per core. On a
+    machine whose cores are busy with other work, 1 avoids threads waiting on each other (many times faster
+    for the small batches a service sees)."""
 
     def __post_init__(self) -> None:
         for name in ("max_smiles_per_request", "max_smiles_length", "max_batch", "batch_size"):
@@ -71,6 +76,8 @@ class ServeLimits:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
 
 
 # request and response bodies (they are the OpenAPI schema) ----------------------------------------------------
@@ -227,45 +234,48 @@ def _check_model_dir(model_dir: Path) -> None:
                                 "pass a run's model/ folder (written by `smilesformer finetune`)")
 
 
-def _too_long(smiles: str, row: int | None, limits: ServeLimits) -> HTTPException | None:
-    if len(smiles) <= limits.max_smiles_length:
+def _too_long(smiles: str, row: int | None, settings: ServeConfig) -> HTTPException | None:
+    if len(smiles) <= settings.max_smiles_length:
         return None
     where = f"SMILES at row {row}" if row is not None else "the SMILES"
-    return HTTPException(422, f"{where} has {len(smiles)} characters; the limit is {limits.max_smiles_length} "
+    return HTTPException(422, f"{where} has {len(smiles)} characters; the limit is {settings.max_smiles_length} "
                               f"characters per SMILES (max_smiles_length). Shorten or drop it.")
 
 
 # the app -----------------------------------------------------------------------------------------------------
-def create_app(model_dir: str | Path, limits: ServeLimits | None = None) -> FastAPI:
+def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> FastAPI:
     """A FastAPI app serving the fine-tuned model in ``model_dir``, its API and the web page.
 
     Args:
         model_dir: a smilesformer model folder (with smilesformer.json); checked now, loaded at start-up.
-        limits: request limits and batching settings; defaults to ``ServeLimits()``.
+        config: request limits and batching settings; defaults to ``ServeConfig()``.
 
     Raises:
         SmilesformerError: ``model_dir`` is not a fine-tuned model folder.
     """
     model_dir = Path(model_dir)
     _check_model_dir(model_dir)
-    limits = limits or ServeLimits()
+    settings = config or ServeConfig()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model = SmilesModel.from_pretrained(model_dir)
         model.model.eval()
         batcher: MicroBatcher[str, dict] = MicroBatcher(
-            lambda smiles: predict_rows(model, smiles, limits.batch_size), limits.max_batch, limits.max_wait_ms)
+            lambda smiles: predict_rows(model, smiles, settings.batch_size), settings.max_batch, settings.max_wait_ms)
         card = model_dir / "README.md"
         info = ModelInfo(
             name=model_dir.resolve().name, task=model.meta.task.value, targets=model.meta.targets,
             columns=prediction_columns(model.meta), meta=json.loads((model_dir / META_FILE).read_text()),
             config=_config_summary(model), card=card.read_text() if card.is_file() else None,
-            limits={"max_smiles_per_request": limits.max_smiles_per_request,
-                    "max_smiles_length": limits.max_smiles_length},
+            limits={"max_smiles_per_request": settings.max_smiles_per_request,
+                    "max_smiles_length": settings.max_smiles_length},
             version=__version__,
         )
         await batcher.start()
+        if settings.torch_threads is not None:
+            # set on the model thread itself: OpenMP keeps the thread count per calling thread
+            await batcher.run(torch.set_num_threads, settings.torch_threads)
         app.state.service = _Service(model, batcher, info)
         logger.info("serving %s (%s, targets %s)", info.name, info.task, ", ".join(info.targets))
         try:
@@ -289,12 +299,12 @@ def create_app(model_dir: str | Path, limits: ServeLimits | None = None) -> Fast
     async def predict(body: PredictRequest, request: Request) -> PredictResponse:
         """Predict a batch of SMILES: one result per input, in order; an invalid SMILES gets an `error`."""
         svc = service(request)
-        if len(body.smiles) > limits.max_smiles_per_request:
+        if len(body.smiles) > settings.max_smiles_per_request:
             raise HTTPException(413, f"{len(body.smiles)} SMILES in one request; the limit is "
-                                     f"{limits.max_smiles_per_request} per request (max_smiles_per_request). "
+                                     f"{settings.max_smiles_per_request} per request (max_smiles_per_request). "
                                      "Split them into several requests.")
         for row, s in enumerate(body.smiles):
-            if (problem := _too_long(s, row, limits)) is not None:
+            if (problem := _too_long(s, row, settings)) is not None:
                 raise problem
         rows = await svc.batcher.submit(body.smiles)
         return PredictResponse(model=svc.info.name, task=svc.info.task, targets=svc.info.targets,
@@ -311,7 +321,7 @@ def create_app(model_dir: str | Path, limits: ServeLimits | None = None) -> Fast
         from ..explain import explain_molecule
 
         svc = service(request)
-        if (problem := _too_long(body.smiles, None, limits)) is not None:
+        if (problem := _too_long(body.smiles, None, settings)) is not None:
             raise problem
         n_layers = svc.info.config["num_hidden_layers"]
         n_heads = svc.info.config["num_attention_heads"]
@@ -332,7 +342,7 @@ def create_app(model_dir: str | Path, limits: ServeLimits | None = None) -> Fast
         """Draw a structure with atoms coloured by the given weights (e.g. one head's attention from `/explain`)."""
         from ..explain import draw_atom_heatmap
 
-        if (problem := _too_long(body.smiles, None, limits)) is not None:
+        if (problem := _too_long(body.smiles, None, settings)) is not None:
             raise problem
         try:
             svg = draw_atom_heatmap(body.smiles, body.atom_weights, fmt="svg", size=(body.width, body.height),
@@ -343,7 +353,7 @@ def create_app(model_dir: str | Path, limits: ServeLimits | None = None) -> Fast
 
     @app.get("/model", response_model=ModelInfo)
     async def model_info(request: Request) -> ModelInfo:
-        """The served model: its smilesformer.json, architecture, model card and request limits."""
+        """The served model: its smilesformer.json, architecture, model card and request settings."""
         return service(request).info
 
     @app.get("/health", response_model=Health)
@@ -362,10 +372,10 @@ def create_app(model_dir: str | Path, limits: ServeLimits | None = None) -> Fast
 
 
 def run_server(model_dir: str | Path, host: str = "127.0.0.1", port: int = 8000,
-               limits: ServeLimits | None = None, log_level: str = "info") -> None:
+               config: ServeConfig | None = None, log_level: str = "info") -> None:
     """Serve ``model_dir`` with uvicorn until interrupted (the ``smilesformer serve`` command)."""
     import uvicorn
 
-    app = create_app(model_dir, limits)
+    app = create_app(model_dir, config)
     logger.info("page at http://%s:%d/ and API docs at http://%s:%d/docs", host, port, host, port)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
