@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
 
 import numpy as np
@@ -91,6 +92,11 @@ def test_page_and_its_assets_are_local(client):
         assert response.status_code == 200
         assert "http://" not in response.text and "https://" not in response.text
     assert client.get("/openapi.json").json()["paths"].keys() >= {"/predict", "/explain", "/model", "/health"}
+    for docs in ("/docs", "/redoc"):  # Swagger UI and ReDoc from the package, not from a CDN
+        html = client.get(docs).text
+        assert "http://" not in html and "https://" not in html
+        for asset in re.findall(r'(?:src|href)="([^"]+)"', html):
+            assert asset.startswith("/") and client.get(asset).status_code == 200
 
 
 def test_concurrent_requests_share_model_calls(served_dir, esol50):

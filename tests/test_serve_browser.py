@@ -122,3 +122,8 @@ def test_page_predicts_draws_and_downloads(server_url, browser, tiny_regressor_d
     assert [r["smiles"] for r in table] == SMILES
     assert [bool(r["error"]) for r in table] == [False, True, False]
     assert float(table[0]["logS_pred"]) == pytest.approx(expected[0], rel=1e-4)
+
+
+def test_api_docs_render_offline(server_url, browser):
+    browser.get(server_url + "/docs")
+    WebDriverWait(browser, TIMEOUT).until(lambda d: "/predict" in d.find_element(By.TAG_NAME, "body").text)

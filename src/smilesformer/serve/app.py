@@ -23,6 +23,7 @@ import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
 from .. import __version__
@@ -283,7 +284,8 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
         finally:
             await batcher.stop()
 
-    app = FastAPI(
+    # FastAPI's /docs pages load Swagger UI from a CDN; fastapi-offline serves the same files from the package
+    app = FastAPIOffline(
         title="smilesformer",
         version=__version__,
         summary="Predictions, attributions and attention of a chemical language model on SMILES.",
