@@ -313,10 +313,10 @@ A RoBERTa encoder pretrained on SMILES with smilesformer's own `smilesformer pre
 | corpus | `{Path(config["corpus"]).name}`: {corpus["read"]:,} lines read, {corpus["invalid"]:,} invalid, {corpus["duplicates"]:,} duplicates dropped, **{corpus["kept"]:,} molecules used**{f" (the first {config['limit']:,} valid ones)" if config.get("limit") else ""} |
 | tokenizer | {config["tokenizer"]} ({model_config["vocab_size"]} tokens); on the first 20k corpus molecules: round-trip {coverage["roundtrip"]:.4f}, unknown-token rate {coverage["unk_rate"]:.5f}, {coverage["mean_tokens"]:.1f} tokens per molecule |
 | architecture | {model_config["num_hidden_layers"]} layers, hidden {model_config["hidden_size"]}, {model_config["num_attention_heads"]} heads, feed-forward {model_config["intermediate_size"]}, max length {config["max_length"]}; {summary["n_parameters"]:,} parameters |
-| training | {summary["steps"]:,} steps, batch {config["batch_size"]} x {config["grad_accum"]} accumulation, peak learning rate {config["learning_rate"]}, {config["epochs"]} epoch(s), seed {config["seed"]} |
+| training | {summary["steps"]:,} steps, batch {config["batch_size"]} x {config["grad_accum"]} accumulation, peak learning rate {config["learning_rate"]}, {f"stopped at --max-steps {config['max_steps']}" if config["max_steps"] > 0 else f"{config['epochs']} epoch(s)"}, seed {config["seed"]} |
 | final training loss | {summary["final_loss"]:.4f} (loss curve: `loss_curve.png`) |
 | hardware | {summary["hardware"]} |
-| throughput | {speed["tokens_per_second"] or 0:,.0f} tokens/s, {speed["molecules_per_second"] or 0:,.0f} molecules/s |
+| throughput | {speed["tokens_per_second"] or 0:,.0f} tokens/s, {speed["molecules_per_second"] or 0:,.0f} molecules/s{f" ({speed['measured_over']})" if speed.get("measured_over") else ""} |
 | wall time | {wall / 60:.1f} min |
 
 {notes}

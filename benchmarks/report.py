@@ -1,0 +1,111 @@
+"""Render BENCHMARKS.md from the JSON files the benchmark scripts wrote (benchmarks/results/*.json).
+
+Every figure in BENCHMARKS.md comes from those files; run the scripts, then this:
+
+    python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from smilesformer.model import bundled_model_path
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _pretraining() -> list[str]:
+    folder = bundled_model_path()
+    if folder is None:
+        return []
+    s = json.loads((folder / "pretrain_summary.json").read_text())
+    return ["## Pretraining the bundled model", "",
+            f"`{folder.name}`: {s['n_parameters']:,} parameters, {s['steps']:,} steps on "
+            f"{s['corpus']['kept']:,} cleaned MOSES molecules, final MLM loss {s['final_loss']:.4f}, "
+            f"{s['throughput']['tokens_per_second']:,.0f} tokens/s ({s['throughput']['molecules_per_second']:,.0f} "
+            f"molecules/s) on {s['hardware']}. Command, settings and loss curve: its model card "
+            f"(`src/smilesformer/models/{folder.name}/README.md`).", ""]
+
+
+def _finetune(r: dict) -> list[str]:
+    dyn, pad = r["dynamic_padding_length_grouped"], r.get("padded_to_max_length")
+    lines = ["## Fine-tuning and prediction speed (the demo)", "",
+             "`python benchmarks/bench_finetune.py`: the demo's fine-tuning (10% of AqSolDB, 80/20, 5 epochs, "
+             f"model `{r['model']}`, {r['torch_threads']} torch threads), then prediction of all of AqSolDB.", "",
+             "| variant | molecules/s trained | training s | test MSE | test Pearson r |", "|---|---|---|---|---|",
+             f"| dynamic padding, length-grouped batches (default) | {dyn['train_molecules_per_second']:.0f} | "
+             f"{dyn['train_seconds']:.1f} | {dyn['test_mse']:.3f} | {dyn['test_pearson_r']:.3f} |"]
+    if pad:
+        lines.append(f"| every batch padded to max length, input order (as simpletransformers) | "
+                     f"{pad['train_molecules_per_second']:.0f} | {pad['train_seconds']:.1f} | {pad['test_mse']:.3f} | "
+                     f"{pad['test_pearson_r']:.3f} |")
+    p = r["predict"]
+    lines += ["", f"Prediction: {p['molecules']:,} molecules in {p['seconds']:.1f} s = "
+              f"**{p['molecules_per_second']:,.0f} molecules/s**. Peak RSS of the whole benchmark process: "
+              f"{r['peak_rss_mb']:,.0f} MB."]
+    if "training_speedup_vs_padded" in r:
+        lines.append(f"Dynamic padding with length grouping trains {r['training_speedup_vs_padded']}x faster than "
+                     "padding every batch to the maximum length.")
+    return lines + [""]
+
+
+def _transfer(r: dict) -> list[str]:
+    st = r["settings"]
+    lines = ["## Does pretraining transfer? (AqSolDB, scaffold split)", "",
+             f"`python benchmarks/bench_transfer.py --seeds {st['seeds']} --epochs {st['epochs']}`: full AqSolDB, "
+             f"balanced scaffold split 80/10/10, seeds 0..{st['seeds'] - 1} (split, initialization and order), "
+             f"up to {st['epochs']} epochs with early stopping (patience {st['patience']}) on validation loss, "
+             f"learning rate {st['lr']}, batch {st['batch_size']}; test-set metrics, mean ± sd over seeds. "
+             f"Wall time {r['wall_seconds'] / 60:.0f} min.", "",
+             "| model | RMSE | MAE | R2 | Pearson r |", "|---|---|---|---|---|"]
+    for label, s in r["summary"].items():
+        cells = " | ".join(f"{s[k]['mean']:.3f} ± {s[k]['sd']:.3f}" for k in ("rmse", "mae", "r2", "pearson_r"))
+        lines.append(f"| {label} | {cells} |")
+    return lines + [""]
+
+
+def _serve(r: dict) -> list[str]:
+    lat = r["latency_ms"]
+    return ["## Web service under load (loopback)", "",
+            f"`python benchmarks/bench_serve.py --model {r['model']} --threads {r['server_threads']}`: "
+            f"{r['clients']} concurrent clients x {r['requests_per_client']} requests of {r['smiles_per_request']} "
+            f"SMILES (every fifth with an invalid one).", "",
+            "| p50 ms | p95 ms | p99 ms | 5xx | requests/s | SMILES/s | requests per model call |",
+            "|---|---|---|---|---|---|---|",
+            f"| {lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | {r['status_5xx']} | "
+            f"{r['requests_per_second']:.1f} | {r['smiles_per_second']:.0f} | "
+            f"{r['batching']['requests_per_model_call']:.1f} |",
+            "", f"Machine load average at the end: {r.get('load_average_1min_at_end', 'n/a')} (2 cores).", ""]
+
+
+def _generic(title: str, r: dict, command: str) -> list[str]:
+    return [f"## {title}", "", f"`{command}`", "", "```json", json.dumps(r, indent=2), "```", ""]
+
+
+def main() -> None:
+    lines = ["# Benchmarks", "",
+             "Measured on this project's development machine: 2 CPU cores, no GPU, unless a section says otherwise.",
+             "Rendered by `python benchmarks/report.py` from `benchmarks/results/*.json`; rerun the commands to "
+             "refresh.", ""]
+    lines += _pretraining()
+    if (r := _load("finetune.json")) is not None:
+        lines += _finetune(r)
+    if (r := _load("transfer.json")) is not None:
+        lines += _transfer(r)
+    if (r := _load("inference.json")) is not None:
+        lines += _generic("Inference at scale", r, "python benchmarks/bench_inference.py")
+    if (r := _load("serve.json")) is not None:
+        lines += _serve(r)
+    out = Path(__file__).parent.parent / "BENCHMARKS.md"
+    out.write_text("\n".join(lines))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
