@@ -259,6 +259,9 @@ def test_integrated_gradients_completeness(make_tiny_model):
     non_atom = sum(a for a, atoms in zip(attr.token_attributions, attr.molecule.token_atoms) if not atoms)
     assert attr.atom_attributions.sum() + non_atom == pytest.approx(attr.token_attributions.sum(), abs=1e-5)
     assert attr.value == pytest.approx(float(model.predict([smiles]).iloc[0, 0]), abs=1e-4)
+    unknown = integrated_gradients(model, "c1ccccc1[Se]C")  # [Se] is not in the ESOL-50 vocabulary
+    assert unknown.molecule.tokens[9] == "<unk>" and unknown.molecule.token_atoms[9] == [6]
+    assert abs(unknown.atom_attributions[6]) > 0  # replaced in the baseline like any atom, so attributed
 
 
 def test_explain_molecule_is_json_and_consistent(regressor):

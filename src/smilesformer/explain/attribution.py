@@ -3,8 +3,8 @@
 captum's ``LayerIntegratedGradients`` interpolates the input embeddings (the word-embedding layer) between a
 baseline and the molecule and integrates the gradient of one model output along that path. The baseline
 keeps ``<s>`` and ``</s>`` and replaces every other token with ``<mask>`` (or ``<pad>``), so it is "the
-same frame with no molecule in it". Completeness, sum of attributions = f(x) - f(baseline), holds up to
-the integration error, which we report as the completeness gap.
+same frame with no molecule in it" (an ``<unk>`` standing for an atom is replaced too). Completeness, sum of
+attributions = f(x) - f(baseline), holds up to the integration error, which we report as the completeness gap.
 """
 
 from __future__ import annotations
@@ -102,8 +102,10 @@ def integrated_gradients(model, smiles: str, target: int = 0, n_steps: int = 50,
         scale, shift = float(model.meta.label_std[target]), float(model.meta.label_mean[target])
 
     ids = torch.tensor([molecule.input_ids], device=model.device)  # (1, T)
-    special = torch.tensor(tok.get_special_tokens_mask(molecule.input_ids, already_has_special_tokens=True),
-                           dtype=torch.bool, device=model.device)[None]
+    # The frame the tokenizer adds stays; <unk> stands for an atom the vocabulary lacks, so it is replaced too
+    # (``get_special_tokens_mask`` would keep it and give that atom no attribution).
+    frame = {tok.bos_token_id, tok.eos_token_id, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id} - {None}
+    special = torch.tensor([i in frame for i in molecule.input_ids], device=model.device)[None]  # (1, T)
     fill = tok.mask_token_id if baseline == "mask" else tok.pad_token_id
     base_ids = torch.where(special, ids, torch.full_like(ids, fill))  # (1, T)
     positions = _position_ids(net, ids.shape[1]).to(model.device)

@@ -56,7 +56,7 @@ def _prediction(model, smiles: str) -> dict[str, float]:
 
 def _attribution_legend(attr: Attribution) -> str:
     return (f"IG of {attr.output} = {attr.value:.3g} (baseline {attr.baseline_value:.3g}), "
-            f"completeness gap {attr.completeness_gap:.2g}")
+            f"completeness gap {attr.completeness_gap:.1e}")
 
 
 def explain_molecule(model, smiles: str, layer: int | None = None, head: int | None = None, target: int = 0,
