@@ -51,14 +51,13 @@ def head_entropy(results: Sequence[MoleculeAttention]) -> np.ndarray:
 
 def _bonded_tokens(r: MoleculeAttention) -> tuple[np.ndarray, np.ndarray]:
     """(tokens, tokens) mask of distinct token pairs spelling bonded atoms, and (tokens,) atom-token mask."""
-    adjacency = bond_pairs(r.molecule.mol)
-    n = len(r.token_atoms)
-    bonded = np.zeros((n, n), dtype=bool)
-    for i, ai in enumerate(r.token_atoms):
-        for j, aj in enumerate(r.token_atoms):
-            if i != j and ai and aj:
-                bonded[i, j] = adjacency[np.ix_(ai, aj)].any()
-    return bonded, np.array([bool(a) for a in r.token_atoms])
+    adjacency = bond_pairs(r.molecule.mol).astype(float)  # (atoms, atoms)
+    spells = np.zeros((len(r.token_atoms), r.molecule.n_atoms))  # (tokens, atoms): 1 where a token spells an atom
+    for t, atoms in enumerate(r.token_atoms):
+        spells[t, atoms] = 1
+    bonded = spells @ adjacency @ spells.T > 0  # (tokens, tokens): some atom of one is bonded to some atom of other
+    np.fill_diagonal(bonded, False)
+    return bonded, spells.any(axis=1)
 
 
 def bond_attention_share(results: Sequence[MoleculeAttention]) -> tuple[np.ndarray, float]:
@@ -131,7 +130,8 @@ def _per_example_loss(meta, logits: torch.Tensor, labels: torch.Tensor) -> torch
         err = torch.where(known, logits - torch.nan_to_num(labels), torch.zeros_like(logits))
         return (err ** 2).sum(-1) / known.sum(-1).clamp(min=1)
     if meta.n_classes > 2:
-        return torch.nn.functional.cross_entropy(logits, labels[:, 0].long(), reduction="none")
+        classes = torch.where(torch.isfinite(labels[:, 0]), labels[:, 0], -100).long()  # -100: no label
+        return torch.nn.functional.cross_entropy(logits, classes, ignore_index=-100, reduction="none")
     known = torch.isfinite(labels)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.nan_to_num(labels), reduction="none")
     return (bce * known).sum(-1) / known.sum(-1).clamp(min=1)

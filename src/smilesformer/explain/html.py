@@ -34,7 +34,7 @@ section{border-top:1px solid #bbb;padding-top:10px;margin-top:-1px}
 .col{display:flex;flex-direction:column} .tok{height:20px;line-height:20px;padding:0 6px;font-family:monospace;
 font-size:13px;cursor:default;border-radius:3px;white-space:pre} #left .tok{text-align:right}
 .tok.nonatom{color:#888} .tok.on{outline:2px solid #d62728}
-#mol{position:relative;margin-left:24px} #mol-overlay{position:absolute;left:0;top:0}
+#mol{position:relative;margin-left:24px} #mol-overlay{position:absolute;left:0;top:0;overflow:visible}
 #mol-svg{position:relative}
 #mol-note{font-size:12px;color:#555;max-width:420px}
 #grid{display:grid;gap:6px;margin-top:8px} .cell{font-size:11px;color:#444;text-align:center;cursor:pointer}
@@ -125,7 +125,7 @@ _SCRIPT = r"""
         D.atom_radius + '" fill="rgb(' + RGB + ')" fill-opacity="' + (0.75 * atoms[k] / top).toFixed(3) + '"/>')
         .join('');
     $('mol-note').textContent = 'Molecule: ' + note + ' (layer ' + layer + ', ' +
-        (head < 0 ? 'mean of heads' : 'head ' + head) + ').';
+        (head < 0 ? 'mean of heads' : 'head ' + head) + '); the darkest disc is ' + top.toPrecision(2) + '.';
   }
   function drawGrid() {
     const grid = $('grid'), w = 90, h = Math.min(160, Math.max(60, T * 4));
