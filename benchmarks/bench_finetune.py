@@ -57,7 +57,7 @@ def main() -> None:
                              "test_mse": round(test["mse"], 4), "test_pearson_r": round(test["pearson_r"], 4)}
             if name == variants[0][0]:
                 model = SmilesModel.from_pretrained(run.model_dir)
-                smiles = load_dataset(DataConfig("aqsoldb")).table["smiles"].tolist()
+                smiles = load_dataset(DataConfig("aqsoldb", bad_input="skip")).table["smiles"].tolist()
                 started = time.perf_counter()
                 model.predict(smiles)
                 seconds = time.perf_counter() - started

@@ -151,7 +151,8 @@ def predict_outputs(
 
 def count_truncated(model: SmilesModel, smiles: Sequence[str]) -> int:
     """How many SMILES have more tokens than the model's max length (they are truncated, and we say so)."""
-    lengths = model.tokenizer(list(smiles), add_special_tokens=True, return_length=True)["length"]
+    # verbose=False: this count replaces transformers' own one-line "longer than" warning
+    lengths = model.tokenizer(list(smiles), add_special_tokens=True, return_length=True, verbose=False)["length"]
     n = int(sum(length > model.meta.max_length for length in lengths))
     if n:
         logger.warning("%d SMILES are longer than max_length=%d tokens and were truncated", n, model.meta.max_length)
