@@ -171,16 +171,22 @@ def predict(
     out: Annotated[Path, typer.Option(help="Output table (.csv, .tsv or .parquet).")],
     smiles_col: Annotated[str | None, typer.Option()] = None,
     batch_size: Annotated[int, typer.Option()] = 128,
+    chunk_size: Annotated[int, typer.Option(help="Rows read, length-sorted and written at a time (bounds memory).")] = 10_000,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
+    engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per CPU).")] = None,
 ) -> None:
-    """Append predictions to a table: same rows in the same order, with an `error` column."""
-    from .workflow import run_predict
+    """Append predictions to a table: same rows in the same order, with an `error` column; streamed in chunks."""
+    from .streaming import stream_predict
 
     try:
-        result = run_predict(model_dir, _data_path(data), out, smiles_col, batch_size, progress=True)
+        result = stream_predict(model_dir, _data_path(data), out, smiles_col, batch_size, chunk_size, progress=True,
+                                resume=resume, engine=engine, workers=workers)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
-    n_bad = int((result["error"] != "").sum())
-    console.print(f"wrote {len(result)} rows to {out}" + (f" ({n_bad} invalid, see the error column)" if n_bad else ""))
+    n_bad = result.invalid
+    console.print(f"wrote {result.rows} rows to {out}" + (f" ({n_bad} invalid, see the error column)" if n_bad else ""),
+                  soft_wrap=True)
 
 
 def _data_path(data: str) -> str:
@@ -260,6 +266,41 @@ def explain(
 
 
 # --- embed commands (issue: embeddings and inference at scale) ---
+from .embeddings import Pooling  # noqa: E402 (the package import has loaded torch already)
+from .streaming import Engine  # noqa: E402
+
+
+@app.command()
+def embed(
+    model: Annotated[str, typer.Argument(help="Model folder (fine-tuned, or a pretrained encoder) or bundled name.")],
+    data: Annotated[str, typer.Option(help="Table of SMILES (csv/tsv/parquet/smi/sdf, gzip allowed).")],
+    out: Annotated[Path, typer.Option(help="Output: .parquet (one row per input) or .npy (pooled vectors only).")],
+    smiles_col: Annotated[str | None, typer.Option()] = None,
+    pooling: Annotated[Pooling, typer.Option(help="cls, mean, max, or head (the classification head's pooled input).")] = Pooling.mean,
+    layer: Annotated[int, typer.Option(help="Hidden state: 0 = embedding layer, 1..L = encoder layers, -1 = last.")] = -1,
+    last_k: Annotated[int, typer.Option(help="Concatenate the last k layers (each pooled) instead of one.")] = 1,
+    per_token: Annotated[bool, typer.Option(help="Also write per-token vectors and the atoms each token spells.")] = False,
+    all_layers: Annotated[bool, typer.Option(help="Also write every layer's output (pooled; per token with --per-token).")] = False,
+    batch_size: Annotated[int, typer.Option()] = 64,
+    chunk_size: Annotated[int | None, typer.Option(help="Rows per chunk (default 10,000; 1,000 with --per-token).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
+    engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = Engine.local,
+    workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per CPU).")] = None,
+) -> None:
+    """Embed molecules: pooled, per-token (aligned to atoms) or per-layer encoder outputs; streamed in chunks."""
+    from .embeddings import EmbedConfig
+    from .streaming import stream_embed
+
+    try:
+        config = EmbedConfig(pooling, layer, last_k, per_token, all_layers, batch_size)
+        result = stream_embed(model, _data_path(data), out, smiles_col, config, chunk_size, progress=True,
+                              resume=resume, engine=engine, workers=workers)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
+    n_bad = result.invalid
+    console.print(f"wrote {result.rows} embeddings to {out}" + (f" ({n_bad} invalid, see the error column)" if n_bad else ""),
+                  soft_wrap=True)
+
 
 
 # --- serve commands (issue: web service) ---

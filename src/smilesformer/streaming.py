@@ -1,0 +1,550 @@
+"""Predictions and embeddings for inputs of any size: read in chunks, written part by part, resumable.
+
+The input is read ``chunk_size`` rows at a time (pandas' chunked CSV reader, pyarrow's Parquet batches,
+line by line for .smi), each chunk is validated with RDKit, tokenized and run in batches of similar
+length (``evaluate.predict_outputs`` / ``evaluate.length_batches``: the chunk is the sorting window),
+and written as one part file next to the output (``<out>.parts/``) with a small ``manifest.json``.
+Memory therefore depends on the chunk size, never on the input size. When every chunk is done the
+parts are joined into ``out`` and the folder is removed; a run that stops half way leaves them, and
+the same command continues after the last part written.
+
+With ``engine=ray`` the chunks run on a Ray cluster (``ray.init()``: the local machine, or the cluster
+that ``RAY_ADDRESS`` names) with Ray Data's ``map_batches``, one model per worker, in input order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import itertools
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .data import SmilesformerError, _guess_smiles_col, _suffixes, read_table, require_columns
+from .embeddings import EmbedConfig, Encoder, embed, embedding_matrix, embeddings_table, load_encoder
+from .evaluate import predict_table
+from .model import SmilesModel
+
+__all__ = [
+    "Engine",
+    "StreamSummary",
+    "DEFAULT_CHUNK_SIZE",
+    "read_chunks",
+    "predict_frame",
+    "stream_predict",
+    "stream_embed",
+    "parts_dir",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_SIZE = 10_000
+"""Rows per chunk: large enough that length sorting removes most padding, small enough to stay well
+under a gigabyte with a base-size model (10k pooled 3,072-float embeddings are 120 MB)."""
+
+PER_TOKEN_CHUNK_SIZE = 1_000
+"""Rows per chunk when per-token vectors are kept: they are ~40x larger than one pooled vector."""
+
+
+class Engine(str, Enum):
+    """Where the chunks run: this process, or a Ray cluster (local or remote)."""
+
+    local = "local"
+    ray = "ray"
+
+
+@dataclass
+class StreamSummary:
+    """What a streamed run wrote."""
+
+    out: Path
+    rows: int
+    invalid: int
+    chunks: int
+    resumed_chunks: int
+    """Chunks found already written by an earlier, interrupted run (not recomputed)."""
+    seconds: float
+    """Time spent on the chunks computed by this run."""
+
+    @property
+    def molecules_per_second(self) -> float:
+        computed = self.rows * (self.chunks - self.resumed_chunks) / max(self.chunks, 1)
+        return computed / self.seconds if self.seconds else float("nan")
+
+
+def parts_dir(out: str | Path) -> Path:
+    """The folder holding the parts and manifest of an unfinished run writing ``out``."""
+    out = Path(out)
+    return out.with_name(out.name + ".parts")
+
+
+# reading ----------------------------------------------------------------------------------------------------
+def _iter_frames(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    kind = (_suffixes(path) or [""])[-1]
+    if kind in (".csv", ".tsv"):
+        try:
+            with pd.read_csv(path, sep="\t" if kind == ".tsv" else ",", dtype=str, keep_default_na=False,
+                             chunksize=chunk_size) as reader:
+                yield from reader
+        except pd.errors.EmptyDataError as exc:
+            raise SmilesformerError(f"{path} is empty: it has no header and no rows") from exc
+        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise SmilesformerError(f"cannot read {path}: {exc}") from exc
+    elif kind == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
+            yield batch.to_pandas()
+    elif kind in (".smi", ".txt", ".smiles"):
+        # As read_table: SMILES and an optional name; whether there is a name column is judged on the first chunk.
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        with_names: bool | None = None
+        rows: list[list[str]] = []
+        with opener(path, "rt") as fh:
+            for line in itertools.chain(fh, [None]):
+                if line is not None:
+                    parts = line.strip().split(maxsplit=1)
+                    if parts:
+                        rows.append(parts + [""] * (2 - len(parts)))
+                if rows and (len(rows) == chunk_size or line is None):
+                    frame = pd.DataFrame(rows, columns=["smiles", "name"])
+                    with_names = bool((frame["name"] != "").any()) if with_names is None else with_names
+                    yield frame if with_names else frame.drop(columns="name")
+                    rows = []
+    else:
+        # SDF records carry different properties, so the columns are only known once every record is read.
+        table = read_table(path)
+        for start in range(0, len(table), chunk_size):
+            yield table.iloc[start:start + chunk_size]
+
+
+def read_chunks(path: str | Path, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                smiles_col: str | None = None) -> tuple[str, Iterator[pd.DataFrame]]:
+    """Read a molecule table in chunks (csv, tsv, parquet, smi; gzip allowed), values as ``read_table`` gives.
+
+    Returns:
+        (the SMILES column, an iterator of DataFrames with the input's columns, ``chunk_size`` rows each
+        but the last).
+
+    Raises:
+        SmilesformerError: missing or empty file, unknown extension, or no SMILES column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SmilesformerError(f"no such file: {path}")
+    kind = (_suffixes(path) or [""])[-1]
+    if kind not in (".csv", ".tsv", ".parquet", ".smi", ".txt", ".smiles", ".sdf"):
+        raise SmilesformerError(
+            f"cannot read {path}: unknown extension {kind or '(none)'}; use .csv, .tsv, .parquet, .sdf or .smi"
+        )
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    frames = _iter_frames(path, chunk_size)
+    first = next(frames, None)
+    if first is None or len(first) == 0:
+        raise SmilesformerError(f"{path} has no data rows")
+    col = smiles_col or _guess_smiles_col(first)
+    require_columns(first, [col], path)
+    return col, itertools.chain([first], frames)
+
+
+# writing ----------------------------------------------------------------------------------------------------
+def _replace_from(tmp: Path, final: Path) -> None:
+    os.replace(tmp, final)  # atomic: a part or manifest is either complete or absent
+
+
+class _TextOutput:
+    """CSV / TSV: each part is the output's own text (the header in part 0), so joining is concatenation."""
+
+    part_suffix = ".csv"
+
+    def __init__(self, sep: str):
+        self.sep = sep
+
+    def write_part(self, data: pd.DataFrame, path: Path, first: bool) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        data.to_csv(tmp, index=False, header=first, sep=self.sep)
+        _replace_from(tmp, path)
+
+    def merge(self, parts: list[Path], out: Path) -> None:
+        tmp = out.with_name(out.name + ".tmp")
+        with open(tmp, "wb") as dst:
+            for part in parts:
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, dst)
+        _replace_from(tmp, out)
+
+
+class _ParquetOutput:
+    """Parquet: one file per part, joined with a ParquetWriter (one part in memory at a time)."""
+
+    part_suffix = ".parquet"
+
+    def write_part(self, data: pd.DataFrame | pa.Table, path: Path, first: bool) -> None:
+        table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+        tmp = path.with_name(path.name + ".tmp")
+        pq.write_table(table, tmp)
+        _replace_from(tmp, path)
+
+    def merge(self, parts: list[Path], out: Path) -> None:
+        # A column that is all null in one chunk has type null there; the permissive union types it.
+        schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+        tmp = out.with_name(out.name + ".tmp")
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for part in parts:
+                writer.write_table(pq.read_table(part).cast(schema))
+        _replace_from(tmp, out)
+
+
+class _NpyOutput(_ParquetOutput):
+    """Embeddings as .npy: (rows, dim) float32, NaN rows for invalid SMILES; ``<stem>.layers.npy``
+    (rows, layers + 1, hidden) with all layers; ``<stem>.rows.csv`` (row_id, smiles, truncated, error)."""
+
+    def merge(self, parts: list[Path], out: Path) -> None:
+        n = sum(pq.read_metadata(p).num_rows for p in parts)
+        schema = pq.read_schema(parts[0])
+        layer_cols = [c for c in schema.names if c.startswith("embedding_layer_")]
+        matrix = np.lib.format.open_memmap(out.with_name(out.name + ".tmp"), mode="w+", dtype=np.float32,
+                                           shape=(n, schema.field("embedding").type.list_size))
+        layers_path = out.with_name(out.stem + ".layers.npy")
+        layers = None
+        if layer_cols:
+            hidden = schema.field(layer_cols[0]).type.list_size
+            layers = np.lib.format.open_memmap(layers_path.with_name(layers_path.name + ".tmp"), mode="w+",
+                                               dtype=np.float32, shape=(n, len(layer_cols), hidden))
+        rows_path = out.with_name(out.stem + ".rows.csv")
+        pos = 0
+        with open(rows_path.with_name(rows_path.name + ".tmp"), "w") as rows:
+            for k, part in enumerate(parts):
+                table = pq.read_table(part, columns=["row_id", "smiles", "embedding", *layer_cols, "truncated",
+                                                     "error"])
+                matrix[pos:pos + table.num_rows] = embedding_matrix(table)
+                if layers is not None:
+                    for j, col in enumerate(layer_cols):
+                        layers[pos:pos + table.num_rows, j] = embedding_matrix(table, col)
+                table.select(["row_id", "smiles", "truncated", "error"]).to_pandas().to_csv(
+                    rows, index=False, header=k == 0)
+                pos += table.num_rows
+        matrix.flush()
+        del matrix
+        _replace_from(out.with_name(out.name + ".tmp"), out)
+        if layers is not None:
+            layers.flush()
+            del layers
+            _replace_from(layers_path.with_name(layers_path.name + ".tmp"), layers_path)
+        _replace_from(rows_path.with_name(rows_path.name + ".tmp"), rows_path)
+
+
+def _output_for(out: Path, allowed: tuple[str, ...]):
+    kind = out.suffix.lower()
+    if kind not in allowed:
+        raise SmilesformerError(f"cannot write {out}: use one of {', '.join(allowed)}")
+    return {".csv": lambda: _TextOutput(","), ".tsv": lambda: _TextOutput("\t"), ".parquet": _ParquetOutput,
+            ".npy": _NpyOutput}[kind]()
+
+
+# the chunk loop ---------------------------------------------------------------------------------------------
+def _file_key(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _model_key(model_dir: str | Path) -> str:
+    """Fingerprint of a model folder's config and weights (sizes and times), to refuse resuming with another."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        return str(model_dir)
+    digest = hashlib.sha256()
+    for f in sorted(folder.iterdir()):
+        if f.is_file():
+            stat = f.stat()
+            digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return f"{folder.resolve()}#{digest.hexdigest()[:16]}"
+
+
+def _load_manifest(work: Path, key: dict) -> dict | None:
+    path = work / "manifest.json"
+    if not path.is_file():
+        return None
+    manifest = json.loads(path.read_text())
+    if manifest.get("key") != key:
+        logger.warning("%s belongs to a run with other inputs or settings; starting over", work)
+        return None
+    return manifest
+
+
+def _save_manifest(work: Path, manifest: dict) -> None:
+    tmp = work / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2))
+    _replace_from(tmp, work / "manifest.json")
+
+
+@contextlib.contextmanager
+def _progress_bar(enabled: bool, total: int | None, description: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar with molecules/s; yields ``advance(n)``."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text(f"{task.speed:,.0f} molecules/s" if task.speed else "", style="progress.data.speed")
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), speed_estimate_period=60) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _count_rows(path: Path) -> int | None:
+    """Rows of a Parquet file from its footer; None for text files (counting would read them twice)."""
+    return pq.read_metadata(path).num_rows if path.suffix.lower() == ".parquet" else None
+
+
+def _run_chunks(chunks: Iterator, process: Callable[[object, int], tuple[object, int]], output, out: Path,
+                key: dict, resume: bool, progress: bool, total: int | None, description: str) -> StreamSummary:
+    """Process chunks in order, writing one part each and the manifest after each; join the parts at the end.
+
+    ``process(chunk, first_row)`` returns (data to write, number of invalid rows). With ``resume``, the
+    chunks an earlier run with the same key has written are skipped (read, not recomputed).
+    """
+    work = parts_dir(out)
+    manifest = _load_manifest(work, key) if resume else None
+    if manifest is None:
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        manifest = {"key": key, "chunks": [], "rows_done": 0, "invalid": 0, "seconds": 0.0}
+        _save_manifest(work, manifest)
+    done = len(manifest["chunks"])
+    if done:
+        logger.warning("resuming: %d chunk(s), %d rows already written in %s", done, manifest["rows_done"], work)
+    part_name = "part-{:06d}" + output.part_suffix
+    rows = invalid = n_chunks = 0
+    seconds = 0.0
+    chunks = iter(chunks)
+    with _progress_bar(progress, total, description) as advance:
+        for k in itertools.count():
+            started = time.perf_counter()  # fetching counts: with Ray, the chunk is computed while we wait for it
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
+            n_chunks += 1
+            if k < done:
+                rows += manifest["chunks"][k]["rows"]
+                invalid += manifest["chunks"][k]["invalid"]
+                advance(manifest["chunks"][k]["rows"])
+                continue
+            data, n_invalid = process(chunk, rows)
+            output.write_part(data, work / part_name.format(k), first=k == 0)
+            seconds += time.perf_counter() - started
+            rows += len(chunk)
+            invalid += n_invalid
+            manifest["chunks"].append({"part": part_name.format(k), "rows": len(chunk), "invalid": n_invalid})
+            manifest.update(rows_done=rows, invalid=invalid, seconds=round(manifest["seconds"] + seconds, 3))
+            _save_manifest(work, manifest)
+            advance(len(chunk))
+    if n_chunks < done:
+        raise SmilesformerError(f"{work} lists {done} chunks but the input has {n_chunks}; delete {work} and rerun")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    output.merge([work / part_name.format(k) for k in range(n_chunks)], out)
+    shutil.rmtree(work)
+    return StreamSummary(out, rows, invalid, n_chunks, min(done, n_chunks), seconds)
+
+
+# predict ----------------------------------------------------------------------------------------------------
+def predict_frame(model: SmilesModel, chunk: pd.DataFrame, smiles_col: str, batch_size: int = 128) -> pd.DataFrame:
+    """A chunk of the input table with the prediction columns and ``error`` appended (as ``run_predict``)."""
+    preds = predict_table(model, chunk[smiles_col].tolist(), batch_size=batch_size)
+    chunk = chunk.reset_index(drop=True)
+    clash = [c for c in preds.columns if c in chunk.columns]
+    return pd.concat([chunk, preds.rename(columns={c: f"{c}_1" for c in clash})], axis=1)
+
+
+def _use_gpu(model: SmilesModel) -> SmilesModel:
+    import torch
+
+    if torch.cuda.is_available():
+        model.model.to("cuda")
+    return model
+
+
+def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
+                   batch_size: int = 128, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = False,
+                   resume: bool = True, engine: Engine | str = Engine.local,
+                   workers: int | None = None) -> StreamSummary:
+    """Predict every row of a table of any size into ``out`` (.csv, .tsv or .parquet).
+
+    The output is the input table plus the prediction columns and ``error``: same rows, same order, as
+    ``workflow.run_predict`` writes, but built chunk by chunk in bounded memory.
+
+    Args:
+        model_dir: a fine-tuned model folder.
+        data: csv / tsv / parquet / smi (gzip allowed) or sdf.
+        out: output file; its parts go to ``<out>.parts/`` until the run completes.
+        smiles_col: SMILES column (default: one named smiles).
+        batch_size: molecules per forward pass.
+        chunk_size: rows read, sorted by length and written at a time.
+        progress: show a progress bar with molecules/s.
+        resume: continue an interrupted run from its last written chunk (same input, model and settings).
+        engine: ``local`` (this process) or ``ray`` (Ray Data; no resume).
+        workers: Ray workers (model replicas); default: one per CPU of the Ray cluster.
+    """
+    data, out, engine = Path(data), Path(out), Engine(engine)
+    output = _output_for(out, (".csv", ".tsv", ".parquet"))
+    col, chunks = read_chunks(data, chunk_size, smiles_col)
+    key = {"task": "predict", "input": _file_key(data), "model": _model_key(model_dir), "smiles_col": col,
+           "chunk_size": chunk_size, "batch_size": batch_size, "format": out.suffix.lower()}
+    if engine is Engine.ray:
+        batches = _ray_map(data, chunks, _RayPredictor, {"model_dir": str(model_dir), "smiles_col": col,
+                                                         "batch_size": batch_size}, chunk_size, workers, "pandas")
+        return _run_chunks(batches, lambda frame, first: (frame, int((frame["error"] != "").sum())), output, out,
+                           key | {"engine": "ray"}, False, progress, _count_rows(data), "predicting (ray)")
+    model = _use_gpu(SmilesModel.from_pretrained(model_dir))
+
+    def process(chunk: pd.DataFrame, first: int) -> tuple[pd.DataFrame, int]:
+        frame = predict_frame(model, chunk, col, batch_size)
+        return frame, int((frame["error"] != "").sum())
+
+    return _run_chunks(chunks, process, output, out, key, resume, progress, _count_rows(data), "predicting")
+
+
+# embed ------------------------------------------------------------------------------------------------------
+def stream_embed(model: str | Path | SmilesModel | Encoder, data: str | Path, out: str | Path,
+                 smiles_col: str | None = None, config: EmbedConfig | None = None, chunk_size: int | None = None,
+                 progress: bool = False, resume: bool = True, engine: Engine | str = Engine.local,
+                 workers: int | None = None) -> StreamSummary:
+    """Embed every SMILES of a table of any size into ``out`` (.parquet, or .npy for pooled vectors).
+
+    Parquet: one row per input, in order: ``row_id``, ``smiles``, ``embedding`` (fixed-size list of
+    float32), the per-layer / per-token columns asked for, ``truncated`` and ``error`` (null embedding
+    and the reason for an invalid SMILES). See ``embeddings.embeddings_table``.
+
+    Args:
+        model: a model folder (fine-tuned or pretrained encoder), bundled name, ``SmilesModel`` or ``Encoder``.
+        config: pooling, layer(s), per-token and per-layer outputs.
+        chunk_size: rows per chunk; default 10,000 (1,000 with per-token output).
+        Other arguments as ``stream_predict``.
+    """
+    data, out, engine = Path(data), Path(out), Engine(engine)
+    config = config or EmbedConfig()
+    allowed = (".parquet",) if config.per_token else (".parquet", ".npy")
+    if config.per_token and out.suffix.lower() == ".npy":
+        raise SmilesformerError("per-token embeddings differ in length per molecule: write them to .parquet")
+    output = _output_for(out, allowed)
+    chunk_size = chunk_size or (PER_TOKEN_CHUNK_SIZE if config.per_token else DEFAULT_CHUNK_SIZE)
+    col, chunks = read_chunks(data, chunk_size, smiles_col)
+    model_ref = model.source if isinstance(model, Encoder) else (
+        model.meta.base_model if isinstance(model, SmilesModel) else _model_key(model))
+    key = {"task": "embed", "input": _file_key(data), "model": model_ref, "smiles_col": col,
+           "chunk_size": chunk_size, "config": config.describe() | {"batch_size": config.batch_size},
+           "format": out.suffix.lower()}
+    if engine is Engine.ray:
+        if isinstance(model, (SmilesModel, Encoder)):
+            raise SmilesformerError("the ray engine loads the model on each worker: pass a model folder")
+        batches = _ray_map(data, chunks, _RayEmbedder, {"model": str(model), "smiles_col": col, "config": config},
+                           chunk_size, workers, "pyarrow")
+
+        def renumber(table: pa.Table, first: int) -> tuple[pa.Table, int]:
+            row_id = pa.array(np.arange(first, first + table.num_rows), pa.int64())
+            return table.set_column(0, "row_id", row_id), _count_invalid(table)
+
+        return _run_chunks(batches, renumber, output, out, key | {"engine": "ray"}, False, progress,
+                           _count_rows(data), "embedding (ray)")
+    encoder = load_encoder(model)
+
+    def process(chunk: pd.DataFrame, first: int) -> tuple[pa.Table, int]:
+        emb = embed(encoder, chunk[col].tolist(), config)
+        return embeddings_table(emb, np.arange(first, first + len(chunk))), int((~emb.valid).sum())
+
+    return _run_chunks(chunks, process, output, out, key, resume, progress, _count_rows(data), "embedding")
+
+
+def _count_invalid(table: pa.Table) -> int:
+    return int(sum(1 for e in table.column("error").to_pylist() if e))
+
+
+# ray --------------------------------------------------------------------------------------------------------
+class _RayPredictor:
+    """A Ray Data worker: loads the model once, then predicts each batch it is given."""
+
+    def __init__(self, model_dir: str, smiles_col: str, batch_size: int):
+        self.model = _use_gpu(SmilesModel.from_pretrained(model_dir))
+        self.smiles_col, self.batch_size = smiles_col, batch_size
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        return predict_frame(self.model, batch, self.smiles_col, self.batch_size)
+
+
+class _RayEmbedder:
+    """A Ray Data worker: loads the encoder once, then embeds each batch (row ids are set by the driver)."""
+
+    def __init__(self, model: str, smiles_col: str, config: EmbedConfig):
+        self.encoder = load_encoder(model)
+        self.smiles_col, self.config = smiles_col, config
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        emb = embed(self.encoder, batch.column(self.smiles_col).to_pylist(), self.config)
+        return embeddings_table(emb)
+
+
+def _ray_dataset(path: Path, chunks: Iterator[pd.DataFrame]):
+    """A Ray Dataset of the input with every CSV value read as text, as the local engine reads it."""
+    import pyarrow.csv as pacsv
+    import ray.data
+
+    kind = (_suffixes(path) or [""])[-1]
+    # Reading is light next to the model. It asks for no CPU: with as many workers as CPUs, the workers hold
+    # every CPU and a read that waits for one would never be scheduled (a deadlock, seen with Ray 2.60).
+    if kind == ".parquet":
+        return ray.data.read_parquet(str(path), num_cpus=0)
+    if kind in (".csv", ".tsv"):
+        header = next(chunks).columns  # the first chunk, already read to find the SMILES column
+        convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in header}, strings_can_be_null=False,
+                                       quoted_strings_can_be_null=False)
+        return ray.data.read_csv(str(path), parse_options=pacsv.ParseOptions(delimiter="\t" if kind == ".tsv" else ","),
+                                 convert_options=convert, num_cpus=0)
+    raise SmilesformerError(f"the ray engine reads .csv, .tsv and .parquet (gzip allowed); convert {path} or use "
+                            "--engine local")
+
+
+def _ray_map(path: Path, chunks: Iterator[pd.DataFrame], worker_cls, worker_kwargs: dict, chunk_size: int,
+             workers: int | None, batch_format: str) -> Iterator:
+    """Run ``worker_cls`` over the input with Ray Data and yield its output batches in input order."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as exc:
+        raise SmilesformerError("the ray engine needs Ray: pip install 'smilesformer[ray]'") from exc
+    if not ray.is_initialized():
+        ray.init(logging_level=logging.WARNING)
+    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # outputs must come back in input order
+    context.enable_progress_bars = False
+    dataset = _ray_dataset(path, chunks).map_batches(
+        worker_cls, fn_constructor_kwargs=worker_kwargs, batch_size=chunk_size, batch_format=batch_format,
+        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
+    yield from dataset.iter_batches(batch_size=None, batch_format=batch_format)
