@@ -350,7 +350,7 @@ def embed(source: str | Path | SmilesModel | Encoder, smiles: Sequence[str],
               return_offsets_mapping=config.per_token, return_special_tokens_mask=config.per_token,
               return_overflowing_tokens=False)
     ids = enc["input_ids"]
-    full_lengths = tok([clean[i] for i in valid], add_special_tokens=True, return_length=True)["length"]
+    full_lengths = tok([clean[i] for i in valid], add_special_tokens=True, return_length=True, verbose=False)["length"]
     truncated[valid] = np.asarray(full_lengths) > encoder.max_length
     if truncated.any():
         logger.warning("%d SMILES are longer than max_length=%d tokens; only their first tokens were embedded",

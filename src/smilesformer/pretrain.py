@@ -240,28 +240,31 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
     the same settings. Returns the folder of the final model (``out_dir/model``).
     """
     from .plots import plot_training_curve
-    from .train import run_pretraining
+    from .train import distributed_state, run_pretraining
 
     out_dir = Path(out_dir)
     cache = out_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    corpus, corpus_report = clean_corpus(config, cache)
-    tok_dir = cache / "tokenizer"
-    if (tok_dir / "tokenizer.json").is_file():
-        from .tokenization import load_tokenizer
+    state = distributed_state()  # one process, unless launched with torchrun / accelerate launch (DDP)
+    with state.main_process_first():  # the main process builds the caches; the others then reuse them
+        corpus, corpus_report = clean_corpus(config, cache)
+        tok_dir = cache / "tokenizer"
+        if (tok_dir / "tokenizer.json").is_file():
+            from .tokenization import load_tokenizer
 
-        tokenizer = load_tokenizer(tok_dir)
-    else:
-        tokenizer = _build_tokenizer(config, corpus)
-        tokenizer.save_pretrained(tok_dir)
-    coverage = coverage_report(tokenizer, (s for i, s in zip(range(20_000), _read_lines(corpus))))
-    dataset = TokenCache.build(tokenizer, corpus, cache, config.max_length)
+            tokenizer = load_tokenizer(tok_dir)
+        else:
+            tokenizer = _build_tokenizer(config, corpus)
+            tokenizer.save_pretrained(tok_dir)
+        coverage = coverage_report(tokenizer, (s for i, s in zip(range(20_000), _read_lines(corpus))))
+        dataset = TokenCache.build(tokenizer, corpus, cache, config.max_length)
     torch.manual_seed(config.seed)
     model_config = make_config(config.preset, len(tokenizer), config.max_length, tokenizer.pad_token_id)
     extra_files: dict[str, dict] = {}
     if config.objective is Objective.mtr:
-        descriptors = compute_descriptors(corpus, cache, config.n_jobs)
+        with state.main_process_first():
+            descriptors = compute_descriptors(corpus, cache, config.n_jobs)
         dataset.labels = descriptors.values
         model_config.num_labels = descriptors.values.shape[1]
         model_config.problem_type = "regression"
@@ -273,21 +276,23 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
     wall = time.perf_counter() - started
 
     model_dir = out_dir / "model"
-    model.save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    save_config(model_dir / "pretrain_config.json", pretrain=config)
-    for name, content in extra_files.items():
-        (model_dir / name).write_text(json.dumps(content, indent=2))
-    summary = {"corpus": {k: v for k, v in corpus_report.items() if k != "key"},
-               "tokenizer_coverage": coverage, "throughput": throughput, "wall_seconds": round(wall, 1),
-               "n_parameters": sum(p.numel() for p in model.parameters()),
-               "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
-               "steps": max((h.get("step", 0) for h in history), default=0),
-               "hardware": _hardware()}
-    (model_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
-    plot_training_curve(history, model_dir / "loss_curve.png", title=f"{config.objective.value} pretraining")
-    write_model_card(model_dir, command)
+    if state.is_main_process:  # one writer for the model folder
+        model.save_pretrained(model_dir)
+        tokenizer.save_pretrained(model_dir)
+        save_config(model_dir / "pretrain_config.json", pretrain=config)
+        for name, content in extra_files.items():
+            (model_dir / name).write_text(json.dumps(content, indent=2))
+        summary = {"corpus": {k: v for k, v in corpus_report.items() if k != "key"},
+                   "tokenizer_coverage": coverage, "throughput": throughput, "wall_seconds": round(wall, 1),
+                   "n_parameters": sum(p.numel() for p in model.parameters()),
+                   "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
+                   "steps": max((h.get("step", 0) for h in history), default=0),
+                   "hardware": _hardware()}
+        (model_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
+        (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+        plot_training_curve(history, model_dir / "loss_curve.png", title=f"{config.objective.value} pretraining")
+        write_model_card(model_dir, command)
+    state.wait_for_everyone()  # the others return once the folder is complete: callers read it
     return model_dir
 
 

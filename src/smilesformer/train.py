@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import PartialState
 from torch.utils.data import Dataset
 from transformers import (
     DataCollatorForLanguageModeling,
@@ -33,7 +34,8 @@ if TYPE_CHECKING:
 
     from .model import SmilesModel
 
-__all__ = ["finetune", "run_pretraining", "training_arguments", "EncodedDataset", "MaskedLossTrainer"]
+__all__ = ["finetune", "run_pretraining", "training_arguments", "distributed_state", "EncodedDataset",
+           "MaskedLossTrainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class MaskedLossTrainer(Trainer):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         logits = outputs.logits.float()
-        problem = model.config.problem_type
+        problem = getattr(model, "module", model).config.problem_type  # under DDP, `model` wraps the HF model
         if problem == "single_label_classification":
             loss = torch.nn.functional.cross_entropy(logits, labels.long().view(-1))
         else:
@@ -106,7 +108,10 @@ def training_arguments(
     output_dir: Path, config: TrainConfig, n_train: int, has_valid: bool, **overrides
 ) -> TrainingArguments:
     """TrainingArguments for a fine-tuning or pretraining run (warm-up given as a fraction of all steps)."""
-    world = max(torch.cuda.device_count(), 1) if torch.cuda.is_available() else 1
+    if _world_size() > 1:  # torchrun / accelerate launch: one process per device or CPU worker
+        world = _world_size()
+    else:  # one process: the Trainer spreads a batch over every visible GPU
+        world = max(torch.cuda.device_count(), 1) if torch.cuda.is_available() else 1
     steps_per_epoch = math.ceil(n_train / (config.batch_size * world))
     strategy = "epoch" if has_valid else "no"
     kwargs = dict(
@@ -133,6 +138,12 @@ def training_arguments(
         disable_tqdm=not config.progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
+        # Several processes without a GPU: the Trainer runs DDP over gloo only when told it is on the CPU.
+        use_cpu=_world_size() > 1 and not torch.cuda.is_available(),
+        # With this on, the Trainer multiplies each process's loss by the number of processes, expecting the
+        # model to divide by the tokens of all of them; RoBERTa's MLM loss is a per-process mean, so loss and
+        # gradients would come out world-size times too large. DDP's gradient averaging is already right.
+        average_tokens_across_devices=False,
         **_precision_flags(config.precision),
     )
     kwargs.update(overrides)
@@ -299,3 +310,12 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
 
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def distributed_state() -> PartialState:
+    """This process's place in a ``torchrun`` / ``accelerate launch`` run (one process: rank 0 of 1).
+
+    Run folders are written by the main process only (``is_main_process``); shared caches are built by it
+    first while the others wait (``main_process_first()``), then reused by them.
+    """
+    return PartialState(cpu=_world_size() > 1 and not torch.cuda.is_available())

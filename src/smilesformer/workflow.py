@@ -25,6 +25,7 @@ from .evaluate import compute_metrics, count_truncated, prediction_matrix
 from .model import SmilesModel, bundled_model_path
 from .plots import plot_parity, plot_roc, plot_training_curve
 from .splits import column_split, random_split, scaffold_split
+from .train import distributed_state
 
 __all__ = ["RunResult", "run_finetune", "run_evaluate", "run_predict", "run_demo", "environment_info"]
 
@@ -88,11 +89,14 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
     train = train or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    state = distributed_state()  # one process, unless launched with torchrun / accelerate launch (DDP)
+    main = state.is_main_process  # only the main process writes the run folder
     notes: list[str] = []
     loaded = load_dataset(data)
     table, targets = loaded.table, loaded.target_cols
     if len(loaded.bad):
-        loaded.bad.to_csv(out_dir / "bad_rows.csv", index=False)
+        if main:
+            loaded.bad.to_csv(out_dir / "bad_rows.csv", index=False)
         notes.append(f"skipped {len(loaded.bad)} bad row(s); listed in {out_dir / 'bad_rows.csv'}")
     if loaded.n_duplicates:
         verb = "averaged" if data.duplicates.value == "average" else "kept (use --duplicates average to merge)"
@@ -109,7 +113,8 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
     for name, idx in zip(("train", "valid", "test"), parts):
         split_names[idx] = name
     table = table.assign(split=split_names)
-    table[["row", "smiles", "split"]].to_csv(out_dir / "split.csv", index=False)
+    if main:
+        table[["row", "smiles", "split"]].to_csv(out_dir / "split.csv", index=False)
 
     y = table[targets].to_numpy(float)
     n_classes = _n_classes(loaded.task, y)
@@ -118,13 +123,14 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
     model.meta.smiles_col = "smiles"
     if model_name.startswith("random:"):
         notes.append(f"started from random weights ({model_name}), not from a pretrained model")
-    save_config(out_dir / "config.json", data=data, model=model_name, train=train,
-                resolved={"task": loaded.task.value, "targets": targets, "n_classes": n_classes,
-                          "smiles_col": data.smiles_col, "source": str(loaded.source_path)})
-    env = environment_info()
-    env["data"] = {"path": str(loaded.source_path), "sha256": file_sha256(loaded.source_path),
-                   "rows_in_file": loaded.source_rows, "rows_used": len(table)}
-    (out_dir / "environment.json").write_text(json.dumps(env, indent=2))
+    if main:
+        save_config(out_dir / "config.json", data=data, model=model_name, train=train,
+                    resolved={"task": loaded.task.value, "targets": targets, "n_classes": n_classes,
+                              "smiles_col": data.smiles_col, "source": str(loaded.source_path)})
+        env = environment_info()
+        env["data"] = {"path": str(loaded.source_path), "sha256": file_sha256(loaded.source_path),
+                       "rows_in_file": loaded.source_rows, "rows_used": len(table)}
+        (out_dir / "environment.json").write_text(json.dumps(env, indent=2))
 
     train_idx, valid_idx, test_idx = parts
     started = time.perf_counter()
@@ -132,6 +138,10 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
               [smiles[i] for i in valid_idx] if len(valid_idx) else None,
               y[valid_idx] if len(valid_idx) else None, train, out_dir / "checkpoints")
     train_seconds = time.perf_counter() - started
+    state.wait_for_everyone()  # every process has loaded the best checkpoint before checkpoints/ is deleted
+    if not main:
+        return RunResult(out_dir, {}, None, notes + [f"process {state.process_index} of {state.num_processes}: "
+                                                     "the run folder is written by process 0"])
     model_dir = model.save_pretrained(out_dir / "model")
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the best model is in model/
 
