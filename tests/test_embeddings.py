@@ -176,3 +176,11 @@ def test_embed_cli_parquet_and_npy(tiny_regressor_dir, mlm_dir, tmp_path):
     result = runner.invoke(app, ["embed", str(mlm_dir), "--data", str(tmp_path / "in.csv"),
                                  "--out", str(tmp_path / "t.npy"), "--per-token"])
     assert result.exit_code == 2 and ".parquet" in " ".join(result.output.split())
+
+
+def test_bf16_autocast_is_close_to_fp32(encoder):
+    fp32 = embed(encoder, MOLECULES, EmbedConfig(precision="fp32"))
+    bf16 = embed(encoder, MOLECULES, EmbedConfig(precision="bf16"))
+    assert bf16.vectors.dtype == np.float32
+    assert not np.array_equal(fp32.vectors, bf16.vectors), "the forward pass ran in bf16"
+    np.testing.assert_allclose(bf16.vectors, fp32.vectors, atol=0.05)

@@ -175,13 +175,14 @@ def predict(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
     engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = "local",
     workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per CPU).")] = None,
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32; bf16 also pays on CPUs with AVX512-BF16/AMX.")] = Precision.auto,
 ) -> None:
     """Append predictions to a table: same rows in the same order, with an `error` column; streamed in chunks."""
     from .streaming import stream_predict
 
     try:
         result = stream_predict(model_dir, _data_path(data), out, smiles_col, batch_size, chunk_size, progress=True,
-                                resume=resume, engine=engine, workers=workers)
+                                resume=resume, engine=engine, workers=workers, precision=precision)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     n_bad = result.invalid
@@ -286,13 +287,14 @@ def embed(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
     engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = Engine.local,
     workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per CPU).")] = None,
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32; bf16 also pays on CPUs with AVX512-BF16/AMX.")] = Precision.auto,
 ) -> None:
     """Embed molecules: pooled, per-token (aligned to atoms) or per-layer encoder outputs; streamed in chunks."""
     from .embeddings import EmbedConfig
     from .streaming import stream_embed
 
     try:
-        config = EmbedConfig(pooling, layer, last_k, per_token, all_layers, batch_size)
+        config = EmbedConfig(pooling, layer, last_k, per_token, all_layers, batch_size, precision)
         result = stream_embed(model, _data_path(data), out, smiles_col, config, chunk_size, progress=True,
                               resume=resume, engine=engine, workers=workers)
     except (SmilesformerError, ValueError) as exc:

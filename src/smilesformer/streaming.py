@@ -33,8 +33,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .config import Precision
 from .data import SmilesformerError, _guess_smiles_col, _suffixes, read_table, require_columns
-from .embeddings import EmbedConfig, Encoder, embed, embedding_matrix, embeddings_table, load_encoder
+from .embeddings import (
+    EmbedConfig,
+    Encoder,
+    embed,
+    embedding_matrix,
+    embeddings_table,
+    inference_autocast,
+    load_encoder,
+)
 from .evaluate import predict_table
 from .model import SmilesModel
 
@@ -375,9 +384,11 @@ def _run_chunks(chunks: Iterator, process: Callable[[object, int], tuple[object,
 
 
 # predict ----------------------------------------------------------------------------------------------------
-def predict_frame(model: SmilesModel, chunk: pd.DataFrame, smiles_col: str, batch_size: int = 128) -> pd.DataFrame:
+def predict_frame(model: SmilesModel, chunk: pd.DataFrame, smiles_col: str, batch_size: int = 128,
+                  precision: Precision | str = Precision.auto) -> pd.DataFrame:
     """A chunk of the input table with the prediction columns and ``error`` appended (as ``run_predict``)."""
-    preds = predict_table(model, chunk[smiles_col].tolist(), batch_size=batch_size)
+    with inference_autocast(precision, model.device):
+        preds = predict_table(model, chunk[smiles_col].tolist(), batch_size=batch_size)
     chunk = chunk.reset_index(drop=True)
     clash = [c for c in preds.columns if c in chunk.columns]
     return pd.concat([chunk, preds.rename(columns={c: f"{c}_1" for c in clash})], axis=1)
@@ -393,8 +404,8 @@ def _use_gpu(model: SmilesModel) -> SmilesModel:
 
 def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
                    batch_size: int = 128, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = False,
-                   resume: bool = True, engine: Engine | str = Engine.local,
-                   workers: int | None = None) -> StreamSummary:
+                   resume: bool = True, engine: Engine | str = Engine.local, workers: int | None = None,
+                   precision: Precision | str = Precision.auto) -> StreamSummary:
     """Predict every row of a table of any size into ``out`` (.csv, .tsv or .parquet).
 
     The output is the input table plus the prediction columns and ``error``: same rows, same order, as
@@ -411,21 +422,25 @@ def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smi
         resume: continue an interrupted run from its last written chunk (same input, model and settings).
         engine: ``local`` (this process) or ``ray`` (Ray Data; no resume).
         workers: Ray workers (model replicas); default: one per CPU of the Ray cluster.
+        precision: auto (fp32 on CPU, bf16 on a GPU that has it), fp32, bf16 or fp16 (see
+            ``embeddings.inference_autocast``).
     """
-    data, out, engine = Path(data), Path(out), Engine(engine)
+    data, out, engine, precision = Path(data), Path(out), Engine(engine), Precision(precision)
     output = _output_for(out, (".csv", ".tsv", ".parquet"))
     col, chunks = read_chunks(data, chunk_size, smiles_col)
     key = {"task": "predict", "input": _file_key(data), "model": _model_key(model_dir), "smiles_col": col,
-           "chunk_size": chunk_size, "batch_size": batch_size, "format": out.suffix.lower()}
+           "chunk_size": chunk_size, "batch_size": batch_size, "precision": precision.value,
+           "format": out.suffix.lower()}
     if engine is Engine.ray:
         batches = _ray_map(data, chunks, _RayPredictor, {"model_dir": str(model_dir), "smiles_col": col,
-                                                         "batch_size": batch_size}, chunk_size, workers, "pandas")
+                                                         "batch_size": batch_size, "precision": precision},
+                           chunk_size, workers, "pandas")
         return _run_chunks(batches, lambda frame, first: (frame, int((frame["error"] != "").sum())), output, out,
                            key | {"engine": "ray"}, False, progress, _count_rows(data), "predicting (ray)")
     model = _use_gpu(SmilesModel.from_pretrained(model_dir))
 
     def process(chunk: pd.DataFrame, first: int) -> tuple[pd.DataFrame, int]:
-        frame = predict_frame(model, chunk, col, batch_size)
+        frame = predict_frame(model, chunk, col, batch_size, precision)
         return frame, int((frame["error"] != "").sum())
 
     return _run_chunks(chunks, process, output, out, key, resume, progress, _count_rows(data), "predicting")
@@ -490,12 +505,12 @@ def _count_invalid(table: pa.Table) -> int:
 class _RayPredictor:
     """A Ray Data worker: loads the model once, then predicts each batch it is given."""
 
-    def __init__(self, model_dir: str, smiles_col: str, batch_size: int):
+    def __init__(self, model_dir: str, smiles_col: str, batch_size: int, precision: Precision):
         self.model = _use_gpu(SmilesModel.from_pretrained(model_dir))
-        self.smiles_col, self.batch_size = smiles_col, batch_size
+        self.smiles_col, self.batch_size, self.precision = smiles_col, batch_size, precision
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        return predict_frame(self.model, batch, self.smiles_col, self.batch_size)
+        return predict_frame(self.model, batch, self.smiles_col, self.batch_size, self.precision)
 
 
 class _RayEmbedder:
