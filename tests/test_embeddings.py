@@ -177,6 +177,11 @@ def test_embed_cli_parquet_and_npy(tiny_regressor_dir, mlm_dir, tmp_path):
                                  "--out", str(tmp_path / "t.npy"), "--per-token"])
     assert result.exit_code == 2 and ".parquet" in " ".join(result.output.split())
 
+    result = runner.invoke(app, ["embed", str(mlm_dir), "--data", str(tmp_path / "in.csv"),
+                                 "--out", str(tmp_path / "h.parquet"), "--pooling", "head"])
+    assert result.exit_code == 2 and "no classification head" in " ".join(result.output.split())
+    assert not (tmp_path / "h.parquet.parts").exists(), "a run that wrote nothing leaves nothing behind"
+
 
 def test_bf16_autocast_is_close_to_fp32(encoder):
     fp32 = embed(encoder, MOLECULES, EmbedConfig(precision="fp32"))

@@ -50,6 +50,7 @@ __all__ = [
     "TokenEmbedding",
     "Embeddings",
     "load_encoder",
+    "check_config",
     "inference_autocast",
     "embed",
     "pool",
@@ -329,6 +330,21 @@ def _atom_vectors(atoms_per_token: list[list[int]], n_atoms: int, vectors: np.nd
         return (incidence @ vectors) / counts
 
 
+def check_config(encoder: Encoder, config: EmbedConfig) -> None:
+    """Raise if ``config`` asks for something ``encoder`` does not have (a layer, a head).
+
+    Raises:
+        SmilesformerError: saying what the model has and what to ask for instead.
+    """
+    n_states = encoder.n_layers + 1
+    if not -n_states <= config.layer < n_states or config.last_k > n_states:
+        raise SmilesformerError(f"the model has {n_states} hidden states (embedding layer + {encoder.n_layers} "
+                                f"layers); got layer={config.layer}, last_k={config.last_k}")
+    if config.pooling is Pooling.head and encoder.head_module() is None:
+        raise SmilesformerError(f"{encoder.source or 'this model'} has no classification head, so no head pooling; "
+                                "use --pooling cls/mean/max, or a fine-tuned model")
+
+
 @torch.inference_mode()
 def embed(source: str | Path | SmilesModel | Encoder, smiles: Sequence[str],
           config: EmbedConfig | None = None) -> Embeddings:
@@ -349,14 +365,9 @@ def embed(source: str | Path | SmilesModel | Encoder, smiles: Sequence[str],
     """
     config = config or EmbedConfig()
     encoder = load_encoder(source) if not isinstance(source, Encoder) else source
+    check_config(encoder, config)
     n_states = encoder.n_layers + 1
-    if not -n_states <= config.layer < n_states or config.last_k > n_states:
-        raise SmilesformerError(f"the model has {n_states} hidden states (embedding layer + {encoder.n_layers} "
-                                f"layers); got layer={config.layer}, last_k={config.last_k}")
     head = encoder.head_module() if config.pooling is Pooling.head else None
-    if config.pooling is Pooling.head and head is None:
-        raise SmilesformerError(f"{encoder.source or 'this model'} has no classification head, so no head pooling; "
-                                "use --pooling cls/mean/max, or a fine-tuned model")
     smiles = [s if isinstance(s, str) else "" for s in smiles]
     n, dim, tok = len(smiles), encoder.dim(config), encoder.tokenizer
     error, clean = [], []

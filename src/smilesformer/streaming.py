@@ -38,6 +38,7 @@ from .data import SmilesformerError, _guess_smiles_col, _suffixes, read_table, r
 from .embeddings import (
     EmbedConfig,
     Encoder,
+    check_config,
     embed,
     embedding_matrix,
     embeddings_table,
@@ -350,10 +351,30 @@ def _run_chunks(chunks: Iterator, process: Callable[[object, int], tuple[object,
     done = len(manifest["chunks"])
     if done:
         logger.warning("resuming: %d chunk(s), %d rows already written in %s", done, manifest["rows_done"], work)
-    part_name = "part-{:06d}" + output.part_suffix
-    rows = invalid = n_chunks = 0
+    try:
+        n_chunks, seconds = _write_parts(iter(chunks), process, output, work, manifest, progress, total, description)
+    except BaseException:
+        if not manifest["chunks"]:  # nothing to resume from: leave no folder behind
+            shutil.rmtree(work, ignore_errors=True)
+        raise
+    if n_chunks < done:
+        raise SmilesformerError(f"{work} lists {done} chunks but the input has {n_chunks}; delete {work} and rerun")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    output.merge([work / c["part"] for c in manifest["chunks"]], out)
+    shutil.rmtree(work)
+    return StreamSummary(out, manifest["rows_done"], manifest["invalid"], n_chunks, min(done, n_chunks), seconds)
+
+
+def _write_parts(chunks: Iterator, process, output, work: Path, manifest: dict, progress: bool, total: int | None,
+                 description: str) -> tuple[int, float]:
+    """Write a part for each chunk the manifest does not list yet, saving the manifest after each.
+
+    Returns:
+        (chunks in the input, seconds spent on the chunks computed now).
+    """
+    done = len(manifest["chunks"])
+    rows = n_chunks = 0
     seconds = 0.0
-    chunks = iter(chunks)
     with _progress_bar(progress, total, description) as advance:
         for k in itertools.count():
             started = time.perf_counter()  # fetching counts: with Ray, the chunk is computed while we wait for it
@@ -363,24 +384,20 @@ def _run_chunks(chunks: Iterator, process: Callable[[object, int], tuple[object,
             n_chunks += 1
             if k < done:
                 rows += manifest["chunks"][k]["rows"]
-                invalid += manifest["chunks"][k]["invalid"]
                 advance(manifest["chunks"][k]["rows"])
                 continue
             data, n_invalid = process(chunk, rows)
-            output.write_part(data, work / part_name.format(k), first=k == 0)
-            seconds += time.perf_counter() - started
+            part = f"part-{k:06d}{output.part_suffix}"
+            output.write_part(data, work / part, first=k == 0)
+            elapsed = time.perf_counter() - started
+            seconds += elapsed
             rows += len(chunk)
-            invalid += n_invalid
-            manifest["chunks"].append({"part": part_name.format(k), "rows": len(chunk), "invalid": n_invalid})
-            manifest.update(rows_done=rows, invalid=invalid, seconds=round(manifest["seconds"] + seconds, 3))
+            manifest["chunks"].append({"part": part, "rows": len(chunk), "invalid": n_invalid})
+            manifest.update(rows_done=rows, invalid=manifest["invalid"] + n_invalid,
+                            seconds=round(manifest["seconds"] + elapsed, 3))
             _save_manifest(work, manifest)
             advance(len(chunk))
-    if n_chunks < done:
-        raise SmilesformerError(f"{work} lists {done} chunks but the input has {n_chunks}; delete {work} and rerun")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    output.merge([work / part_name.format(k) for k in range(n_chunks)], out)
-    shutil.rmtree(work)
-    return StreamSummary(out, rows, invalid, n_chunks, min(done, n_chunks), seconds)
+    return n_chunks, seconds
 
 
 # predict ----------------------------------------------------------------------------------------------------
@@ -489,6 +506,7 @@ def stream_embed(model: str | Path | SmilesModel | Encoder, data: str | Path, ou
         return _run_chunks(batches, renumber, output, out, key | {"engine": "ray"}, False, progress,
                            _count_rows(data), "embedding (ray)")
     encoder = load_encoder(model)
+    check_config(encoder, config)  # before any part is written
 
     def process(chunk: pd.DataFrame, first: int) -> tuple[pa.Table, int]:
         emb = embed(encoder, chunk[col].tolist(), config)
