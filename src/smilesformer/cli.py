@@ -174,7 +174,7 @@ def predict(
     chunk_size: Annotated[int, typer.Option(help="Rows read, length-sorted and written at a time (bounds memory).")] = 10_000,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
     engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per CPU).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster, else one per CPU).")] = None,
     precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32; bf16 also pays on CPUs with AVX512-BF16/AMX.")] = Precision.auto,
 ) -> None:
     """Append predictions to a table: same rows in the same order, with an `error` column; streamed in chunks."""
@@ -286,7 +286,7 @@ def embed(
     chunk_size: Annotated[int | None, typer.Option(help="Rows per chunk (default 10,000; 1,000 with --per-token).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
     engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = Engine.local,
-    workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per CPU).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster, else one per CPU).")] = None,
     precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32; bf16 also pays on CPUs with AVX512-BF16/AMX.")] = Precision.auto,
 ) -> None:
     """Embed molecules: pooled, per-token (aligned to atoms) or per-layer encoder outputs; streamed in chunks."""

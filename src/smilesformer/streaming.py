@@ -438,7 +438,7 @@ def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smi
         progress: show a progress bar with molecules/s.
         resume: continue an interrupted run from its last written chunk (same input, model and settings).
         engine: ``local`` (this process) or ``ray`` (Ray Data; no resume).
-        workers: Ray workers (model replicas); default: one per CPU of the Ray cluster.
+        workers: Ray workers (model replicas); default: one per GPU of the Ray cluster, else one per CPU.
         precision: auto (fp32 on CPU, bf16 on a GPU that has it), fp32, bf16 or fp16 (see
             ``embeddings.inference_autocast``).
     """
@@ -573,11 +573,14 @@ def _ray_map(path: Path, chunks: Iterator[pd.DataFrame], worker_cls, worker_kwar
         raise SmilesformerError("the ray engine needs Ray: pip install 'smilesformer[ray]'") from exc
     if not ray.is_initialized():
         ray.init(logging_level=logging.WARNING)
-    workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    workers = workers or gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # A worker sees a GPU only if it asks Ray for one; without GPUs, each asks for a CPU.
+    resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # outputs must come back in input order
     context.enable_progress_bars = False
     dataset = _ray_dataset(path, chunks).map_batches(
         worker_cls, fn_constructor_kwargs=worker_kwargs, batch_size=chunk_size, batch_format=batch_format,
-        compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
+        compute=ray.data.ActorPoolStrategy(size=workers), **resources)
     yield from dataset.iter_batches(batch_size=None, batch_format=batch_format)
