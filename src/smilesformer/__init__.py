@@ -5,8 +5,10 @@ __version__ = "0.1.0"
 
 from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Precision, SplitKind, Task, TrainConfig  # noqa: E402
 from .data import DATASETS, BadInputError, SmilesformerError, load_dataset, read_table  # noqa: E402
+from .embeddings import EmbedConfig, Pooling, embed  # noqa: E402
 from .model import PRESETS, SmilesModel  # noqa: E402
 from .splits import random_split, scaffold_split  # noqa: E402
+from .streaming import stream_embed, stream_predict  # noqa: E402
 from .tokenization import build_regex_tokenizer, tokenize_smiles, train_bpe_tokenizer  # noqa: E402
 from .workflow import run_demo, run_evaluate, run_finetune, run_predict  # noqa: E402
 
@@ -17,7 +19,9 @@ __all__ = [
     "DATASETS",
     "DataConfig",
     "DuplicatePolicy",
+    "EmbedConfig",
     "PRESETS",
+    "Pooling",
     "Precision",
     "SmilesModel",
     "SmilesformerError",
@@ -25,6 +29,7 @@ __all__ = [
     "Task",
     "TrainConfig",
     "build_regex_tokenizer",
+    "embed",
     "load_dataset",
     "random_split",
     "read_table",
@@ -33,6 +38,8 @@ __all__ = [
     "run_finetune",
     "run_predict",
     "scaffold_split",
+    "stream_embed",
+    "stream_predict",
     "tokenize_smiles",
     "train_bpe_tokenizer",
 ]
