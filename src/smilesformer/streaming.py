@@ -402,10 +402,11 @@ def _write_parts(chunks: Iterator, process, output, work: Path, manifest: dict, 
 
 # predict ----------------------------------------------------------------------------------------------------
 def predict_frame(model: SmilesModel, chunk: pd.DataFrame, smiles_col: str, batch_size: int = 128,
-                  precision: Precision | str = Precision.auto) -> pd.DataFrame:
-    """A chunk of the input table with the prediction columns and ``error`` appended (as ``run_predict``)."""
+                  precision: Precision | str = Precision.auto, progress: bool = False) -> pd.DataFrame:
+    """A table (or chunk of one) with the prediction columns and ``error`` appended; a prediction column
+    whose name the table already uses gets a ``_1`` suffix."""
     with inference_autocast(precision, model.device):
-        preds = predict_table(model, chunk[smiles_col].tolist(), batch_size=batch_size)
+        preds = predict_table(model, chunk[smiles_col].tolist(), batch_size=batch_size, progress=progress)
     chunk = chunk.reset_index(drop=True)
     clash = [c for c in preds.columns if c in chunk.columns]
     return pd.concat([chunk, preds.rename(columns={c: f"{c}_1" for c in clash})], axis=1)

@@ -205,11 +205,11 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
 def run_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
                 batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
     """Append prediction columns (and ``error``) to a table; same rows, same order; write it to ``out``."""
+    from .streaming import predict_frame
+
     model = SmilesModel.from_pretrained(model_dir)
     table, col = _read_input(data, smiles_col)
-    preds = model.predict(table[col].tolist(), batch_size=batch_size, progress=progress)
-    clash = [c for c in preds.columns if c in table.columns]
-    result = pd.concat([table, preds.rename(columns={c: f"{c}_1" for c in clash})], axis=1)
+    result = predict_frame(model, table, col, batch_size=batch_size, progress=progress)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".parquet":
