@@ -6,7 +6,11 @@ batches, parts written as they finish), each in a fresh process so its peak RSS 
 naive Hugging Face loop over the same model: every batch padded to the model's max length
 (``padding="max_length"``), input order, no validation, results kept in memory; it may run on a subset.
 
-    python benchmarks/bench_inference.py [--n 1000000] [--naive-n 20000] [--threads 2] [--model DIR]
+    python benchmarks/bench_inference.py [--n 1000000] [--naive-n 20000] [--precisions auto,fp32]
+        [--subset fp32=100000] [--threads 2] [--model DIR]
+
+``auto`` is the default a user gets (bf16 on a CPU that does bf16 in hardware, else fp32); ``--subset``
+runs a format on the first N molecules only, to keep a slower format's run short.
 
 Prediction needs a head: ``--head DIR`` (a fine-tuned model), else a freshly initialized regression head
 on ``--model`` is saved and used. Speed does not depend on the head's weights, its values mean nothing.
@@ -143,6 +147,29 @@ def _token_stats(model: str, data: Path, n: int) -> dict:
             "padding_share_if_padded_to_max": round(1 - sum(lengths) / (len(lengths) * encoder.max_length), 3)}
 
 
+def _auto_means() -> str:
+    import torch
+
+    from smilesformer.embeddings import resolve_inference_precision
+
+    return resolve_inference_precision("auto", torch.device("cpu")).value
+
+
+def _bf16_drift(model: str, data: Path, n: int) -> dict:
+    """How far bf16 autocast moves the embeddings from fp32 on n molecules (relative L2 norm, cosine)."""
+    import numpy as np
+
+    from smilesformer.embeddings import EmbedConfig, embed, load_encoder
+
+    encoder = load_encoder(model, device="cpu")
+    smiles = _read_smiles(data, n)
+    fp32, bf16 = (embed(encoder, smiles, EmbedConfig(pooling="mean", precision=p)).vectors for p in ("fp32", "bf16"))
+    rel = np.linalg.norm(bf16 - fp32, axis=1) / np.linalg.norm(fp32, axis=1)
+    cos = (bf16 * fp32).sum(1) / (np.linalg.norm(bf16, axis=1) * np.linalg.norm(fp32, axis=1))
+    return {"molecules": len(smiles), "pooling": "mean", "relative_l2_mean": round(float(rel.mean()), 5),
+            "relative_l2_max": round(float(rel.max()), 5), "cosine_min": round(float(cos.min()), 6)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="molecules embedded and predicted (streamed)")
@@ -153,8 +180,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the CPU cores used)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--chunk-size", type=int, default=10_000)
-    parser.add_argument("--precisions", default="fp32,bf16",
+    parser.add_argument("--precisions", default="auto,fp32",
                         help="formats of the streamed runs (the naive loop is fp32, as a plain HF loop is)")
+    parser.add_argument("--subset", default="", help="FORMAT=N,...: run these formats on the first N molecules")
     parser.add_argument("--label", default="", help="a note stored with the results (e.g. 'CPU shared')")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/inference.json"))
     args = parser.parse_args()
@@ -184,13 +212,22 @@ def main() -> None:
             "tokens": _token_stats(model, data, min(n, 20_000)),
         }
         precisions = args.precisions.split(",")
+        subset = {k: int(v) for k, v in (item.split("=") for item in args.subset.split(",") if item)}
+        inputs = {}
+        for precision in precisions:
+            k = min(subset.get(precision, n), n)
+            inputs[precision] = data if k == n else tmp / f"smiles_{k}.csv"
+            if k < n:
+                _first_smiles(data, k, inputs[precision])
+        results["precision_auto_means"] = _auto_means()
+        results["bf16_drift"] = _bf16_drift(model, data, 2000)
         runs = {"embed": (streamed_embed, model, tmp / "emb.parquet"), "predict": (streamed_predict, head,
                                                                                    tmp / "pred.csv")}
         for task, (fn, folder, out) in runs.items():
             results[task] = {"naive": _in_fresh_process(naive_loop, folder, str(data), naive_n, *common, task)}
             for precision in precisions:
                 results[task][f"streamed_{precision}"] = _in_fresh_process(
-                    fn, folder, str(data), str(out), *common, args.chunk_size, precision)
+                    fn, folder, str(inputs[precision]), str(out), *common, args.chunk_size, precision)
                 out.unlink()
     for task in ("embed", "predict"):
         r = results[task]
@@ -212,7 +249,8 @@ def main() -> None:
         r = results[task]
         for precision in precisions:
             s = r[f"streamed_{precision}"]
-            table.add_row(task, f"streamed (smilesformer), {precision}", f"{s['molecules']:,}",
+            label = f"auto = {results['precision_auto_means']}" if precision == "auto" else precision
+            table.add_row(task, f"streamed (smilesformer), {label}", f"{s['molecules']:,}",
                           f"{s['molecules_per_second']:,.0f}", f"{s['peak_rss_mb']:,.0f}",
                           f"{r[f'speedup_{precision}_vs_naive']}x")
         table.add_row(task, f"naive HF loop, fp32, padded to {r['naive']['padded_to']}", f"{r['naive']['molecules']:,}",

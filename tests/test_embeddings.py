@@ -3,6 +3,8 @@ atoms, encoders without a head, bad input, and the `embed` command."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -13,6 +15,7 @@ from transformers import AutoModelForMaskedLM
 from typer.testing import CliRunner
 
 from smilesformer.cli import app
+from smilesformer.config import Precision
 from smilesformer.data import SmilesformerError
 from smilesformer.embeddings import (
     EmbedConfig,
@@ -53,10 +56,11 @@ def _hidden(encoder, smiles: str) -> tuple[torch.Tensor, ...]:
         return encoder.model(**ids, output_hidden_states=True).hidden_states
 
 
+# Tests that compare with a plain forward pass ask for fp32: `auto` is bf16 on CPUs that do bf16 in hardware.
 @pytest.mark.parametrize("pooling", [Pooling.mean, Pooling.max, Pooling.cls])
 def test_pooling_is_the_unpadded_molecule_pooled(encoder, pooling):
     # Batched with longer molecules, each short one is padded; masking must make that invisible.
-    emb = embed(encoder, MOLECULES, EmbedConfig(pooling=pooling, batch_size=4))
+    emb = embed(encoder, MOLECULES, EmbedConfig(pooling=pooling, batch_size=4, precision="fp32"))
     for i, s in enumerate(MOLECULES):
         last = _hidden(encoder, s)[-1][0]  # (tokens, hidden)
         expected = {Pooling.mean: last.mean(0), Pooling.max: last.max(0).values, Pooling.cls: last[0]}[pooling]
@@ -64,7 +68,7 @@ def test_pooling_is_the_unpadded_molecule_pooled(encoder, pooling):
 
 
 def test_head_pooling_is_the_classifier_input(encoder):
-    emb = embed(encoder, MOLECULES, EmbedConfig(pooling="head"))
+    emb = embed(encoder, MOLECULES, EmbedConfig(pooling="head", precision="fp32"))
     head = encoder.model.classifier
     for i, s in enumerate(MOLECULES):
         with torch.no_grad():
@@ -91,7 +95,7 @@ def test_layers_last_k_and_all_layers(encoder):
 
 def test_per_token_vectors_are_the_sequence_output_aligned_to_atoms(encoder):
     smiles = "CC(C)(C)c1ccc(O)cc1[N+](=O)[O-]"
-    emb = embed(encoder, [smiles], EmbedConfig(per_token=True))
+    emb = embed(encoder, [smiles], EmbedConfig(per_token=True, precision="fp32"))
     mol = emb.tokens[0]
     last = _hidden(encoder, smiles)[-1][0].numpy()  # (tokens, hidden)
     np.testing.assert_allclose(mol.vectors, last, atol=1e-5)
@@ -142,7 +146,7 @@ def test_truncated_molecules_are_flagged(make_tiny_model):
 def test_encoder_without_head(mlm_dir):
     encoder = load_encoder(mlm_dir, device="cpu")
     assert encoder.head_module() is None
-    emb = embed(encoder, MOLECULES, EmbedConfig(pooling="cls"))
+    emb = embed(encoder, MOLECULES, EmbedConfig(pooling="cls", precision="fp32"))
     mlm = AutoModelForMaskedLM.from_pretrained(mlm_dir).eval()
     ids = encoder.tokenizer([MOLECULES[1]], return_tensors="pt")
     with torch.no_grad():
@@ -189,3 +193,16 @@ def test_bf16_autocast_is_close_to_fp32(encoder):
     assert bf16.vectors.dtype == np.float32
     assert not np.array_equal(fp32.vectors, bf16.vectors), "the forward pass ran in bf16"
     np.testing.assert_allclose(bf16.vectors, fp32.vectors, atol=0.05)
+
+
+def test_auto_precision_is_bf16_only_where_the_hardware_does_it(monkeypatch):
+    from smilesformer import embeddings as emb
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(emb, "cpu_has_native_bf16", lambda: True)
+    assert emb.resolve_inference_precision("auto", cpu) is Precision.bf16
+    assert emb.resolve_inference_precision("fp32", cpu) is Precision.fp32
+    monkeypatch.setattr(emb, "cpu_has_native_bf16", lambda: False)
+    assert emb.resolve_inference_precision("auto", cpu) is Precision.fp32
+    assert isinstance(emb.inference_autocast("auto", cpu), contextlib.nullcontext)
+    assert emb.resolve_inference_precision("bf16", cpu) is Precision.bf16, "an explicit choice is kept"

@@ -175,7 +175,7 @@ def predict(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
     engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = "local",
     workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster, else one per CPU).")] = None,
-    precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32; bf16 also pays on CPUs with AVX512-BF16/AMX.")] = Precision.auto,
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 where the GPU or CPU (AVX512-BF16, AMX) does it in hardware, else fp32; fp32 for exact results.")] = Precision.auto,
 ) -> None:
     """Append predictions to a table: same rows in the same order, with an `error` column; streamed in chunks."""
     from .streaming import stream_predict
@@ -287,7 +287,7 @@ def embed(
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
     engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = Engine.local,
     workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster, else one per CPU).")] = None,
-    precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32; bf16 also pays on CPUs with AVX512-BF16/AMX.")] = Precision.auto,
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 where the GPU or CPU (AVX512-BF16, AMX) does it in hardware, else fp32; fp32 for exact results.")] = Precision.auto,
 ) -> None:
     """Embed molecules: pooled, per-token (aligned to atoms) or per-layer encoder outputs; streamed in chunks."""
     from .embeddings import EmbedConfig

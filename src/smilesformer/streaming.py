@@ -440,8 +440,8 @@ def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smi
         resume: continue an interrupted run from its last written chunk (same input, model and settings).
         engine: ``local`` (this process) or ``ray`` (Ray Data; no resume).
         workers: Ray workers (model replicas); default: one per GPU of the Ray cluster, else one per CPU.
-        precision: auto (fp32 on CPU, bf16 on a GPU that has it), fp32, bf16 or fp16 (see
-            ``embeddings.inference_autocast``).
+        precision: auto (bf16 where the GPU or CPU does bf16 in hardware, else fp32), fp32, bf16 or fp16
+            (see ``embeddings.resolve_inference_precision``).
     """
     data, out, engine, precision = Path(data), Path(out), Engine(engine), Precision(precision)
     output = _output_for(out, (".csv", ".tsv", ".parquet"))
