@@ -10,7 +10,7 @@ SHARED_DATA := $(wildcard ../shared/data)
 export SMILESFORMER_DATA ?= $(if $(SHARED_DATA),$(abspath $(SHARED_DATA)),)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test test-all browser lint bench clean
+.PHONY: install demo test browser bench-env lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,20 @@ browser:
 	  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) ; } || \
 	  echo "chromium not installed: the browser test will be skipped"
 
-test: install browser
+# chemprop for the accuracy suite, in its own environment: it pins another RDKit than ours.
+CHEMPROP_VENV := .venv-chemprop
+$(CHEMPROP_VENV)/.installed:
+	$(PYTHON) -m venv $(CHEMPROP_VENV)
+	$(CHEMPROP_VENV)/bin/pip install -q torch==2.13.0 "chemprop>=2.1,<3"
+	touch $@
+
+bench-env: $(CHEMPROP_VENV)/.installed
+
+test: install browser bench-env
 	$(BIN)/pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(CHEMPROP_VENV) runs .pytest_cache

@@ -92,8 +92,68 @@ def _serve(r: dict) -> list[str]:
             "", f"Machine load average at the end: {r.get('load_average_1min_at_end', 'n/a')} (2 cores).", ""]
 
 
-def _generic(title: str, r: dict, command: str) -> list[str]:
-    return [f"## {title}", "", f"`{command}`", "", "```json", json.dumps(r, indent=2), "```", ""]
+def _inference(r: dict) -> list[str]:
+    tok = r["tokens"]
+    lines = ["## Embedding and prediction at scale", "",
+             f"`python benchmarks/bench_inference.py --n {int(r['data'].split()[1].replace(',', ''))}`: {r['data']}, "
+             f"model `{r['model']}`, {r['threads']} torch threads, batch {r['batch_size']}, chunks of "
+             f"{r['chunk_size']:,} rows; each phase in a fresh process (its own peak RSS). MOSES SMILES average "
+             f"{tok['mean_tokens']} tokens against the model's limit of {tok['max_length']}, so "
+             f"{tok['padding_share_if_padded_to_max']:.0%} of a batch padded to the limit is padding. "
+             f"`auto` is the default precision; on this CPU it means {r['precision_auto_means']}"
+             + (" (the CPU does bf16 in hardware)." if r["precision_auto_means"] == "bf16" else "."), "",
+             "| task | path | molecules | molecules/s | peak RSS MB | vs naive |", "|---|---|---|---|---|---|"]
+    for task in ("embed", "predict"):
+        t = r[task]
+        for key, s in t.items():
+            if not key.startswith("streamed_"):
+                continue
+            precision = key.removeprefix("streamed_")
+            label = f"auto ({r['precision_auto_means']})" if precision == "auto" else precision
+            lines.append(f"| {task} | smilesformer streamed, {label} | {s['molecules']:,} | "
+                         f"{s['molecules_per_second']:,.0f} | {s['peak_rss_mb']:,.0f} | "
+                         f"**{t[f'speedup_{precision}_vs_naive']}x** |")
+        n = t["naive"]
+        lines.append(f"| {task} | naive HF loop, fp32, padded to {n['padded_to']}, input order | {n['molecules']:,} | "
+                     f"{n['molecules_per_second']:,.0f} | {n['peak_rss_mb']:,.0f} | 1x |")
+    d = r.get("bf16_drift")
+    if d:
+        lines += ["", f"bf16 against fp32 on {d['molecules']:,} molecules ({d['pooling']} pooling): relative L2 "
+                  f"difference {d['relative_l2_mean']:.4f} on average, {d['relative_l2_max']:.4f} at most; "
+                  f"lowest cosine similarity {d['cosine_min']:.5f}."]
+    lines += ["", f"Load average (1 min) {r['load_average_1min_at_start']} at the start and "
+              f"{r.get('load_average_1min_at_end', 'n/a')} at the end (2 cores). {r.get('label', '')}".rstrip()]
+    return lines + [""]
+
+
+def _accuracy(name: str, r: dict) -> list[str]:
+    hw = r["hardware"]
+    where = hw["gpu"] or f"{hw['cpu_count']} CPU cores"
+    lines = [f"## Accuracy: {name}", "", f"`{r['command']}` on {where}; wall time "
+             f"{r['wall_seconds'] / 60:.0f} min. Splits {'/'.join(str(round(f * 100)) for f in r['fractions'])} "
+             "train/val/test, one split file per data set, split kind and seed, read by every model; test-set "
+             "metrics, mean ± sd over seeds.", ""]
+    rows = r["summary"]
+    for task, metrics in (("regression", ("rmse", "mae", "r2")), ("classification", ("roc_auc", "pr_auc"))):
+        block = [x for x in rows if x["task"] == task]
+        if not block:
+            continue
+        unc = any("coverage_90_mean" in x for x in block)
+        head = " | ".join(m.upper().replace("_", "-") for m in metrics)
+        lines += [f"| data set | split | model | seeds | {head} |" + (" spread-error Spearman | 90% coverage |"
+                                                                       if unc else ""),
+                  "|---|---|---|---|" + "---|" * (len(metrics) + (2 if unc else 0))]
+        for x in block:
+            cells = " | ".join(f"{x[f'{m}_mean']:.3f} ± {x[f'{m}_sd']:.3f}" for m in metrics)
+            extra = ""
+            if unc:
+                extra = (f" {x['spearman_sd_abs_error_mean']:.2f} | {x['coverage_90_mean']:.2f} |"
+                         if "coverage_90_mean" in x else " | |")
+            lines.append(f"| {x['dataset']} | {x['split']} | {x['model']} | {x['seeds']} | {cells} |{extra}")
+        lines.append("")
+    charts = sorted((RESULTS).glob(f"{name}_*.png"))
+    lines += [f"![{c.stem}](benchmarks/results/{c.name})" for c in charts]
+    return lines + [""]
 
 
 def main() -> None:
@@ -107,12 +167,14 @@ def main() -> None:
     if (r := _load("transfer.json")) is not None:
         lines += _transfer(r)
     if (r := _load("inference.json")) is not None:
-        lines += _generic("Inference at scale", r, "python benchmarks/bench_inference.py")
+        lines += _inference(r)
     else:
         lines += ["## Inference at scale", "", "Not yet measured at 1M molecules: run "
                   "`python benchmarks/bench_inference.py` (see docs/embeddings.md).", ""]
     if (r := _load("serve.json")) is not None:
         lines += _serve(r)
+    for path in sorted(RESULTS.glob("accuracy*.json")):
+        lines += _accuracy(path.stem, json.loads(path.read_text()))
     out = Path(__file__).parent.parent / "BENCHMARKS.md"
     out.write_text("\n".join(lines))
     print(f"wrote {out}")

@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Precision, SplitKind, Task, TrainConfig  # noqa: E402
 from .data import DATASETS, BadInputError, SmilesformerError, load_dataset, read_table  # noqa: E402
 from .embeddings import EmbedConfig, Pooling, embed  # noqa: E402
+from .ensemble import SmilesEnsemble, load_predictor  # noqa: E402
 from .model import PRESETS, SmilesModel  # noqa: E402
 from .splits import random_split, scaffold_split  # noqa: E402
 from .streaming import stream_embed, stream_predict  # noqa: E402
@@ -23,6 +24,7 @@ __all__ = [
     "PRESETS",
     "Pooling",
     "Precision",
+    "SmilesEnsemble",
     "SmilesModel",
     "SmilesformerError",
     "SplitKind",
@@ -31,6 +33,7 @@ __all__ = [
     "build_regex_tokenizer",
     "embed",
     "load_dataset",
+    "load_predictor",
     "random_split",
     "read_table",
     "run_demo",

@@ -85,16 +85,25 @@ def finetune(
     patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
     precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32.")] = Precision.auto,
     seed: Annotated[int, typer.Option()] = 0,
+    augment: Annotated[int, typer.Option(help="Randomized SMILES per training molecule (SMILES enumeration); 0 = off.")] = TrainConfig.augment,
+    tta: Annotated[int, typer.Option(help="Randomized SMILES averaged per molecule at predict time; gives a spread.")] = TrainConfig.tta,
+    ensemble: Annotated[int, typer.Option(help="Models trained with seeds seed..seed+n-1 and averaged; gives a spread.")] = TrainConfig.ensemble,
+    layer_lr_decay: Annotated[float, typer.Option(help="Layer-wise learning-rate decay per layer below the head; 1 = off.")] = TrainConfig.layer_lr_decay,
     out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
 ) -> None:
-    """Fine-tune a model on a labelled table and write a run folder (model, metrics, plots, split)."""
+    """Fine-tune a model on a labelled table and write a run folder (model, metrics, plots, split).
+
+    With --ensemble > 1 or --tta > 0, predictions carry a per-molecule spread (<target>_sd) and a 90%
+    interval calibrated on the valid set.
+    """
     from .workflow import run_finetune
 
     try:
         data_config = DataConfig(data, smiles_col, list(target or []), task, split, split_col, fractions, seed,
                                  sample, bad_input, duplicates, canonicalize)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length,
-                                   early_stopping_patience=patience, precision=precision, seed=seed)
+                                   early_stopping_patience=patience, precision=precision, seed=seed,
+                                   augment=augment, tta=tta, ensemble=ensemble, layer_lr_decay=layer_lr_decay)
         result = run_finetune(data_config, model, train_config, out)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)

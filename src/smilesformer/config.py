@@ -146,9 +146,24 @@ class TrainConfig:
     """Log the training loss every this many steps."""
     progress: bool = True
     """Show progress bars."""
+    augment: int = 0
+    """Randomized SMILES per training molecule; each epoch shows every molecule as one of its spellings."""
+    tta: int = 0
+    """Randomized SMILES per molecule averaged with the input at predict time (test-time augmentation)."""
+    ensemble: int = 1
+    """Models trained with seeds seed, seed+1, ...; their predictions are averaged, their spread reported."""
+    layer_lr_decay: float = 1.0
+    """Layer-wise learning-rate decay: layer k below the head trains at learning_rate x decay**k (1 = off)."""
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
+        for name in ("augment", "tta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble must be >= 1, got {self.ensemble}")
+        if not 0 < self.layer_lr_decay <= 1:
+            raise ValueError(f"layer_lr_decay must be in (0, 1], got {self.layer_lr_decay}")
         for name in ("epochs", "batch_size", "max_length", "eval_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -160,18 +160,48 @@ def count_truncated(model: SmilesModel, smiles: Sequence[str]) -> int:
 
 
 def prediction_columns(meta: ModelMeta) -> list[str]:
-    """Names of the columns ``predict_table`` adds, in order."""
+    """Names of the columns ``predict_table`` adds, in order (the spread columns last, when there are any)."""
+    from .ensemble import spread_columns
+
     if meta.task is Task.regression:
-        return [f"{t}_pred" for t in meta.targets]
-    if meta.n_classes > 2:
+        cols = [f"{t}_pred" for t in meta.targets]
+    elif meta.n_classes > 2:
         t = meta.targets[0]
-        return [f"{t}_prob_{k}" for k in range(meta.n_classes)] + [f"{t}_pred"]
-    return [c for t in meta.targets for c in (f"{t}_prob", f"{t}_pred")]
+        cols = [f"{t}_prob_{k}" for k in range(meta.n_classes)] + [f"{t}_pred"]
+    else:
+        cols = [c for t in meta.targets for c in (f"{t}_prob", f"{t}_pred")]
+    return cols + spread_columns(meta)
 
 
-def predict_table(model: SmilesModel, smiles: Sequence[str], batch_size: int = 128,
+def predict_with_spread(model, smiles: Sequence[str], batch_size: int = 128,
+                        progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mean and standard deviation of the head outputs over every member model and SMILES variant.
+
+    ``model`` is a ``SmilesModel`` or a ``SmilesEnsemble``; variants are the SMILES as given plus
+    ``model.meta.tta`` randomized SMILES of each. With one model and no augmentation the spread is None.
+    """
+    from .ensemble import randomized_smiles
+
+    members = getattr(model, "members", [model])
+    variants = [list(smiles)]
+    if model.meta.tta:
+        randomized = randomized_smiles(smiles, model.meta.tta)
+        variants += [[r[k] for r in randomized] for k in range(model.meta.tta)]
+    outputs = np.stack([predict_outputs(m, v, batch_size, progress) for m in members for v in variants])
+    if len(outputs) == 1:
+        return outputs[0], None
+    return outputs.mean(axis=0), outputs.std(axis=0)
+
+
+def predict_table(model, smiles: Sequence[str], batch_size: int = 128,
                   progress: bool = False) -> pd.DataFrame:
-    """Predictions for every input row, in input order, with the reason in ``error`` where a row fails."""
+    """Predictions for every input row, in input order, with the reason in ``error`` where a row fails.
+
+    ``model`` is a ``SmilesModel`` or a ``SmilesEnsemble``; with several members or test-time augmentation
+    the spread columns (``<target>_sd`` and the 90% interval, or ``<target>_prob_sd``) are filled too.
+    """
+    from .ensemble import GAUSSIAN_Z90
+
     meta = model.meta
     smiles = list(smiles)
     clean, errors = [], []
@@ -182,10 +212,11 @@ def predict_table(model: SmilesModel, smiles: Sequence[str], batch_size: int = 1
     valid = [i for i, s in enumerate(clean) if s is not None]
     table = pd.DataFrame(np.nan, index=range(len(smiles)), columns=prediction_columns(meta))
     if valid:
-        count_truncated(model, [clean[i] for i in valid])
-        out = predict_outputs(model, [clean[i] for i in valid], batch_size, progress)
+        members = getattr(model, "members", [model])
+        count_truncated(members[0], [clean[i] for i in valid])
+        out, sd = predict_with_spread(model, [clean[i] for i in valid], batch_size, progress)
         if meta.task is Task.regression:
-            table.iloc[valid, :] = out
+            table.loc[valid, [f"{t}_pred" for t in meta.targets]] = out
         elif meta.n_classes > 2:
             t = meta.targets[0]
             table.loc[valid, [f"{t}_prob_{k}" for k in range(meta.n_classes)]] = out
@@ -194,6 +225,15 @@ def predict_table(model: SmilesModel, smiles: Sequence[str], batch_size: int = 1
             for j, t in enumerate(meta.targets):
                 table.loc[valid, f"{t}_prob"] = out[:, j]
                 table.loc[valid, f"{t}_pred"] = (out[:, j] >= 0.5).astype(float)
+        if sd is not None and meta.n_classes <= 2:
+            scales = meta.interval_scale or [GAUSSIAN_Z90] * len(meta.targets)
+            for j, t in enumerate(meta.targets):
+                if meta.task is Task.regression:
+                    table.loc[valid, f"{t}_sd"] = sd[:, j]
+                    table.loc[valid, f"{t}_pi90_low"] = out[:, j] - scales[j] * sd[:, j]
+                    table.loc[valid, f"{t}_pi90_high"] = out[:, j] + scales[j] * sd[:, j]
+                else:
+                    table.loc[valid, f"{t}_prob_sd"] = sd[:, j]
     table["error"] = errors
     return table
 

@@ -116,6 +116,12 @@ class ModelMeta:
     max_length: int = 128
     base_model: str = ""
     smiles_col: str = "smiles"
+    tta: int = 0
+    """Randomized SMILES averaged with the input SMILES at predict time (test-time augmentation)."""
+    ensemble_size: int = 1
+    """Member models whose predictions are averaged (an ensemble folder; 1 for a single model)."""
+    interval_scale: list[float] | None = None
+    """Per target, the multiple of the prediction spread that gives a 90% interval (fitted on the valid set)."""
     version: str = __version__
     extra: dict = field(default_factory=dict)
 
@@ -186,6 +192,9 @@ class SmilesModel:
         """
         source = resolve_model_source(str(name_or_path))
         folder = Path(source)
+        if (folder / "ensemble.json").is_file():
+            raise SmilesformerError(f"{name_or_path} holds an ensemble of models: load it with "
+                                    "smilesformer.load_predictor, which reads one model or an ensemble")
         try:
             tokenizer = load_tokenizer(source)
             if task is None:

@@ -45,6 +45,7 @@ from .embeddings import (
     inference_autocast,
     load_encoder,
 )
+from .ensemble import SmilesEnsemble, load_predictor
 from .evaluate import predict_table
 from .model import SmilesModel
 
@@ -276,10 +277,10 @@ def _model_key(model_dir: str | Path) -> str:
     if not folder.is_dir():
         return str(model_dir)
     digest = hashlib.sha256()
-    for f in sorted(folder.iterdir()):
+    for f in sorted(folder.rglob("*")):  # an ensemble keeps its members in subfolders
         if f.is_file():
             stat = f.stat()
-            digest.update(f"{f.name}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+            digest.update(f"{f.relative_to(folder)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return f"{folder.resolve()}#{digest.hexdigest()[:16]}"
 
 
@@ -401,7 +402,7 @@ def _write_parts(chunks: Iterator, process, output, work: Path, manifest: dict, 
 
 
 # predict ----------------------------------------------------------------------------------------------------
-def predict_frame(model: SmilesModel, chunk: pd.DataFrame, smiles_col: str, batch_size: int = 128,
+def predict_frame(model: SmilesModel | SmilesEnsemble, chunk: pd.DataFrame, smiles_col: str, batch_size: int = 128,
                   precision: Precision | str = Precision.auto, progress: bool = False) -> pd.DataFrame:
     """A table (or chunk of one) with the prediction columns and ``error`` appended; a prediction column
     whose name the table already uses gets a ``_1`` suffix."""
@@ -412,11 +413,12 @@ def predict_frame(model: SmilesModel, chunk: pd.DataFrame, smiles_col: str, batc
     return pd.concat([chunk, preds.rename(columns={c: f"{c}_1" for c in clash})], axis=1)
 
 
-def _use_gpu(model: SmilesModel) -> SmilesModel:
+def _use_gpu(model: SmilesModel | SmilesEnsemble) -> SmilesModel | SmilesEnsemble:
     import torch
 
     if torch.cuda.is_available():
-        model.model.to("cuda")
+        for member in getattr(model, "members", [model]):
+            member.model.to("cuda")
     return model
 
 
@@ -455,7 +457,7 @@ def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smi
                            chunk_size, workers, "pandas")
         return _run_chunks(batches, lambda frame, first: (frame, int((frame["error"] != "").sum())), output, out,
                            key | {"engine": "ray"}, False, progress, _count_rows(data), "predicting (ray)")
-    model = _use_gpu(SmilesModel.from_pretrained(model_dir))
+    model = _use_gpu(load_predictor(model_dir))
 
     def process(chunk: pd.DataFrame, first: int) -> tuple[pd.DataFrame, int]:
         frame = predict_frame(model, chunk, col, batch_size, precision)
@@ -525,7 +527,7 @@ class _RayPredictor:
     """A Ray Data worker: loads the model once, then predicts each batch it is given."""
 
     def __init__(self, model_dir: str, smiles_col: str, batch_size: int, precision: Precision):
-        self.model = _use_gpu(SmilesModel.from_pretrained(model_dir))
+        self.model = _use_gpu(load_predictor(model_dir))
         self.smiles_col, self.batch_size, self.precision = smiles_col, batch_size, precision
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:

@@ -54,6 +54,48 @@ class EncodedDataset(Dataset):
         return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
 
+class AugmentedDataset(Dataset):
+    """Each molecule in several spellings (its SMILES and randomized ones); an item is one of them, drawn
+    afresh each time it is read, so every epoch sees each molecule written a new way (SMILES enumeration)."""
+
+    def __init__(self, variants: list[list[list[int]]], labels: np.ndarray, seed: int):
+        self.variants = variants  # per molecule, the token ids of each spelling
+        self.labels = labels
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.variants)
+
+    def __getitem__(self, i: int) -> dict:
+        options = self.variants[i]
+        return {"input_ids": options[self.rng.integers(len(options))], "labels": self.labels[i]}
+
+
+def layerwise_param_groups(net: torch.nn.Module, learning_rate: float, decay: float,
+                           weight_decay: float) -> list[dict]:
+    """AdamW parameter groups with layer-wise learning-rate decay (LLRD).
+
+    The head trains at ``learning_rate``, encoder layer L-1 at ``learning_rate * decay``, ..., the
+    embeddings at ``learning_rate * decay**(L+1)``: the lower layers, whose pretrained features are the
+    most general, move least. Biases and LayerNorm weights get no weight decay, as in the Trainer.
+    """
+    n_layers = net.config.num_hidden_layers
+    groups: dict[tuple[float, float], list] = {}
+    for name, param in net.named_parameters():
+        if not param.requires_grad:
+            continue
+        if ".layer." in name and ".encoder." in name:
+            depth = int(name.split(".layer.")[1].split(".")[0]) + 1
+        elif ".embeddings." in name:
+            depth = 0
+        else:  # the head (and a pooler, if any)
+            depth = n_layers + 1
+        lr = learning_rate * decay ** (n_layers + 1 - depth)
+        wd = 0.0 if name.endswith(".bias") or "LayerNorm" in name else weight_decay
+        groups.setdefault((lr, wd), []).append(param)
+    return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in groups.items()]
+
+
 class PadCollator:
     """Pads input ids to the longest in the batch (dynamic padding) and stacks the labels."""
 
@@ -186,16 +228,30 @@ def finetune(
     else:
         meta.label_mean = meta.label_std = None
 
-    def encode(smi: Sequence[str], lab: np.ndarray) -> EncodedDataset:
-        ids = model.tokenizer(list(smi), truncation=True, max_length=meta.max_length)["input_ids"]
+    def scale(lab: np.ndarray) -> np.ndarray:
         if meta.task is Task.regression:
             lab = (lab - np.asarray(meta.label_mean)) / np.asarray(meta.label_std)
         elif meta.n_classes > 2:
             lab = lab[:, 0]
-        return EncodedDataset(ids, lab.astype(np.float32))
+        return lab.astype(np.float32)
+
+    def tokenize(smi: Sequence[str]) -> list[list[int]]:
+        return model.tokenizer(list(smi), truncation=True, max_length=meta.max_length)["input_ids"]
+
+    def encode(smi: Sequence[str], lab: np.ndarray) -> EncodedDataset:
+        return EncodedDataset(tokenize(smi), scale(lab))
 
     count_truncated(model, smiles)
-    train_set = encode(smiles, y)
+    if config.augment:
+        from .ensemble import randomized_smiles
+
+        spellings = [[s, *r] for s, r in zip(smiles, randomized_smiles(smiles, config.augment, seed=config.seed))]
+        flat = tokenize([v for options in spellings for v in options])
+        width = config.augment + 1
+        train_set = AugmentedDataset([flat[i * width:(i + 1) * width] for i in range(len(smiles))], scale(y),
+                                     config.seed)
+    else:
+        train_set = encode(smiles, y)
     valid_set = None
     if valid_smiles is not None and len(valid_smiles):
         valid_set = encode(valid_smiles, _label_matrix(valid_labels, len(valid_smiles), n_targets))
@@ -208,6 +264,11 @@ def finetune(
     args = training_arguments(output_dir, config, len(train_set), valid_set is not None)
     label_dtype = torch.long if meta.n_classes > 2 else torch.float32
     callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if valid_set is not None else []
+    optimizer = None
+    if config.layer_lr_decay < 1:
+        groups = layerwise_param_groups(model.model, config.learning_rate, config.layer_lr_decay,
+                                        config.weight_decay)
+        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     trainer = MaskedLossTrainer(
         model=model.model,
         args=args,
@@ -216,6 +277,7 @@ def finetune(
         data_collator=PadCollator(model.tokenizer, label_dtype, meta.max_length if config.pad_to_max_length else None),
         processing_class=model.tokenizer,
         callbacks=callbacks,
+        optimizers=(optimizer, None),  # None: the Trainer builds its AdamW and, always, the schedule
     )
     last = get_last_checkpoint(str(output_dir)) if config.resume and output_dir.is_dir() else None
     if last:

@@ -7,6 +7,7 @@ with tokenizer and smilesformer.json that reloads on its own for predict).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import platform
@@ -21,6 +22,7 @@ import pandas as pd
 
 from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, save_config
 from .data import SmilesformerError, _guess_smiles_col, file_sha256, load_dataset, read_table, require_columns
+from .ensemble import GAUSSIAN_Z90, SmilesEnsemble, calibrate_interval, has_spread, load_predictor, uncertainty_metrics
 from .evaluate import compute_metrics, count_truncated, prediction_matrix
 from .model import SmilesModel, bundled_model_path
 from .plots import plot_parity, plot_roc, plot_training_curve
@@ -118,9 +120,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
 
     y = table[targets].to_numpy(float)
     n_classes = _n_classes(loaded.task, y)
-    model = SmilesModel.create(model_name, loaded.task, targets, n_classes, train.max_length,
-                               vocab_smiles=[smiles[i] for i in parts[0]], seed=train.seed)
-    model.meta.smiles_col = "smiles"
+    train_idx, valid_idx, test_idx = parts
     if model_name.startswith("random:"):
         notes.append(f"started from random weights ({model_name}), not from a pretrained model")
     if main:
@@ -132,38 +132,61 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
                        "rows_in_file": loaded.source_rows, "rows_used": len(table)}
         (out_dir / "environment.json").write_text(json.dumps(env, indent=2))
 
-    train_idx, valid_idx, test_idx = parts
     started = time.perf_counter()
-    model.fit([smiles[i] for i in train_idx], y[train_idx],
-              [smiles[i] for i in valid_idx] if len(valid_idx) else None,
-              y[valid_idx] if len(valid_idx) else None, train, out_dir / "checkpoints")
+    members = []
+    for k in range(train.ensemble):  # a seed ensemble: member k starts from seed + k
+        member_train = dataclasses.replace(train, seed=train.seed + k)
+        model = SmilesModel.create(model_name, loaded.task, targets, n_classes, train.max_length,
+                                   vocab_smiles=[smiles[i] for i in train_idx], seed=member_train.seed)
+        model.meta.smiles_col = "smiles"
+        checkpoints = out_dir / ("checkpoints" if train.ensemble == 1 else f"checkpoints/member_{k}")
+        model.fit([smiles[i] for i in train_idx], y[train_idx],
+                  [smiles[i] for i in valid_idx] if len(valid_idx) else None,
+                  y[valid_idx] if len(valid_idx) else None, member_train, checkpoints)
+        model.meta.tta = train.tta
+        members.append(model)
     train_seconds = time.perf_counter() - started
     state.wait_for_everyone()  # every process has loaded the best checkpoint before checkpoints/ is deleted
     if not main:
         return RunResult(out_dir, {}, None, notes + [f"process {state.process_index} of {state.num_processes}: "
                                                      "the run folder is written by process 0"])
-    model_dir = model.save_pretrained(out_dir / "model")
+    predictor = members[0] if len(members) == 1 else SmilesEnsemble(members)
+    spread = has_spread(predictor.meta) and predictor.meta.n_classes <= 2
+    regression = loaded.task is Task.regression
+    if spread and regression and len(valid_idx):
+        valid_preds = predictor.predict([smiles[i] for i in valid_idx], batch_size=train.eval_batch_size)
+        predictor.meta.interval_scale = calibrate_interval(
+            y[valid_idx], prediction_matrix(predictor.meta, valid_preds),
+            valid_preds[[f"{t}_sd" for t in targets]].to_numpy(float))
+    model_dir = predictor.save_pretrained(out_dir / "model")
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the best model is in model/
 
+    history = members[0].history
     metrics: dict = {"n_train": len(train_idx), "n_valid": len(valid_idx), "n_test": len(test_idx),
                      "train_seconds": round(train_seconds, 2),
                      "train_molecules_per_second":
-                         round(len(train_idx) * _epochs_run(model.history) / train_seconds, 2),
-                     "truncated": count_truncated(model, smiles), "duplicates": loaded.n_duplicates,
-                     "skipped_rows": len(loaded.bad)}
+                         round(len(train_idx) * sum(_epochs_run(m.history) for m in members) / train_seconds, 2),
+                     "truncated": count_truncated(members[0], smiles), "duplicates": loaded.n_duplicates,
+                     "skipped_rows": len(loaded.bad), "ensemble": train.ensemble, "tta": train.tta,
+                     "augment": train.augment}
     for name, idx in (("valid", valid_idx), ("test", test_idx)):
         if len(idx) == 0:
             continue
-        preds = model.predict([smiles[i] for i in idx], batch_size=train.eval_batch_size)
-        p = prediction_matrix(model.meta, preds)
-        metrics[name] = compute_metrics(model.meta, y[idx], p)
+        preds = predictor.predict([smiles[i] for i in idx], batch_size=train.eval_batch_size)
+        p = prediction_matrix(predictor.meta, preds)
+        metrics[name] = compute_metrics(predictor.meta, y[idx], p)
+        if spread and regression:
+            scales = predictor.meta.interval_scale or [GAUSSIAN_Z90] * len(targets)
+            metrics[name]["uncertainty"] = {
+                t: uncertainty_metrics(y[idx, j], p[:, j], preds[f"{t}_sd"].to_numpy(float), scales[j])
+                for j, t in enumerate(targets)}
         if name == "test":
             out = table.iloc[idx][["row", "smiles", *targets]].reset_index(drop=True)
             pd.concat([out, preds.drop(columns="error")], axis=1).to_csv(out_dir / "test_predictions.csv", index=False)
-            _write_plots(model.meta, y[idx], p, out_dir, "test")
+            _write_plots(predictor.meta, y[idx], p, out_dir, "test")
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out_dir / "history.json").write_text(json.dumps(model.history, indent=2))
-    plot_training_curve(model.history, out_dir / "training_curve.png")
+    (out_dir / "history.json").write_text(json.dumps(history, indent=2))
+    plot_training_curve(history, out_dir / "training_curve.png")
     return RunResult(out_dir, metrics, model_dir, notes)
 
 
@@ -184,7 +207,7 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
 
     Invalid rows and rows without labels are left out of the metrics and counted.
     """
-    model = SmilesModel.from_pretrained(model_dir)
+    model = load_predictor(model_dir)
     table, col = _read_input(data, smiles_col)
     require_columns(table, model.meta.targets, data)
     preds = model.predict(table[col].tolist(), batch_size=batch_size)
@@ -207,7 +230,7 @@ def run_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles
     """Append prediction columns (and ``error``) to a table; same rows, same order; write it to ``out``."""
     from .streaming import predict_frame
 
-    model = SmilesModel.from_pretrained(model_dir)
+    model = load_predictor(model_dir)
     table, col = _read_input(data, smiles_col)
     result = predict_frame(model, table, col, batch_size=batch_size, progress=progress)
     out = Path(out)

@@ -1,0 +1,59 @@
+"""The accuracy suite's path end to end on a small slice: split files shared by every model, scoring, outputs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import needs_shared_data
+
+SCRIPT = Path(__file__).parent.parent / "benchmarks" / "bench_accuracy.py"
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_model_specs_parse_and_typos_fail_early(suite):
+    assert suite.parse_model("bundled+aug=10+tta=5+llrd=0.8") == (
+        "bundled", {"augment": 10, "tta": 5, "layer_lr_decay": 0.8})
+    with pytest.raises(SystemExit, match="unknown variant"):
+        suite.parse_model("bundled+augment=3")
+    with pytest.raises(SystemExit, match="smilesformer models only"):
+        suite.parse_model("rf+tta=3")
+
+
+@needs_shared_data
+def test_suite_runs_every_model_on_the_same_split_file(suite, tmp_path):
+    models = ["random+tta=2", "rf"]
+    chemprop = Path(".venv-chemprop/bin/chemprop")
+    if chemprop.is_file():  # `make test` builds it (make bench-env)
+        models.append("chemprop")
+    argv = ["--datasets", "esol", "--splits", "scaffold", "--seeds", "1", "--models", ",".join(models),
+            "--epochs", "1", "--chemprop-epochs", "3", "--rf-trees", "20", "--sample", "0.15",
+            "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results"), "--tag", "smoke"]
+    report = suite.main(argv)
+    runs = report["runs"]
+    assert [r["model"] for r in runs] == models
+    assert len({r["split_sha256"] for r in runs}) == 1, "every model read the same split file"
+    split = pd.read_csv(tmp_path / "work" / "splits" / "esol_scaffold_seed0.csv")
+    assert set(split["split"]) == {"train", "val", "test"}
+    assert all(r["n"]["test"] == (split["split"] == "test").sum() for r in runs)
+    for r in runs:
+        assert set(r["metrics"]) == {"rmse", "mae", "r2"} and r["metrics"]["rmse"] > 0
+    assert "uncertainty" in runs[0], "test-time augmentation gives a spread and its quality"
+    summary = pd.read_csv(tmp_path / "results" / "accuracy_smoke.csv")
+    assert summary["model"].tolist() == models
+    assert (tmp_path / "results" / "accuracy_smoke_scaffold.png").stat().st_size > 0
+    saved = json.loads((tmp_path / "results" / "accuracy_smoke.json").read_text())
+    assert saved["hardware"]["cpu_count"] and saved["wall_seconds"] > 0
+    again = suite.main(argv)  # finished runs are reused, not retrained
+    assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in runs]

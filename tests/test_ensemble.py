@@ -1,0 +1,130 @@
+"""SMILES enumeration, test-time augmentation, seed ensembles, layer-wise LR decay and the prediction spread."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from rdkit import Chem
+from typer.testing import CliRunner
+
+from smilesformer import DataConfig, SmilesEnsemble, SmilesModel, TrainConfig, load_predictor, run_finetune
+from smilesformer.cli import app
+from smilesformer.data import SmilesformerError
+from smilesformer.ensemble import calibrate_interval, randomized_smiles, uncertainty_metrics
+from smilesformer.train import AugmentedDataset, layerwise_param_groups
+
+
+def _canonical(smiles: str) -> str:
+    return Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
+
+
+def test_randomized_smiles_spell_the_same_molecule_other_ways():
+    smiles = ["CC(=O)Oc1ccccc1C(=O)O", "C[C@@H](N)C(=O)O", "c1ccc2ccccc2c1"]
+    variants = randomized_smiles(smiles, 5, seed=1)
+    for s, options in zip(smiles, variants):
+        assert len(options) == 5
+        assert {_canonical(v) for v in options} == {_canonical(s)}, "same molecule, stereo included"
+    assert any(v != smiles[0] for v in variants[0]), "the spellings differ from the input"
+    assert variants == randomized_smiles(smiles, 5, seed=1), "deterministic for a seed"
+    with pytest.raises(SmilesformerError, match="row 1"):
+        randomized_smiles(["CCO", "C1CC"], 2)
+
+
+def test_augmented_dataset_draws_a_spelling_per_read():
+    data = AugmentedDataset([[[1, 2], [3, 4, 5], [6]]], np.zeros((1, 1), np.float32), seed=0)
+    seen = {tuple(data[0]["input_ids"]) for _ in range(50)}
+    assert seen == {(1, 2), (3, 4, 5), (6,)}
+
+
+def test_layerwise_decay_slows_lower_layers(make_tiny_model):
+    net = make_tiny_model().model
+    groups = layerwise_param_groups(net, 1e-3, 0.5, 0.01)
+    assert sum(len(g["params"]) for g in groups) == sum(1 for p in net.parameters() if p.requires_grad)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    params = dict(net.named_parameters())
+    head = lr_of[id(params["classifier.out_proj.weight"])]
+    top = lr_of[id(params["roberta.encoder.layer.1.attention.self.query.weight"])]
+    bottom = lr_of[id(params["roberta.encoder.layer.0.attention.self.query.weight"])]
+    emb = lr_of[id(params["roberta.embeddings.word_embeddings.weight"])]
+    assert head == pytest.approx(1e-3) and top == pytest.approx(5e-4) and bottom == pytest.approx(2.5e-4)
+    assert emb == pytest.approx(1.25e-4)
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    assert id(params["roberta.encoder.layer.0.attention.self.query.bias"]) in no_decay
+    assert len({g["lr"] for g in layerwise_param_groups(net, 1e-3, 1.0, 0.01)}) == 1
+
+
+def test_fit_with_augmentation_and_llrd_learns(make_tiny_model, esol50):
+    model = make_tiny_model()
+    before = model.predict(esol50["smiles"])["logS_pred"].to_numpy()
+    model.fit(esol50["smiles"], esol50["logS"].to_numpy(float),
+              config=TrainConfig(epochs=3, batch_size=16, augment=3, layer_lr_decay=0.8, progress=False,
+                                 learning_rate=1e-3))
+    after = model.predict(esol50["smiles"])["logS_pred"].to_numpy()
+    y = esol50["logS"].to_numpy()
+    assert np.mean((after - y) ** 2) < np.mean((before - y) ** 2)
+
+
+def test_calibrated_interval_covers_ninety_percent():
+    rng = np.random.default_rng(0)
+    sd = rng.uniform(0.2, 1.0, size=(4000, 1))
+    pred = np.zeros_like(sd)
+    y = rng.normal(0, 2 * sd)  # the spread is half the true error scale: too narrow as it is
+    scale = calibrate_interval(y[:2000], pred[:2000], sd[:2000])[0]
+    assert scale == pytest.approx(2 * 1.645, rel=0.1)
+    m = uncertainty_metrics(y[2000:, 0], pred[2000:, 0], sd[2000:, 0], scale)
+    assert m["coverage_90"] == pytest.approx(0.9, abs=0.03)
+    assert m["spearman_sd_abs_error"] > 0.2, "a bigger spread goes with bigger errors here"
+    raw = uncertainty_metrics(y[2000:, 0], pred[2000:, 0], sd[2000:, 0])
+    assert raw["coverage_90"] < 0.7, "uncalibrated, the too-narrow spread under-covers"
+
+
+@pytest.fixture(scope="module")
+def ensemble_run(tmp_path_factory, esol50_path):
+    out = tmp_path_factory.mktemp("ensemble_run")
+    data = DataConfig(str(esol50_path), smiles_col="smiles", target_cols=["logS"], task="regression",
+                      fractions=(0.6, 0.2, 0.2))
+    train = TrainConfig(epochs=2, batch_size=16, ensemble=2, tta=2, progress=False)
+    return run_finetune(data, "random:tiny", train, out)
+
+
+def test_ensemble_run_saves_members_and_reports_uncertainty(ensemble_run):
+    model_dir = ensemble_run.model_dir
+    assert json.loads((model_dir / "ensemble.json").read_text())["members"] == ["member_0", "member_1"]
+    assert not (ensemble_run.out_dir / "checkpoints").exists()
+    test = ensemble_run.metrics["test"]
+    assert set(test["uncertainty"]["logS"]) >= {"spearman_sd_abs_error", "coverage_90", "interval_scale"}
+    preds = pd.read_csv(ensemble_run.out_dir / "test_predictions.csv")
+    assert {"logS_pred", "logS_sd", "logS_pi90_low", "logS_pi90_high"} <= set(preds.columns)
+    assert (preds["logS_sd"] > 0).all()
+    assert (preds["logS_pi90_low"] < preds["logS_pred"]).all() and (preds["logS_pred"] < preds["logS_pi90_high"]).all()
+
+
+def test_ensemble_predicts_every_row_with_a_spread(ensemble_run):
+    predictor = load_predictor(ensemble_run.model_dir)
+    assert isinstance(predictor, SmilesEnsemble) and predictor.meta.tta == 2 and predictor.meta.ensemble_size == 2
+    out = predictor.predict(["CCO", "C1CC", "c1ccccc1O"])
+    assert out["error"].tolist()[0] == "" and "invalid SMILES" in out["error"][1]
+    assert np.isnan(out.loc[1, "logS_sd"]) and out.loc[[0, 2], "logS_sd"].gt(0).all()
+    # the mean over members and spellings is what each member predicts, averaged
+    members = [m.predict(["CCO"])["logS_pred"][0] for m in predictor.members]
+    assert not np.isclose(members[0], members[1]), "members differ (different seeds)"
+    with pytest.raises(SmilesformerError, match="load_predictor"):
+        SmilesModel.from_pretrained(ensemble_run.model_dir)
+
+
+def test_predict_cli_on_an_ensemble_keeps_rows(ensemble_run, tmp_path):
+    pd.DataFrame({"smiles": ["CCO", "not a smiles", "CCN"]}).to_csv(tmp_path / "in.csv", index=False)
+    result = CliRunner().invoke(app, ["predict", str(ensemble_run.model_dir), "--data", str(tmp_path / "in.csv"),
+                                      "--out", str(tmp_path / "out.csv")])
+    assert result.exit_code == 0, result.output
+    out = pd.read_csv(tmp_path / "out.csv")
+    assert out["smiles"].tolist() == ["CCO", "not a smiles", "CCN"]
+    assert out["logS_sd"].notna().tolist() == [True, False, True]
+
+
+def test_single_model_without_tta_has_no_spread_columns(tiny_regressor_dir):
+    out = load_predictor(tiny_regressor_dir).predict(["CCO"])
+    assert list(out.columns) == ["logS_pred", "error"]
