@@ -212,8 +212,9 @@ def run_one(spec: str, path: Path, info: dict, seed: int, work: Path, args: argp
 
 def summarize(runs: list[dict]) -> list[dict]:
     rows = []
-    keys = sorted({(r["dataset"], r["split"], r["model"]) for r in runs}, key=lambda k: (DATASETS.index(k[0])
-                  if k[0] in DATASETS else 99, k[1], k[2]))
+    models = list(dict.fromkeys(r["model"] for r in runs))  # in the order asked for
+    keys = sorted({(r["dataset"], r["split"], r["model"]) for r in runs}, key=lambda k: (
+        DATASETS.index(k[0]) if k[0] in DATASETS else len(DATASETS), k[1], models.index(k[2])))
     for dataset, split, model in keys:
         group = [r for r in runs if (r["dataset"], r["split"], r["model"]) == (dataset, split, model)]
         row = {"dataset": dataset, "split": split, "model": model, "task": group[0]["task"], "seeds": len(group),

@@ -57,3 +57,16 @@ def test_suite_runs_every_model_on_the_same_split_file(suite, tmp_path):
     assert saved["hardware"]["cpu_count"] and saved["wall_seconds"] > 0
     again = suite.main(argv)  # finished runs are reused, not retrained
     assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in runs]
+
+
+@needs_shared_data
+def test_tuning_scores_trials_on_validation_sets_only(tmp_path):
+    spec = importlib.util.spec_from_file_location("tune", SCRIPT.parent / "tune.py")
+    tune = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tune)
+    report = tune.main(["--datasets", "esol", "--trials", "2", "--epochs", "1", "--model", "random:tiny",
+                        "--sample", "0.15", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")])
+    assert len(report["trials"]) == 2
+    assert set(report["best"]["params"]) == {"learning_rate", "layer_lr_decay", "augment", "batch_size"}
+    assert report["best"]["value"] == min(t["value"] for t in report["trials"]) > 0
+    assert (tmp_path / "res" / "tune.json").is_file()
