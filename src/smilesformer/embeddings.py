@@ -215,9 +215,9 @@ def resolve_inference_precision(precision: Precision | str, device: torch.device
 def inference_autocast(precision: Precision | str, device: torch.device) -> contextlib.AbstractContextManager:
     """Autocast for a forward pass in ``precision`` (weights stay fp32; outputs are read back as fp32).
 
-    ``auto`` follows ``resolve_inference_precision``. On the bundled model bf16 autocast moves hidden states
-    by about 0.2% (relative L2) and runs about 1.7x faster than fp32 on an AVX512-BF16 CPU (measured with
-    benchmarks/bench_inference.py); where bf16 would be emulated, ``auto`` stays fp32. Pass ``fp32`` for
+    ``auto`` follows ``resolve_inference_precision``. On the bundled model bf16 autocast moves mean-pooled
+    embeddings by about 0.1% (relative L2) and runs about 1.8x faster than fp32 on an AVX512-BF16 CPU
+    (measured with benchmarks/bench_inference.py); where bf16 would be emulated, ``auto`` stays fp32. Pass ``fp32`` for
     results that are bit-for-bit those of ``SmilesModel.predict``.
     """
     precision = resolve_inference_precision(precision, device)
