@@ -319,6 +319,7 @@ def main(argv: list[str] | None = None) -> dict:
                            if k not in ("work", "results", "chemprop_bin")},
               "command": "python benchmarks/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "fractions": FRACTIONS, "hardware": hardware(), "wall_seconds": round(time.perf_counter() - started, 1),
+              "run_seconds_total": round(sum(r["seconds"] for r in runs), 1),
               "environment": environment_info(), "summary": summary, "runs": runs}
     out.write_text(json.dumps(report, indent=2))
     pd.DataFrame(summary).to_csv(out.with_suffix(".csv"), index=False)

@@ -129,9 +129,11 @@ def _inference(r: dict) -> list[str]:
 def _accuracy(name: str, r: dict) -> list[str]:
     hw = r["hardware"]
     where = hw["gpu"] or f"{hw['cpu_count']} CPU cores"
-    lines = [f"## Accuracy: {name}", "", f"`{r['command']}` on {where}; wall time "
-             f"{r['wall_seconds'] / 60:.0f} min. Splits {'/'.join(str(round(f * 100)) for f in r['fractions'])} "
-             "train/val/test, one split file per data set, split kind and seed, read by every model; test-set "
+    compute = r.get("run_seconds_total", r["wall_seconds"])
+    lines = [f"## Accuracy: {name}", "", f"`{r['command']}` on {where}; the runs took {compute / 60:.0f} min "
+             "in all (the sum of each run's own time: finished runs are reused on a rerun). Splits "
+             f"{'/'.join(str(round(f * 100)) for f in r['fractions'])} train/val/test, one split file per "
+             "data set, split kind and seed, read by every model; test-set "
              "metrics, mean ± sd over seeds.", ""]
     rows = r["summary"]
     for task, metrics in (("regression", ("rmse", "mae", "r2")), ("classification", ("roc_auc", "pr_auc"))):
@@ -144,7 +146,8 @@ def _accuracy(name: str, r: dict) -> list[str]:
                                                                        if unc else ""),
                   "|---|---|---|---|" + "---|" * (len(metrics) + (2 if unc else 0))]
         for x in block:
-            cells = " | ".join(f"{x[f'{m}_mean']:.3f} ± {x[f'{m}_sd']:.3f}" for m in metrics)
+            cells = " | ".join(f"{x[f'{m}_mean']:.3f}" + (f" ± {x[f'{m}_sd']:.3f}" if x["seeds"] > 1 else "")
+                               for m in metrics)
             extra = ""
             if unc:
                 extra = (f" {x['spearman_sd_abs_error_mean']:.2f} | {x['coverage_90_mean']:.2f} |"
