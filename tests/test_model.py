@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from transformers import RobertaConfig, RobertaForMaskedLM
 
 from smilesformer import SmilesformerError, SmilesModel, TrainConfig
@@ -146,3 +147,13 @@ def test_long_smiles_are_truncated_and_counted(tiny_regressor_dir, caplog):
         out = model.predict([long, "CCO"])
     assert out["error"].eq("").all()
     assert "1 SMILES are longer than max_length=128" in caplog.text
+
+
+def test_create_seeds_the_new_head():
+    from smilesformer import SmilesModel
+
+    # the bundled model is a masked LM: its classification head is new, drawn at random
+    heads = [SmilesModel.create("smilesformer-moses", "regression", ["y"], seed=s).model.classifier.out_proj.weight
+             for s in (3, 3, 4)]
+    assert torch.equal(heads[0], heads[1]), "same seed, same head"
+    assert not torch.equal(heads[0], heads[2])

@@ -268,10 +268,14 @@ class SmilesModel:
     @classmethod
     def create(cls, name: str, task: Task | str, targets: Sequence[str], n_classes: int = 2,
                max_length: int = 128, vocab_smiles: Sequence[str] | None = None, seed: int = 0) -> SmilesModel:
-        """``from_scratch`` for names written ``random:<preset or checkpoint>``, else ``from_pretrained``."""
+        """``from_scratch`` for names written ``random:<preset or checkpoint>``, else ``from_pretrained``.
+
+        ``seed`` fixes the random weights: the whole model for ``random:``, the new head otherwise.
+        """
         if name.startswith("random:"):
             return cls.from_scratch(name.removeprefix("random:"), task, targets, n_classes, max_length,
                                     vocab_smiles=vocab_smiles, seed=seed)
+        torch.manual_seed(seed)  # the new head is initialized from torch's global generator
         return cls.from_pretrained(name, task, targets, n_classes, max_length)
 
     # training and inference ----------------------------------------------------------------------------
