@@ -20,6 +20,7 @@ import torch
 from rdkit import Chem
 from scipy import stats
 
+from .config import Task
 from .data import SmilesformerError
 from .model import ModelMeta, SmilesModel
 
@@ -160,8 +161,6 @@ def has_spread(meta: ModelMeta) -> bool:
 
 
 def spread_columns(meta: ModelMeta) -> list[str]:
-    from .config import Task
-
     if not has_spread(meta) or meta.n_classes > 2:
         return []
     if meta.task is Task.regression:
