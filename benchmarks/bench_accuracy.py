@@ -6,9 +6,10 @@ For every data set, split kind and seed it writes one split file (cleaned SMILES
 - ``bundled``: smilesformer fine-tuned from the bundled pretrained model;
 - ``random``: the same architecture and tokenizer from random weights;
 - ``rf``: scikit-learn random forest on Morgan count fingerprints (radius 2, 2048 bits), trained on train;
+- ``rf-rdkit``: the same forest on RDKit's 2D descriptors (the features ``--descriptors rdkit`` adds);
 - ``chemprop``: chemprop 2.x (``chemprop train`` with ``--splits-column``), from its own environment
   (``make bench-env`` builds ``.venv-chemprop``; its RDKit pin differs from ours);
-- variants for ablations: ``bundled+aug=10``, ``+tta=10``, ``+ens=3``, ``+llrd=0.8``, ``+lr=3e-4``,
+- variants for ablations: ``bundled+aug=10``, ``+tta=10``, ``+ens=3``, ``+llrd=0.8``, ``+lr=3e-4``, ``+desc=rdkit``,
   combinable (``bundled+aug=10+tta=10``).
 
 All models are scored by the same code on the same test rows. Output: ``benchmarks/results/accuracy[_TAG].json``
@@ -51,7 +52,9 @@ REGRESSION_METRICS = ("rmse", "mae", "r2")
 CLASSIFICATION_METRICS = ("roc_auc", "pr_auc")
 FRACTIONS = (0.8, 0.1, 0.1)
 VARIANT_KEYS = {"aug": ("augment", int), "tta": ("tta", int), "ens": ("ensemble", int),
-                "llrd": ("layer_lr_decay", float), "lr": ("learning_rate", float), "ep": ("epochs", int)}
+                "llrd": ("layer_lr_decay", float), "lr": ("learning_rate", float), "ep": ("epochs", int),
+                "desc": ("descriptors", str)}
+BASE_MODELS = ("bundled", "random", "rf", "rf-rdkit", "chemprop")
 
 
 # split files ------------------------------------------------------------------------------------------------
@@ -88,8 +91,8 @@ def parse_model(spec: str) -> tuple[str, dict]:
             raise SystemExit(f"unknown variant {mod!r} in {spec!r}; use {', '.join(VARIANT_KEYS)}")
         name, cast = VARIANT_KEYS[key]
         overrides[name] = cast(value)
-    if base not in ("bundled", "random", "rf", "chemprop"):
-        raise SystemExit(f"unknown model {base!r}; use bundled, random, rf or chemprop")
+    if base not in BASE_MODELS:
+        raise SystemExit(f"unknown model {base!r}; use {', '.join(BASE_MODELS)}")
     if overrides and base not in ("bundled", "random"):
         raise SystemExit(f"variants apply to smilesformer models only, not {base!r}")
     return base, overrides
@@ -120,12 +123,21 @@ def _morgan_counts(smiles: list[str]) -> np.ndarray:
     return np.stack([generator.GetCountFingerprintAsNumPy(Chem.MolFromSmiles(s)) for s in smiles]).astype(np.float32)
 
 
-def run_rf(path: Path, info: dict, seed: int, args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
+def _rdkit_descriptors(smiles: list[str]) -> np.ndarray:
+    from smilesformer.descriptors import compute_descriptors, descriptor_names
+
+    return compute_descriptors(smiles, descriptor_names("rdkit")).astype(np.float32)
+
+
+def run_rf(path: Path, info: dict, seed: int, args: argparse.Namespace,
+           features=_morgan_counts) -> tuple[pd.DataFrame, dict]:
     from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
     table = pd.read_csv(path)
     train, test = table[table["split"] == "train"], table[table["split"] == "test"].reset_index(drop=True)
-    x_train, x_test = _morgan_counts(train["smiles"].tolist()), _morgan_counts(test["smiles"].tolist())
+    x_train, x_test = features(train["smiles"].tolist()), features(test["smiles"].tolist())
+    fill = np.nan_to_num(np.nanmedian(x_train, axis=0))  # a descriptor RDKit could not compute: the train median
+    x_train, x_test = (np.where(np.isnan(x), fill, x) for x in (x_train, x_test))
     preds = test[["smiles", *info["targets"]]].copy()
     for t in info["targets"]:
         keep = train[t].notna().to_numpy()
@@ -203,6 +215,8 @@ def run_one(spec: str, path: Path, info: dict, seed: int, work: Path, args: argp
         preds, extra = run_smilesformer(base, overrides, path, info, seed, work, args)
     elif base == "rf":
         preds, extra = run_rf(path, info, seed, args)
+    elif base == "rf-rdkit":
+        preds, extra = run_rf(path, info, seed, args, features=_rdkit_descriptors)
     else:
         preds, extra = run_chemprop(path, info, seed, work, args)
     result = {"metrics": score(preds, info), "seconds": round(time.perf_counter() - started, 1), **extra}

@@ -154,9 +154,13 @@ class TrainConfig:
     """Models trained with seeds seed, seed+1, ...; their predictions are averaged, their spread reported."""
     layer_lr_decay: float = 1.0
     """Layer-wise learning-rate decay: layer k below the head trains at learning_rate x decay**k (1 = off)."""
+    descriptors: str = "none"
+    """"rdkit": the head also reads the molecule's RDKit 2D descriptors (RoBERTa encoders); "none": SMILES only."""
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
+        if self.descriptors not in ("none", "rdkit"):
+            raise ValueError(f"descriptors must be 'none' or 'rdkit', got {self.descriptors!r}")
         for name in ("augment", "tta"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -39,6 +39,7 @@ from transformers.utils import logging as hf_logging
 
 from .config import Precision
 from .data import SmilesformerError, parse_smiles
+from .descriptors import descriptor_inputs
 from .evaluate import length_batches
 from .model import META_FILE, SmilesModel, _offline_error, resolve_model_source
 from .tokenization import ATOM_TOKEN_REGEX, load_tokenizer, tokenize_smiles
@@ -415,6 +416,8 @@ def embed(source: str | Path | SmilesModel | Encoder, smiles: Sequence[str],
     for batch in length_batches([len(x) for x in ids], config.batch_size):
         padded = tok.pad({"input_ids": [ids[j] for j in batch]}, return_tensors="pt")
         padded = {k: v.to(encoder.device) for k, v in padded.items()}
+        if head is not None:  # a head that reads RDKit descriptors needs them to run
+            padded.update(descriptor_inputs(encoder.model, [clean[valid[j]] for j in batch]))
         mask = padded["attention_mask"]  # (batch, tokens)
         with (_capture_head_input(head) if head is not None else contextlib.nullcontext({}) as captured,
               inference_autocast(config.precision, encoder.device)):

@@ -14,6 +14,7 @@ from sklearn import metrics as skm
 
 from .config import Task
 from .data import parse_smiles
+from .descriptors import descriptor_inputs
 
 if TYPE_CHECKING:
     from .model import ModelMeta, SmilesModel
@@ -135,8 +136,11 @@ def predict_outputs(
         from rich.progress import track
 
         batches = track(batches, description="predicting")
+    features = descriptor_inputs(net, smiles).get("descriptors")  # (n, d) for a head that reads descriptors
     for batch in batches:
         padded = tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+        if features is not None:
+            padded["descriptors"] = features[torch.as_tensor(batch, device=features.device)]
         logits = net(**{k: v.to(model.device) for k, v in padded.items()}).logits.float()
         out[batch] = logits.cpu().numpy()
     if meta.task is Task.regression:

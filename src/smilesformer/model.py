@@ -28,6 +28,7 @@ from transformers import (
 from . import __version__
 from .config import DEFAULT_MODEL, Task, TrainConfig
 from .data import SmilesformerError
+from .descriptors import DESCRIPTOR_SETS, descriptor_model_from_config, with_descriptor_head
 from .tokenization import build_regex_tokenizer, load_tokenizer
 
 __all__ = [
@@ -152,6 +153,11 @@ class ModelMeta:
         return cls(**json.loads((folder / META_FILE).read_text()))
 
 
+def _check_descriptors(kind: str) -> None:
+    if kind not in DESCRIPTOR_SETS:
+        raise SmilesformerError(f"unknown descriptor set {kind!r}; choose one of {', '.join(DESCRIPTOR_SETS)}")
+
+
 class SmilesModel:
     """A transformer encoder with a prediction head, its tokenizer, and what it predicts.
 
@@ -174,6 +180,7 @@ class SmilesModel:
         targets: Sequence[str] | None = None,
         n_classes: int = 2,
         max_length: int | None = None,
+        descriptors: str = "none",
     ) -> SmilesModel:
         """Load a checkpoint.
 
@@ -186,10 +193,13 @@ class SmilesModel:
             targets: names of the predicted columns.
             n_classes: 2 for binary tasks, k > 2 for one multiclass target.
             max_length: longest tokenized SMILES; defaults to the checkpoint's limit (at most 512).
+            descriptors: "rdkit" to put the head that also reads RDKit descriptors (see ``descriptors``) on
+                the encoder; only with a new head (``task`` given).
 
         Raises:
             SmilesformerError: the model cannot be found (offline and not cached, say).
         """
+        _check_descriptors(descriptors)
         source = resolve_model_source(str(name_or_path))
         folder = Path(source)
         if (folder / "ensemble.json").is_file():
@@ -213,9 +223,14 @@ class SmilesModel:
                 meta = ModelMeta(Task(task), list(targets), n_classes,
                                  max_length=min(max_length or 128, limit, 512), base_model=str(name_or_path))
                 # ignore_mismatched_sizes: an MTR-pretrained head (one output per descriptor) is replaced
-                model = AutoModelForSequenceClassification.from_pretrained(
-                    source, num_labels=meta.num_labels, problem_type=meta.problem_type, ignore_mismatched_sizes=True,
-                )
+                if descriptors != "none":
+                    model = with_descriptor_head(source, descriptors, num_labels=meta.num_labels,
+                                                 problem_type=meta.problem_type)
+                else:
+                    model = AutoModelForSequenceClassification.from_pretrained(
+                        source, num_labels=meta.num_labels, problem_type=meta.problem_type,
+                        ignore_mismatched_sizes=True,
+                    )
         except OSError as exc:
             raise _offline_error(str(name_or_path), exc) from exc
         return cls(model, tokenizer, meta)
@@ -231,6 +246,7 @@ class SmilesModel:
         tokenizer: PreTrainedTokenizerBase | None = None,
         vocab_smiles: Sequence[str] | None = None,
         seed: int = 0,
+        descriptors: str = "none",
     ) -> SmilesModel:
         """A model with random weights.
 
@@ -240,7 +256,9 @@ class SmilesModel:
             tokenizer: tokenizer to use; default: the checkpoint's, else the bundled model's, else a regex
                 tokenizer built from ``vocab_smiles``.
             seed: seed of the weight initialization.
+            descriptors: "rdkit" for the head that also reads RDKit descriptors.
         """
+        _check_descriptors(descriptors)
         meta = ModelMeta(Task(task), list(targets), n_classes, max_length=max_length, base_model=f"random:{preset}")
         torch.manual_seed(seed)
         if preset in PRESETS:
@@ -262,21 +280,25 @@ class SmilesModel:
             except OSError as exc:
                 raise _offline_error(preset, exc) from exc
             meta.max_length = min(max_length, config.max_position_embeddings - 2)
-        model = AutoModelForSequenceClassification.from_config(config)
+        if descriptors != "none":
+            model = descriptor_model_from_config(config, descriptors)
+        else:
+            model = AutoModelForSequenceClassification.from_config(config)
         return cls(model, tokenizer, meta)
 
     @classmethod
     def create(cls, name: str, task: Task | str, targets: Sequence[str], n_classes: int = 2,
-               max_length: int = 128, vocab_smiles: Sequence[str] | None = None, seed: int = 0) -> SmilesModel:
+               max_length: int = 128, vocab_smiles: Sequence[str] | None = None, seed: int = 0,
+               descriptors: str = "none") -> SmilesModel:
         """``from_scratch`` for names written ``random:<preset or checkpoint>``, else ``from_pretrained``.
 
         ``seed`` fixes the random weights: the whole model for ``random:``, the new head otherwise.
         """
         if name.startswith("random:"):
             return cls.from_scratch(name.removeprefix("random:"), task, targets, n_classes, max_length,
-                                    vocab_smiles=vocab_smiles, seed=seed)
+                                    vocab_smiles=vocab_smiles, seed=seed, descriptors=descriptors)
         torch.manual_seed(seed)  # the new head is initialized from torch's global generator
-        return cls.from_pretrained(name, task, targets, n_classes, max_length)
+        return cls.from_pretrained(name, task, targets, n_classes, max_length, descriptors=descriptors)
 
     # training and inference ----------------------------------------------------------------------------
     def fit(

@@ -19,12 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from rdkit import Chem
-from rdkit.Chem import Descriptors
 from torch.utils.data import Dataset
 from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from .config import Objective, PretrainConfig, TokenizerKind, save_config
 from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles
+from .descriptors import compute_descriptors as compute_rdkit_descriptors
+from .descriptors import descriptor_names as rdkit_descriptor_names
 from .model import make_config
 from .tokenization import build_regex_tokenizer, coverage_report, element_tokens, train_bpe_tokenizer
 
@@ -154,25 +155,11 @@ class TokenCache(Dataset):
 
 def descriptor_names() -> list[str]:
     """RDKit's 2D descriptor set (about 210), in RDKit's order."""
-    return [name for name, _ in Descriptors._descList]
-
-
-def _descriptor_row(smiles: str) -> np.ndarray:
-    mol = Chem.MolFromSmiles(smiles)
-    row = np.full(len(Descriptors._descList), np.nan, dtype=np.float64)
-    if mol is None:
-        return row.astype(np.float32)
-    for j, (_, fn) in enumerate(Descriptors._descList):
-        try:
-            row[j] = fn(mol)
-        except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is masked, not fatal
-            pass
-    row[~np.isfinite(row) | (np.abs(row) > 3e38)] = np.nan
-    return row.astype(np.float32)
+    return rdkit_descriptor_names("rdkit")
 
 
 def _descriptor_chunk(chunk: list[str]) -> np.ndarray:
-    return np.stack([_descriptor_row(s) for s in chunk])
+    return compute_rdkit_descriptors(chunk, descriptor_names()).astype(np.float32)
 
 
 class DescriptorCache:

@@ -28,6 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .config import Objective, Precision, PretrainConfig, Task, TrainConfig
 from .data import SmilesformerError
+from .descriptors import compute_descriptors, uses_descriptors
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -41,26 +42,33 @@ logger = logging.getLogger(__name__)
 
 
 class EncodedDataset(Dataset):
-    """Tokenized SMILES with their (scaled) labels; lengths vary, padding happens per batch."""
+    """Tokenized SMILES with their (scaled) labels, and RDKit descriptors for a model whose head reads them;
+    lengths vary, padding happens per batch."""
 
-    def __init__(self, input_ids: list[list[int]], labels: np.ndarray):
+    def __init__(self, input_ids: list[list[int]], labels: np.ndarray, descriptors: np.ndarray | None = None):
         self.input_ids = input_ids
         self.labels = labels  # (n, targets) float, NaN = missing; or (n,) class ids
+        self.descriptors = descriptors  # (n, d) raw values, or None
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
     def __getitem__(self, i: int) -> dict:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        item = {"input_ids": self.input_ids[i], "labels": self.labels[i]}
+        if self.descriptors is not None:
+            item["descriptors"] = self.descriptors[i]
+        return item
 
 
 class AugmentedDataset(Dataset):
     """Each molecule in several spellings (its SMILES and randomized ones); an item is one of them, drawn
     afresh each time it is read, so every epoch sees each molecule written a new way (SMILES enumeration)."""
 
-    def __init__(self, variants: list[list[list[int]]], labels: np.ndarray, seed: int):
+    def __init__(self, variants: list[list[list[int]]], labels: np.ndarray, seed: int,
+                 descriptors: np.ndarray | None = None):
         self.variants = variants  # per molecule, the token ids of each spelling
         self.labels = labels
+        self.descriptors = descriptors  # per molecule: descriptors do not depend on the spelling
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -68,7 +76,10 @@ class AugmentedDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         options = self.variants[i]
-        return {"input_ids": options[self.rng.integers(len(options))], "labels": self.labels[i]}
+        item = {"input_ids": options[self.rng.integers(len(options))], "labels": self.labels[i]}
+        if self.descriptors is not None:
+            item["descriptors"] = self.descriptors[i]
+        return item
 
 
 def layerwise_param_groups(net: torch.nn.Module, learning_rate: float, decay: float,
@@ -97,7 +108,7 @@ def layerwise_param_groups(net: torch.nn.Module, learning_rate: float, decay: fl
 
 
 class PadCollator:
-    """Pads input ids to the longest in the batch (dynamic padding) and stacks the labels."""
+    """Pads input ids to the longest in the batch (dynamic padding) and stacks the labels (and descriptors)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, label_dtype: torch.dtype, pad_to: int | None = None):
         self.tokenizer = tokenizer
@@ -108,6 +119,8 @@ class PadCollator:
         padding = {"padding": "max_length", "max_length": self.pad_to} if self.pad_to else {}
         batch = self.tokenizer.pad({"input_ids": [f["input_ids"] for f in features]}, return_tensors="pt", **padding)
         batch["labels"] = torch.as_tensor(np.stack([f["labels"] for f in features]), dtype=self.label_dtype)
+        if "descriptors" in features[0]:
+            batch["descriptors"] = torch.as_tensor(np.stack([f["descriptors"] for f in features]), dtype=torch.float32)
         return dict(batch)
 
 
@@ -238,10 +251,17 @@ def finetune(
     def tokenize(smi: Sequence[str]) -> list[list[int]]:
         return model.tokenizer(list(smi), truncation=True, max_length=meta.max_length)["input_ids"]
 
-    def encode(smi: Sequence[str], lab: np.ndarray) -> EncodedDataset:
-        return EncodedDataset(tokenize(smi), scale(lab))
+    def features(smi: Sequence[str]) -> np.ndarray | None:
+        return compute_descriptors(smi, model.model.config.descriptor_names) if with_descriptors else None
 
+    def encode(smi: Sequence[str], lab: np.ndarray) -> EncodedDataset:
+        return EncodedDataset(tokenize(smi), scale(lab), features(smi))
+
+    with_descriptors = uses_descriptors(model.model)
     count_truncated(model, smiles)
+    train_features = features(smiles)
+    if with_descriptors:
+        model.model.fit_scaling(train_features)
     if config.augment:
         from .ensemble import randomized_smiles
 
@@ -249,9 +269,9 @@ def finetune(
         flat = tokenize([v for options in spellings for v in options])
         width = config.augment + 1
         train_set = AugmentedDataset([flat[i * width:(i + 1) * width] for i in range(len(smiles))], scale(y),
-                                     config.seed)
+                                     config.seed, train_features)
     else:
-        train_set = encode(smiles, y)
+        train_set = EncodedDataset(tokenize(smiles), scale(y), train_features)
     valid_set = None
     if valid_smiles is not None and len(valid_smiles):
         valid_set = encode(valid_smiles, _label_matrix(valid_labels, len(valid_smiles), n_targets))

@@ -137,7 +137,8 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
     for k in range(train.ensemble):  # a seed ensemble: member k starts from seed + k
         member_train = dataclasses.replace(train, seed=train.seed + k)
         model = SmilesModel.create(model_name, loaded.task, targets, n_classes, train.max_length,
-                                   vocab_smiles=[smiles[i] for i in train_idx], seed=member_train.seed)
+                                   vocab_smiles=[smiles[i] for i in train_idx], seed=member_train.seed,
+                                   descriptors=train.descriptors)
         model.meta.smiles_col = "smiles"
         checkpoints = out_dir / ("checkpoints" if train.ensemble == 1 else f"checkpoints/member_{k}")
         model.fit([smiles[i] for i in train_idx], y[train_idx],
@@ -168,7 +169,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
                          round(len(train_idx) * sum(_epochs_run(m.history) for m in members) / train_seconds, 2),
                      "truncated": count_truncated(members[0], smiles), "duplicates": loaded.n_duplicates,
                      "skipped_rows": len(loaded.bad), "ensemble": train.ensemble, "tta": train.tta,
-                     "augment": train.augment}
+                     "augment": train.augment, "descriptors": train.descriptors}
     for name, idx in (("valid", valid_idx), ("test", test_idx)):
         if len(idx) == 0:
             continue

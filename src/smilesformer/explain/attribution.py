@@ -16,6 +16,7 @@ import torch
 
 from ..config import Task
 from ..data import SmilesformerError
+from ..descriptors import descriptor_inputs
 from .atoms import MoleculeTokens, map_tokens, tokens_to_atoms
 
 __all__ = ["Attribution", "integrated_gradients", "output_name"]
@@ -109,10 +110,14 @@ def integrated_gradients(model, smiles: str, target: int = 0, n_steps: int = 50,
     fill = tok.mask_token_id if baseline == "mask" else tok.pad_token_id
     base_ids = torch.where(special, ids, torch.full_like(ids, fill))  # (1, T)
     positions = _position_ids(net, ids.shape[1]).to(model.device)
+    # a head that reads RDKit descriptors gets the molecule's own at every step: the tokens are explained
+    # with the descriptors held fixed
+    extra = descriptor_inputs(net, [molecule.smiles])
 
     def forward(input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         # all-ones mask: a <pad> baseline token is attended like any other token
-        out = net(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), position_ids=position_ids)
+        fixed = {k: v.expand(len(input_ids), -1) for k, v in extra.items()}
+        out = net(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), position_ids=position_ids, **fixed)
         return out.logits[:, target].float() * scale + shift  # (batch,)
 
     lig = LayerIntegratedGradients(forward, net.get_input_embeddings())

@@ -20,6 +20,7 @@ import torch
 
 from ..config import Task
 from ..data import SmilesformerError
+from ..descriptors import descriptor_inputs
 from ..evaluate import length_batches
 from .atoms import bond_pairs
 from .attention import MoleculeAttention
@@ -156,15 +157,17 @@ def head_importance(model, smiles: Sequence[str], labels: np.ndarray | None = No
     net, tok, meta = model.model, model.tokenizer, model.meta
     net.eval()
     cfg = net.config
-    enc = tok(list(smiles), truncation=True, max_length=meta.max_length)["input_ids"]
+    enc_smiles = list(smiles)
+    enc = tok(enc_smiles, truncation=True, max_length=meta.max_length)["input_ids"]
     y = None if labels is None else torch.as_tensor(np.asarray(labels, dtype=np.float32).reshape(len(enc), -1))
     total = torch.zeros(cfg.num_hidden_layers, cfg.num_attention_heads)
     for batch in length_batches([len(x) for x in enc], batch_size):
         padded = tok.pad({"input_ids": [enc[i] for i in batch]}, return_tensors="pt")
         gates = torch.ones(len(batch), cfg.num_hidden_layers, cfg.num_attention_heads, device=model.device,
                            requires_grad=True)
+        extra = descriptor_inputs(net, [enc_smiles[i] for i in batch])
         with head_gates(net, gates):
-            logits = net(**{k: v.to(model.device) for k, v in padded.items()}).logits.float()
+            logits = net(**{k: v.to(model.device) for k, v in padded.items()}, **extra).logits.float()
         if y is None:
             objective = logits.sum(-1)
         else:

@@ -1,0 +1,222 @@
+"""RDKit descriptors joined to the encoder's pooled embedding: an optional prediction head.
+
+A transformer reads a SMILES one token at a time; whole-molecule properties that RDKit computes exactly
+(logP, TPSA, ring counts, charges, ...) it has to rediscover from the labels. chemprop's best solubility
+figures come from joining such descriptors to its learned vector, and ``--descriptors rdkit`` does the
+same here: the head reads the <s> token's last hidden state concatenated with the molecule's RDKit 2D
+descriptors (``rdkit.Chem.Descriptors``, 200+ of them), scaled robustly on the training set.
+
+transformers' sequence-classification heads take no per-molecule features, so this module defines one
+model class, ``RobertaWithDescriptorsForSequenceClassification``, and registers it with the Auto classes:
+a saved folder then reloads through ``AutoModelForSequenceClassification`` like any other, and the
+descriptor names and scaling travel inside it (config and buffers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, RobertaConfig, RobertaModel
+from transformers import initialization as init
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.models.roberta.modeling_roberta import RobertaPreTrainedModel
+
+from .data import SmilesformerError, parse_smiles
+
+__all__ = [
+    "DESCRIPTOR_SETS",
+    "RobertaWithDescriptorsConfig",
+    "RobertaWithDescriptorsForSequenceClassification",
+    "compute_descriptors",
+    "descriptor_names",
+    "descriptor_inputs",
+    "uses_descriptors",
+]
+
+DESCRIPTOR_SETS = ("none", "rdkit")
+CLIP = 6.0  # scaled descriptors are clipped to +-CLIP: a few (Ipc, say) reach 1e30 on large molecules
+_FLOAT32_SAFE = 1e30
+
+
+def descriptor_names(kind: str = "rdkit") -> list[str]:
+    """Names of the descriptors in a set, in the order the model reads them."""
+    if kind != "rdkit":
+        raise SmilesformerError(f"unknown descriptor set {kind!r}; choose one of {', '.join(DESCRIPTOR_SETS)}")
+    from rdkit.Chem import Descriptors
+
+    return [name for name, _ in Descriptors._descList]  # RDKit's own registry of 2D descriptors
+
+
+def compute_descriptors(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """RDKit descriptors of each SMILES, as float64 (n, len(names)).
+
+    A SMILES RDKit cannot parse, or a descriptor it cannot compute or that is infinite, gives NaN (scaled to
+    0, the training median, by the model). Values are clipped to +-1e30 so they survive float32.
+
+    Raises:
+        SmilesformerError: a name this RDKit does not know (a model saved with a newer RDKit, say).
+    """
+    from rdkit.Chem import Descriptors
+
+    functions = dict(Descriptors._descList)
+    unknown = [n for n in names if n not in functions]
+    if unknown:
+        raise SmilesformerError(f"this RDKit has no descriptor(s) {', '.join(unknown[:5])}: the model was trained "
+                                "with another RDKit version; install that version to use it")
+    out = np.full((len(smiles), len(names)), np.nan)
+    for i, text in enumerate(smiles):
+        mol, _ = parse_smiles(text)
+        if mol is None:
+            continue
+        for j, name in enumerate(names):
+            try:
+                out[i, j] = functions[name](mol)
+            except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is NaN, not fatal
+                pass
+    out[~np.isfinite(out)] = np.nan
+    return np.clip(out, -_FLOAT32_SAFE, _FLOAT32_SAFE)
+
+
+class RobertaWithDescriptorsConfig(RobertaConfig):
+    """A RoBERTa config that also names the descriptors its head reads."""
+
+    model_type = "smilesformer-roberta-descriptors"
+
+    def __init__(self, descriptor_set: str = "rdkit", descriptor_names: list[str] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.descriptor_set = descriptor_set
+        self.descriptor_names = list(descriptor_names or [])
+
+
+class DescriptorHead(nn.Module):
+    """RoBERTa's classification head (dense, tanh, projection) with the descriptors joined to its input."""
+
+    def __init__(self, config: RobertaWithDescriptorsConfig):
+        super().__init__()
+        n = len(config.descriptor_names)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dense = nn.Linear(config.hidden_size + n, config.hidden_size)
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden: torch.Tensor, descriptors: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([hidden[:, 0], descriptors.to(hidden.dtype)], dim=-1)  # (batch, hidden + descriptors)
+        x = torch.tanh(self.dense(self.dropout(x)))
+        return self.out_proj(self.dropout(x))  # (batch, labels)
+
+
+class RobertaWithDescriptorsForSequenceClassification(RobertaPreTrainedModel):
+    """RoBERTa encoder plus ``DescriptorHead``; ``forward`` takes raw descriptors (batch, n) as ``descriptors``.
+
+    ``descriptor_center`` / ``descriptor_scale`` (median and IQR / 1.349 on the training set, see
+    ``fit_scaling``) are buffers, saved with the weights. Without ``descriptors`` the encoder runs and
+    ``logits`` is None: hidden states and attentions need no descriptors.
+    """
+
+    config_class = RobertaWithDescriptorsConfig
+
+    def __init__(self, config: RobertaWithDescriptorsConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self.classifier = DescriptorHead(config)
+        n = len(config.descriptor_names)
+        self.register_buffer("descriptor_center", torch.zeros(n))
+        self.register_buffer("descriptor_scale", torch.ones(n))
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self:  # buffers a base checkpoint lacks: identity scaling until ``fit_scaling``
+            init.zeros_(module.descriptor_center)
+            init.ones_(module.descriptor_scale)
+
+    @torch.no_grad()
+    def fit_scaling(self, raw: np.ndarray) -> None:
+        """Robust scaling from training descriptors (n, d): median, and IQR / 1.349 (the sd of a normal)."""
+        with np.errstate(invalid="ignore"):
+            low, center, high = np.nanpercentile(raw, [25, 50, 75], axis=0)
+            spread = (high - low) / 1.349
+            fallback = np.nanstd(raw, axis=0)
+        spread = np.where(spread > 0, spread, np.where(fallback > 0, fallback, 1.0))
+        self.descriptor_center.copy_(torch.as_tensor(np.nan_to_num(center), dtype=torch.float32))
+        self.descriptor_scale.copy_(torch.as_tensor(np.nan_to_num(spread, nan=1.0), dtype=torch.float32))
+
+    def scale(self, descriptors: torch.Tensor) -> torch.Tensor:
+        z = (descriptors.float() - self.descriptor_center) / self.descriptor_scale
+        return torch.nan_to_num(z, nan=0.0).clamp(-CLIP, CLIP)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        descriptors: torch.Tensor | None = None,
+        token_type_ids: torch.LongTensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        outputs = self.roberta(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                               position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True, **kwargs)
+        logits = loss = None
+        if descriptors is not None:
+            hidden = outputs.last_hidden_state  # (batch, tokens, hidden)
+            logits = self.classifier(hidden, self.scale(descriptors.to(hidden.device)))
+        elif labels is not None:
+            raise SmilesformerError("this model's head reads RDKit descriptors: pass descriptors= with the labels")
+        if labels is not None:
+            if self.config.problem_type == "regression":
+                loss = nn.functional.mse_loss(logits.float(), labels.float().view_as(logits))
+            elif self.config.problem_type == "single_label_classification":
+                loss = nn.functional.cross_entropy(logits.float(), labels.long().view(-1))
+            else:
+                loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float())
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
+                                        attentions=outputs.attentions)
+
+
+AutoConfig.register(RobertaWithDescriptorsConfig.model_type, RobertaWithDescriptorsConfig)
+AutoModelForSequenceClassification.register(RobertaWithDescriptorsConfig,
+                                            RobertaWithDescriptorsForSequenceClassification)
+
+
+def uses_descriptors(net: torch.nn.Module) -> bool:
+    """Whether ``net`` (an HF model, possibly DDP-wrapped) has a head that reads descriptors."""
+    return bool(getattr(getattr(getattr(net, "module", net), "config", None), "descriptor_names", None))
+
+
+def descriptor_inputs(net: torch.nn.Module, smiles: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The extra forward arguments ``net`` needs for these SMILES: {} for an ordinary model."""
+    if not uses_descriptors(net):
+        return {}
+    raw = compute_descriptors(smiles, net.config.descriptor_names)
+    return {"descriptors": torch.as_tensor(raw, dtype=torch.float32, device=next(net.parameters()).device)}
+
+
+def _descriptor_config(base: RobertaConfig, descriptor_set: str, **overrides) -> RobertaWithDescriptorsConfig:
+    skip = {"model_type", "architectures", "transformers_version", "descriptor_set", "descriptor_names"}
+    values = {k: v for k, v in base.to_dict().items() if k not in skip}
+    values.update(overrides)
+    names = descriptor_names(descriptor_set)
+    return RobertaWithDescriptorsConfig(descriptor_set=descriptor_set, descriptor_names=names, **values)
+
+
+def with_descriptor_head(source: str, descriptor_set: str, **config_overrides) -> torch.nn.Module:
+    """The encoder weights of ``source`` (a RoBERTa checkpoint) under a new, randomly initialized descriptor head."""
+    base = AutoConfig.from_pretrained(source)
+    if base.model_type not in ("roberta", RobertaWithDescriptorsConfig.model_type):
+        raise SmilesformerError(f"the descriptor head is built for RoBERTa encoders; {source} is a "
+                                f"{base.model_type!r} model. Leave descriptors at 'none' for it")
+    config = _descriptor_config(base, descriptor_set, **config_overrides)
+    return RobertaWithDescriptorsForSequenceClassification.from_pretrained(source, config=config,
+                                                                          ignore_mismatched_sizes=True)
+
+
+def descriptor_model_from_config(base: RobertaConfig, descriptor_set: str) -> torch.nn.Module:
+    """A randomly initialized descriptor model with the shape (and labels) of ``base``."""
+    return RobertaWithDescriptorsForSequenceClassification(_descriptor_config(base, descriptor_set))
