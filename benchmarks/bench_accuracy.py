@@ -15,7 +15,8 @@ For every data set, split kind and seed it writes one split file (cleaned SMILES
 All models are scored by the same code on the same test rows. Output: ``benchmarks/results/accuracy[_TAG].json``
 (every run, mean and sd, hardware, wall time), ``.csv`` (the summary) and ``_<split>.png`` bar charts;
 ``benchmarks/report.py`` renders the tables into BENCHMARKS.md. Finished runs are kept in ``--work`` and
-skipped on a rerun, so an interrupted suite continues.
+skipped on a rerun, so an interrupted suite continues; ``--only-finished`` trains nothing and summarizes the
+runs finished so far (by any number of suites sharing ``--work``), listing the missing ones.
 
     python benchmarks/bench_accuracy.py [--datasets aqsoldb,esol,lipophilicity,bbbp,bace,clintox]
         [--splits random,scaffold] [--seeds 3] [--aqsoldb-seeds 5] [--models bundled,random,rf,chemprop]
@@ -73,7 +74,9 @@ def write_split_file(dataset: str, split: str, seed: int, sample: float | None, 
     out = table[["smiles", *loaded.target_cols]].assign(split=names)
     path = folder / "splits" / f"{dataset}_{split}_seed{seed}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(path, index=False)
+    text = out.to_csv(index=False).encode()
+    if not path.is_file() or path.read_bytes() != text:  # unchanged: left alone, for suites running side by side
+        path.write_bytes(text)
     info = {"task": loaded.task.value, "targets": loaded.target_cols, "skipped_rows": len(loaded.bad),
             "n": {k: int((names == k).sum()) for k in ("train", "val", "test")},
             "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
@@ -304,15 +307,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tag", default="", help="names the outputs accuracy_<tag>.*")
     parser.add_argument("--work", type=Path, default=Path("runs/accuracy"))
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--only-finished", action="store_true",
+                        help="train nothing: summarize the runs already finished in --work, list the missing")
     args = parser.parse_args(argv)
 
     models = args.models.split(",")
     for spec in models:
         parse_model(spec)  # fail on a typo before any training
-    if "chemprop" in models:
+    if "chemprop" in models and not args.only_finished:
         chemprop_bin(args)
     started = time.perf_counter()
-    runs = []
+    runs, missing = [], []
     for dataset in args.datasets.split(","):
         seeds = args.aqsoldb_seeds if dataset == "aqsoldb" else args.seeds
         for split in args.splits.split(","):
@@ -320,6 +325,9 @@ def main(argv: list[str] | None = None) -> dict:
                 path, info = write_split_file(dataset, split, seed, args.sample, args.work)
                 for spec in models:
                     work = args.work / f"{dataset}_{split}_seed{seed}" / spec.replace("=", "").replace("+", "_")
+                    if args.only_finished and not (work / "result.json").is_file():
+                        missing.append(f"{dataset}/{split}/seed{seed}/{spec}")
+                        continue
                     result = run_one(spec, path, info, seed, work, args)
                     runs.append({"dataset": dataset, "split": split, "seed": seed, "model": spec,
                                  "task": info["task"], "n": info["n"], "split_sha256": info["sha256"], **result})
@@ -334,10 +342,12 @@ def main(argv: list[str] | None = None) -> dict:
               "command": "python benchmarks/bench_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "fractions": FRACTIONS, "hardware": hardware(), "wall_seconds": round(time.perf_counter() - started, 1),
               "run_seconds_total": round(sum(r["seconds"] for r in runs), 1),
-              "environment": environment_info(), "summary": summary, "runs": runs}
+              "environment": environment_info(), "summary": summary, "runs": runs, "missing": missing}
     out.write_text(json.dumps(report, indent=2))
     pd.DataFrame(summary).to_csv(out.with_suffix(".csv"), index=False)
     charts = plot(summary, models, out)
+    if missing:
+        print(f"not finished, left out: {', '.join(missing)}")
     print(f"wrote {out}, {out.with_suffix('.csv')} and {', '.join(p.name for p in charts)}")
     return report
 

@@ -58,6 +58,11 @@ def test_suite_runs_every_model_on_the_same_split_file(suite, tmp_path):
     assert saved["hardware"]["cpu_count"] and saved["wall_seconds"] > 0
     again = suite.main(argv)  # finished runs are reused, not retrained
     assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in runs]
+    partial = argv[:argv.index("--models") + 1] + ["rf,bundled"] + argv[argv.index("--models") + 2:]
+    partial[partial.index("--tag") + 1] = "partial"
+    summary_only = suite.main(partial + ["--only-finished"])  # trains nothing, says what is missing
+    assert [r["model"] for r in summary_only["runs"]] == ["rf"]
+    assert summary_only["missing"] == ["esol/scaffold/seed0/bundled"]
 
 
 @needs_shared_data
