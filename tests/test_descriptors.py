@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import numpy as np
@@ -79,7 +80,7 @@ def test_descriptors_change_the_prediction(make_descriptor_model, esol50):
     model = make_descriptor_model()
     net = model.model.eval()
     ids = model.tokenizer(["CCO"], return_tensors="pt")
-    d = torch.as_tensor(compute_descriptors(["CCO"], net.config.descriptor_names), dtype=torch.float32)
+    d = torch.tensor(compute_descriptors(["CCO"], net.config.descriptor_names), dtype=torch.float32)
     with torch.no_grad():
         a = net(**ids, descriptors=d).logits
         b = net(**ids, descriptors=d + 5.0).logits
@@ -168,3 +169,27 @@ def test_cli_finetunes_and_predicts_with_descriptors(tmp_path, esol50_path):
     result = runner.invoke(app, ["finetune", "--data", str(esol50_path), "--target", "logS", "--model", "random:tiny",
                                  "--descriptors", "maccs", "--out", str(tmp_path / "bad")])
     assert result.exit_code != 0 and "descriptors must be 'none' or 'rdkit'" in result.output
+
+
+def test_ensemble_with_tta_reads_each_molecules_descriptors_once(tmp_path, esol50_path, monkeypatch):
+    from smilesformer import DataConfig, load_predictor, run_finetune
+    from smilesformer import descriptors as module
+
+    data = DataConfig(str(esol50_path), smiles_col="smiles", target_cols=["logS"], task="regression",
+                      fractions=(0.6, 0.2, 0.2))
+    train = TrainConfig(epochs=2, batch_size=16, ensemble=2, tta=3, descriptors="rdkit", progress=False)
+    result = run_finetune(data, "random:tiny", train, tmp_path / "run")
+    predictor = load_predictor(result.model_dir)
+    assert all(uses_descriptors(m.model) for m in predictor.members)
+    seen: list[tuple[str, ...]] = []
+    compute = module._cached_descriptors.__wrapped__
+
+    def counting(smiles, names):
+        seen.append(smiles)
+        return compute(smiles, names)
+
+    monkeypatch.setattr(module, "_cached_descriptors", functools.lru_cache(maxsize=8)(counting))
+    table = predictor.predict(["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"])
+    assert (table["logS_sd"] > 0).all() and table["error"].eq("").all()
+    assert seen == [("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")], \
+        "2 members x 4 spellings share one descriptor computation, from the SMILES as given"

@@ -14,6 +14,8 @@ descriptor names and scaling travel inside it (config and buffers).
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -51,14 +53,21 @@ def descriptor_names(kind: str = "rdkit") -> list[str]:
 
 
 def compute_descriptors(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
-    """RDKit descriptors of each SMILES, as float64 (n, len(names)).
+    """RDKit descriptors of each SMILES, as float64 (n, len(names)), read-only.
 
     A SMILES RDKit cannot parse, or a descriptor it cannot compute or that is infinite, gives NaN (scaled to
-    0, the training median, by the model). Values are clipped to +-1e30 so they survive float32.
+    0, the training median, by the model). Values are clipped to +-1e30 so they survive float32. The last
+    few results are cached: the members of an ensemble, and its valid and test passes, ask for the same
+    molecules again, and RDKit takes a few milliseconds per molecule.
 
     Raises:
         SmilesformerError: a name this RDKit does not know (a model saved with a newer RDKit, say).
     """
+    return _cached_descriptors(tuple(smiles), tuple(names))
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_descriptors(smiles: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
     from rdkit.Chem import Descriptors
 
     functions = dict(Descriptors._descList)
@@ -77,7 +86,9 @@ def compute_descriptors(smiles: Sequence[str], names: Sequence[str]) -> np.ndarr
             except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is NaN, not fatal
                 pass
     out[~np.isfinite(out)] = np.nan
-    return np.clip(out, -_FLOAT32_SAFE, _FLOAT32_SAFE)
+    out = np.clip(out, -_FLOAT32_SAFE, _FLOAT32_SAFE)
+    out.flags.writeable = False  # shared by the cache
+    return out
 
 
 class RobertaWithDescriptorsConfig(RobertaConfig):
@@ -138,7 +149,8 @@ class RobertaWithDescriptorsForSequenceClassification(RobertaPreTrainedModel):
     @torch.no_grad()
     def fit_scaling(self, raw: np.ndarray) -> None:
         """Robust scaling from training descriptors (n, d): median, and IQR / 1.349 (the sd of a normal)."""
-        with np.errstate(invalid="ignore"):
+        with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)  # a descriptor RDKit computed for no molecule
             low, center, high = np.nanpercentile(raw, [25, 50, 75], axis=0)
             spread = (high - low) / 1.349
             fallback = np.nanstd(raw, axis=0)
@@ -195,7 +207,7 @@ def descriptor_inputs(net: torch.nn.Module, smiles: Sequence[str]) -> dict[str, 
     if not uses_descriptors(net):
         return {}
     raw = compute_descriptors(smiles, net.config.descriptor_names)
-    return {"descriptors": torch.as_tensor(raw, dtype=torch.float32, device=next(net.parameters()).device)}
+    return {"descriptors": torch.tensor(raw, dtype=torch.float32, device=next(net.parameters()).device)}
 
 
 def _descriptor_config(base: RobertaConfig, descriptor_set: str, **overrides) -> RobertaWithDescriptorsConfig:

@@ -116,12 +116,17 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarr
 
 @torch.inference_mode()
 def predict_outputs(
-    model: SmilesModel, smiles: Sequence[str], batch_size: int = 128, progress: bool = False
+    model: SmilesModel, smiles: Sequence[str], batch_size: int = 128, progress: bool = False,
+    descriptors_of: Sequence[str] | None = None,
 ) -> np.ndarray:
     """Head outputs in the label scale for valid SMILES: regression values, class-1 or class probabilities.
 
     The Trainer's predict pads batches in input order; sorting by length first cuts the padded
     tokens (and time) several-fold on SMILES, whose lengths vary widely, hence this small loop.
+
+    Args:
+        descriptors_of: for a head that reads RDKit descriptors, SMILES of the same molecules to compute
+            them from (the input SMILES as given, when ``smiles`` are randomized spellings); default ``smiles``.
 
     Returns:
         (n, num_labels) float array.
@@ -136,7 +141,8 @@ def predict_outputs(
         from rich.progress import track
 
         batches = track(batches, description="predicting")
-    features = descriptor_inputs(net, smiles).get("descriptors")  # (n, d) for a head that reads descriptors
+    # (n, d) for a head that reads descriptors
+    features = descriptor_inputs(net, smiles if descriptors_of is None else descriptors_of).get("descriptors")
     for batch in batches:
         padded = tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
         if features is not None:
@@ -191,7 +197,9 @@ def predict_with_spread(model, smiles: Sequence[str], batch_size: int = 128,
     if model.meta.tta:
         randomized = randomized_smiles(smiles, model.meta.tta)
         variants += [[r[k] for r in randomized] for k in range(model.meta.tta)]
-    outputs = np.stack([predict_outputs(m, v, batch_size, progress) for m in members for v in variants])
+    # descriptors depend on the molecule, not its spelling: computed once, from the SMILES as given
+    outputs = np.stack([predict_outputs(m, v, batch_size, progress, descriptors_of=variants[0])
+                        for m in members for v in variants])
     if len(outputs) == 1:
         return outputs[0], None
     return outputs.mean(axis=0), outputs.std(axis=0)
