@@ -35,6 +35,7 @@ def suggest(trial: optuna.Trial) -> dict:
         "layer_lr_decay": trial.suggest_float("layer_lr_decay", 0.6, 1.0),
         "augment": trial.suggest_categorical("augment", [0, 5, 10]),
         "batch_size": trial.suggest_categorical("batch_size", [16, 32]),
+        "descriptors": trial.suggest_categorical("descriptors", ["none", "rdkit"]),
     }
 
 

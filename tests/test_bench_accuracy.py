@@ -73,6 +73,7 @@ def test_tuning_scores_trials_on_validation_sets_only(tmp_path):
     report = tune.main(["--datasets", "esol", "--trials", "2", "--epochs", "1", "--model", "random:tiny",
                         "--sample", "0.15", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")])
     assert len(report["trials"]) == 2
-    assert set(report["best"]["params"]) == {"learning_rate", "layer_lr_decay", "augment", "batch_size"}
+    assert set(report["best"]["params"]) == {"learning_rate", "layer_lr_decay", "augment", "batch_size",
+                                                 "descriptors"}
     assert report["best"]["value"] == min(t["value"] for t in report["trials"]) > 0
     assert (tmp_path / "res" / "tune.json").is_file()
