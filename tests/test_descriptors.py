@@ -109,6 +109,12 @@ def test_descriptor_head_refuses_what_it_cannot_do(tmp_path, esol50):
     bert.save_pretrained(tmp_path / "bert")
     with pytest.raises(SmilesformerError, match="RoBERTa"):
         SmilesModel.from_pretrained(tmp_path / "bert", task="regression", targets=["y"], descriptors="rdkit")
+    tokenizer = SmilesModel.from_scratch("tiny", "regression", ["y"], vocab_smiles=esol50["smiles"]).tokenizer
+    tokenizer.save_pretrained(tmp_path / "bert")
+    auto = SmilesModel.from_pretrained(tmp_path / "bert", task="regression", targets=["y"], descriptors="auto")
+    assert isinstance(auto.model, BertForSequenceClassification), "auto: the plain head where descriptors cannot go"
+    assert uses_descriptors(SmilesModel.from_scratch("tiny", "regression", ["y"], vocab_smiles=esol50["smiles"],
+                                                     descriptors="auto").model), "auto: descriptors on RoBERTa"
     with pytest.raises(SmilesformerError, match="unknown descriptor set"):
         SmilesModel.from_scratch("tiny", "regression", ["y"], vocab_smiles=esol50["smiles"], descriptors="maccs")
     with pytest.raises(ValueError, match="descriptors must be"):
@@ -168,7 +174,7 @@ def test_cli_finetunes_and_predicts_with_descriptors(tmp_path, esol50_path):
     assert out["smiles"].tolist() == ["CCO", "C1CC", "c1ccccc1"] and out["error"][1].startswith("invalid SMILES")
     result = runner.invoke(app, ["finetune", "--data", str(esol50_path), "--target", "logS", "--model", "random:tiny",
                                  "--descriptors", "maccs", "--out", str(tmp_path / "bad")])
-    assert result.exit_code != 0 and "descriptors must be 'none' or 'rdkit'" in result.output
+    assert result.exit_code != 0 and "descriptors must be 'auto', 'none' or 'rdkit'" in result.output
 
 
 def test_ensemble_with_tta_reads_each_molecules_descriptors_once(tmp_path, esol50_path, monkeypatch):

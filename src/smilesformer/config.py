@@ -155,12 +155,13 @@ class TrainConfig:
     layer_lr_decay: float = 1.0
     """Layer-wise learning-rate decay: layer k below the head trains at learning_rate x decay**k (1 = off)."""
     descriptors: str = "none"
-    """"rdkit": the head also reads the molecule's RDKit 2D descriptors (RoBERTa encoders); "none": SMILES only."""
+    """"rdkit": the head also reads the molecule's RDKit 2D descriptors (RoBERTa encoders); "none": SMILES only;
+    "auto": rdkit on a RoBERTa encoder, none on others. Used where a run creates its model (``run_finetune``)."""
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
-        if self.descriptors not in ("none", "rdkit"):
-            raise ValueError(f"descriptors must be 'none' or 'rdkit', got {self.descriptors!r}")
+        if self.descriptors not in ("auto", "none", "rdkit"):
+            raise ValueError(f"descriptors must be 'auto', 'none' or 'rdkit', got {self.descriptors!r}")
         for name in ("augment", "tta"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -28,7 +28,12 @@ from transformers import (
 from . import __version__
 from .config import DEFAULT_MODEL, Task, TrainConfig
 from .data import SmilesformerError
-from .descriptors import DESCRIPTOR_SETS, descriptor_model_from_config, with_descriptor_head
+from .descriptors import (
+    DESCRIPTOR_SETS,
+    RobertaWithDescriptorsConfig,
+    descriptor_model_from_config,
+    with_descriptor_head,
+)
 from .tokenization import build_regex_tokenizer, load_tokenizer
 
 __all__ = [
@@ -154,8 +159,15 @@ class ModelMeta:
 
 
 def _check_descriptors(kind: str) -> None:
-    if kind not in DESCRIPTOR_SETS:
-        raise SmilesformerError(f"unknown descriptor set {kind!r}; choose one of {', '.join(DESCRIPTOR_SETS)}")
+    if kind != "auto" and kind not in DESCRIPTOR_SETS:
+        raise SmilesformerError(f"unknown descriptor set {kind!r}; choose auto or one of {', '.join(DESCRIPTOR_SETS)}")
+
+
+def _resolve_descriptors(kind: str, config) -> str:
+    """``auto``: the RDKit descriptor head where it can go (a RoBERTa encoder), else none."""
+    if kind != "auto":
+        return kind
+    return "rdkit" if config.model_type in ("roberta", RobertaWithDescriptorsConfig.model_type) else "none"
 
 
 class SmilesModel:
@@ -194,7 +206,8 @@ class SmilesModel:
             n_classes: 2 for binary tasks, k > 2 for one multiclass target.
             max_length: longest tokenized SMILES; defaults to the checkpoint's limit (at most 512).
             descriptors: "rdkit" to put the head that also reads RDKit descriptors (see ``descriptors``) on
-                the encoder; only with a new head (``task`` given).
+                the encoder, "auto" for that head on a RoBERTa encoder and the plain one otherwise; only with
+                a new head (``task`` given).
 
         Raises:
             SmilesformerError: the model cannot be found (offline and not cached, say).
@@ -223,6 +236,7 @@ class SmilesModel:
                 meta = ModelMeta(Task(task), list(targets), n_classes,
                                  max_length=min(max_length or 128, limit, 512), base_model=str(name_or_path))
                 # ignore_mismatched_sizes: an MTR-pretrained head (one output per descriptor) is replaced
+                descriptors = _resolve_descriptors(descriptors, config)
                 if descriptors != "none":
                     model = with_descriptor_head(source, descriptors, num_labels=meta.num_labels,
                                                  problem_type=meta.problem_type)
@@ -256,7 +270,7 @@ class SmilesModel:
             tokenizer: tokenizer to use; default: the checkpoint's, else the bundled model's, else a regex
                 tokenizer built from ``vocab_smiles``.
             seed: seed of the weight initialization.
-            descriptors: "rdkit" for the head that also reads RDKit descriptors.
+            descriptors: "rdkit" for the head that also reads RDKit descriptors; "auto" as in ``from_pretrained``.
         """
         _check_descriptors(descriptors)
         meta = ModelMeta(Task(task), list(targets), n_classes, max_length=max_length, base_model=f"random:{preset}")
@@ -280,6 +294,7 @@ class SmilesModel:
             except OSError as exc:
                 raise _offline_error(preset, exc) from exc
             meta.max_length = min(max_length, config.max_position_embeddings - 2)
+        descriptors = _resolve_descriptors(descriptors, config)
         if descriptors != "none":
             model = descriptor_model_from_config(config, descriptors)
         else:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, save_config
 from .data import SmilesformerError, _guess_smiles_col, file_sha256, load_dataset, read_table, require_columns
+from .descriptors import uses_descriptors
 from .ensemble import GAUSSIAN_Z90, SmilesEnsemble, calibrate_interval, has_spread, load_predictor, uncertainty_metrics
 from .evaluate import compute_metrics, count_truncated, prediction_matrix
 from .model import SmilesModel, bundled_model_path
@@ -169,7 +170,9 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
                          round(len(train_idx) * sum(_epochs_run(m.history) for m in members) / train_seconds, 2),
                      "truncated": count_truncated(members[0], smiles), "duplicates": loaded.n_duplicates,
                      "skipped_rows": len(loaded.bad), "ensemble": train.ensemble, "tta": train.tta,
-                     "augment": train.augment, "descriptors": train.descriptors}
+                     "augment": train.augment,
+                     "descriptors": members[0].model.config.descriptor_set if uses_descriptors(members[0].model)
+                     else "none"}
     for name, idx in (("valid", valid_idx), ("test", test_idx)):
         if len(idx) == 0:
             continue
