@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--splits", default="random,scaffold")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--aqsoldb-seeds", type=int, default=5, help="seeds for aqsoldb (the headline task)")
+    parser.add_argument("--seeds-from", type=int, default=0,
+                        help="skip seeds below this one (to share the seeds out between processes)")
     parser.add_argument("--models", default="bundled,random,rf,chemprop")
     parser.add_argument("--epochs", type=int, default=30, help="smilesformer's maximum epochs (early stopping)")
     parser.add_argument("--patience", type=int, default=5)
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
     for dataset in args.datasets.split(","):
         seeds = args.aqsoldb_seeds if dataset == "aqsoldb" else args.seeds
         for split in args.splits.split(","):
-            for seed in range(seeds):
+            for seed in range(args.seeds_from, seeds):
                 path, info = write_split_file(dataset, split, seed, args.sample, args.work)
                 for spec in models:
                     work = args.work / f"{dataset}_{split}_seed{seed}" / spec.replace("=", "").replace("+", "_")
