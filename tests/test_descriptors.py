@@ -194,7 +194,7 @@ def test_ensemble_with_tta_reads_each_molecules_descriptors_once(tmp_path, esol5
         seen.append(smiles)
         return compute(smiles, names)
 
-    monkeypatch.setattr(module, "_cached_descriptors", functools.lru_cache(maxsize=8)(counting))
+    monkeypatch.setattr(module, "_cached_descriptors", functools.lru_cache(maxsize=4)(counting))
     table = predictor.predict(["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"])
     assert (table["logS_sd"] > 0).all() and table["error"].eq("").all()
     assert seen == [("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")], \
