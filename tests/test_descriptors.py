@@ -218,3 +218,23 @@ def test_serve_predicts_and_explains_a_descriptor_model(make_descriptor_model, e
         assert body["results"][1]["error"].startswith("invalid SMILES")
         explained = client.post("/explain", json={"smiles": "c1ccccc1O"}).json()
         assert explained["error"] is None and len(explained["atom_attributions"]) == 7
+
+
+def test_long_inputs_use_a_process_pool_with_the_same_result(monkeypatch, esol50):
+    from smilesformer import descriptors as module
+
+    smiles = tuple(esol50["smiles"]) + ("C1CC",)
+    names = tuple(descriptor_names("rdkit"))
+    serial = module._descriptor_block(smiles, names)
+    monkeypatch.delenv(module.WORKERS_ENV, raising=False)
+    monkeypatch.setattr(module, "_pool_allowed", False)  # as in a fresh process; the CLI tests allow it
+    assert module.descriptor_workers() == 1, "a library call stays serial unless allowed"
+    module.allow_process_pool()
+    assert module.descriptor_workers() >= 1
+    monkeypatch.setenv(module.WORKERS_ENV, "2")
+    monkeypatch.setattr(module, "PARALLEL_MIN", 10)
+    module._cached_descriptors.cache_clear()
+    pooled = compute_descriptors(smiles, names)
+    module._cached_descriptors.cache_clear()
+    assert module._pool.cache_info().currsize == 1, "the pool was used (and is kept for the next call)"
+    assert np.array_equal(pooled, serial, equal_nan=True) and np.isnan(pooled[-1]).all()

@@ -39,6 +39,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show de
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
     logging.getLogger("smilesformer").setLevel(logging.INFO if not verbose else logging.DEBUG)
+    from .descriptors import allow_process_pool
+
+    allow_process_pool()  # the CLI's entry points are safe to spawn workers from
 
 
 def _fail(exc: Exception) -> None:

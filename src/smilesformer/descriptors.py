@@ -16,8 +16,11 @@ descriptor names and scaling travel inside it (config and buffers).
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -71,11 +74,25 @@ def compute_descriptors(smiles: Sequence[str], names: Sequence[str]) -> np.ndarr
 def _cached_descriptors(smiles: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
     from rdkit.Chem import Descriptors
 
-    functions = dict(Descriptors._descList)
-    unknown = [n for n in names if n not in functions]
+    unknown = [n for n in names if n not in dict(Descriptors._descList)]
     if unknown:
         raise SmilesformerError(f"this RDKit has no descriptor(s) {', '.join(unknown[:5])}: the model was trained "
                                 "with another RDKit version; install that version to use it")
+    workers = descriptor_workers()
+    if workers > 1 and len(smiles) >= PARALLEL_MIN:
+        step = -(-len(smiles) // (4 * workers))  # a few blocks per worker evens out slow molecules
+        blocks = [smiles[i:i + step] for i in range(0, len(smiles), step)]
+        out = np.concatenate(list(_pool(workers).map(_descriptor_block, blocks, [names] * len(blocks))))
+    else:
+        out = _descriptor_block(smiles, names)
+    out.flags.writeable = False  # shared by the cache
+    return out
+
+
+def _descriptor_block(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    from rdkit.Chem import Descriptors
+
+    functions = dict(Descriptors._descList)
     out = np.full((len(smiles), len(names)), np.nan)
     for i, text in enumerate(smiles):
         mol, _ = parse_smiles(text)
@@ -87,9 +104,39 @@ def _cached_descriptors(smiles: tuple[str, ...], names: tuple[str, ...]) -> np.n
             except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is NaN, not fatal
                 pass
     out[~np.isfinite(out)] = np.nan
-    out = np.clip(out, -_FLOAT32_SAFE, _FLOAT32_SAFE)
-    out.flags.writeable = False  # shared by the cache
-    return out
+    return np.clip(out, -_FLOAT32_SAFE, _FLOAT32_SAFE)
+
+
+PARALLEL_MIN = 2000
+"""Inputs at least this long may be computed by a pool of processes (RDKit's descriptors are serial Python)."""
+WORKERS_ENV = "SMILESFORMER_DESCRIPTOR_WORKERS"
+_pool_allowed = False
+
+
+def allow_process_pool() -> None:
+    """Let long inputs use a pool of one process per CPU. The CLI calls this; a library user calls it (or sets
+    $SMILESFORMER_DESCRIPTOR_WORKERS) only from a script whose work sits under ``if __name__ == "__main__":``,
+    because the spawned workers import the main module again."""
+    global _pool_allowed
+    _pool_allowed = True
+
+
+def descriptor_workers() -> int:
+    """Processes that compute descriptors: $SMILESFORMER_DESCRIPTOR_WORKERS, else the usable CPUs once
+    ``allow_process_pool`` was called, else 1 (serial)."""
+    value = os.environ.get(WORKERS_ENV)
+    if value:
+        return max(1, int(value))
+    if not _pool_allowed:
+        return 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=1)
+def _pool(workers: int) -> ProcessPoolExecutor:
+    # Started once and kept: a spawned worker imports RDKit in about a second, too slow to pay per chunk.
+    # spawn, not fork: forking a process whose torch already runs threads can deadlock.
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 class RobertaWithDescriptorsConfig(RobertaConfig):
