@@ -3,7 +3,7 @@
 For every data set, split kind and seed it writes one split file (cleaned SMILES, labels, and a
 ``split`` column of train / val / test) and trains each model on it:
 
-- ``bundled``: smilesformer fine-tuned from the bundled pretrained model;
+- ``bundled``: smilesformer fine-tuned from the bundled pretrained model, reading SMILES only;
 - ``random``: the same architecture and tokenizer from random weights;
 - ``rf``: scikit-learn random forest on Morgan count fingerprints (radius 2, 2048 bits), trained on train;
 - ``rf-rdkit``: the same forest on RDKit's 2D descriptors (the features ``--descriptors rdkit`` adds);
@@ -108,7 +108,7 @@ def run_smilesformer(base: str, overrides: dict, path: Path, info: dict, seed: i
                       split="column", split_col="split")
     train = dataclasses.replace(
         TrainConfig(epochs=args.epochs, early_stopping_patience=args.patience, batch_size=args.batch_size,
-                    seed=seed, progress=False), **overrides)
+                    seed=seed, progress=False, descriptors="none"), **overrides)  # SMILES only unless +desc=
     result = run_finetune(data, model, train, work)
     preds = pd.read_csv(work / "test_predictions.csv")
     extra = {"epochs_run": json.loads((work / "history.json").read_text())[-1].get("epoch")}

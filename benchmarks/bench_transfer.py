@@ -40,7 +40,8 @@ def main() -> None:
         data = DataConfig("aqsoldb", split="scaffold", fractions=(0.8, 0.1, 0.1), seed=seed, bad_input="skip")
         for label, model in MODELS.items():
             train = TrainConfig(epochs=args.epochs, early_stopping_patience=args.patience, learning_rate=args.lr,
-                                batch_size=args.batch_size, seed=seed, progress=False)
+                                batch_size=args.batch_size, seed=seed, progress=False,
+                                descriptors="none")  # what the encoder learned, with nothing beside it
             out = Path(args.runs) / f"{model.replace(':', '_')}_seed{seed}"
             result = run_finetune(data, model, train, out)
             test = result.metrics["test"]["per_target"]["Solubility"]

@@ -128,3 +128,16 @@ def test_predict_cli_on_an_ensemble_keeps_rows(ensemble_run, tmp_path):
 def test_single_model_without_tta_has_no_spread_columns(tiny_regressor_dir):
     out = load_predictor(tiny_regressor_dir).predict(["CCO"])
     assert list(out.columns) == ["logS_pred", "error"]
+
+
+def test_evaluate_reports_the_spread_quality_of_an_ensemble(ensemble_run, esol50, tmp_path):
+    from smilesformer import run_evaluate
+
+    table = pd.concat([esol50, pd.DataFrame({"smiles": ["C1CC"], "logS": [0.0]})], ignore_index=True)
+    table.to_csv(tmp_path / "labelled.csv", index=False)
+    result = run_evaluate(ensemble_run.model_dir, tmp_path / "labelled.csv", out_dir=tmp_path / "eval")
+    assert result.metrics["invalid_rows"] == 1
+    quality = result.metrics["uncertainty"]["logS"]
+    assert quality["n"] == 50 and 0 <= quality["coverage_90"] <= 1 and quality["mean_interval_width"] > 0
+    assert -1 <= quality["spearman_sd_abs_error"] <= 1
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["uncertainty"] == result.metrics["uncertainty"]

@@ -180,10 +180,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         p = prediction_matrix(predictor.meta, preds)
         metrics[name] = compute_metrics(predictor.meta, y[idx], p)
         if spread and regression:
-            scales = predictor.meta.interval_scale or [GAUSSIAN_Z90] * len(targets)
-            metrics[name]["uncertainty"] = {
-                t: uncertainty_metrics(y[idx, j], p[:, j], preds[f"{t}_sd"].to_numpy(float), scales[j])
-                for j, t in enumerate(targets)}
+            metrics[name]["uncertainty"] = _uncertainty(predictor.meta, y[idx], p, preds)
         if name == "test":
             out = table.iloc[idx][["row", "smiles", *targets]].reset_index(drop=True)
             pd.concat([out, preds.drop(columns="error")], axis=1).to_csv(out_dir / "test_predictions.csv", index=False)
@@ -205,11 +202,19 @@ def _read_input(data: str | Path, smiles_col: str | None) -> tuple[pd.DataFrame,
     return table, col
 
 
+def _uncertainty(meta, y: np.ndarray, p: np.ndarray, preds: pd.DataFrame) -> dict:
+    """Per regression target, how well the prediction spread ranks and bounds the errors."""
+    scales = meta.interval_scale or [GAUSSIAN_Z90] * len(meta.targets)
+    return {t: uncertainty_metrics(y[:, j], p[:, j], preds[f"{t}_sd"].to_numpy(float), scales[j])
+            for j, t in enumerate(meta.targets)}
+
+
 def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None = None,
                  out_dir: str | Path | None = None, batch_size: int = 128) -> RunResult:
     """Score a saved model on a labelled table (its target columns must be present).
 
-    Invalid rows and rows without labels are left out of the metrics and counted.
+    Invalid rows and rows without labels are left out of the metrics and counted. An ensemble or a model
+    with test-time augmentation also gets the quality of its spread (``uncertainty``), as in fine-tuning.
     """
     model = load_predictor(model_dir)
     table, col = _read_input(data, smiles_col)
@@ -218,6 +223,8 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
     y = table[model.meta.targets].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     ok = (preds["error"] == "").to_numpy()
     metrics = compute_metrics(model.meta, y[ok], prediction_matrix(model.meta, preds)[ok])
+    if has_spread(model.meta) and model.meta.task is Task.regression:
+        metrics["uncertainty"] = _uncertainty(model.meta, y[ok], prediction_matrix(model.meta, preds)[ok], preds[ok])
     metrics["invalid_rows"] = int((~ok).sum())
     out_path = None
     if out_dir is not None:
