@@ -135,6 +135,11 @@ def _accuracy(name: str, r: dict) -> list[str]:
              f"{'/'.join(str(round(f * 100)) for f in r['fractions'])} train/val/test, one split file per "
              "data set, split kind and seed, read by every model; test-set "
              "metrics, mean ± sd over seeds.", ""]
+    if r["settings"].get("only_finished"):
+        lines[-2] += (" The command trained nothing: it gathered runs that other processes of the suite had "
+                      "finished with the same settings in the same work folder.")
+    if r.get("missing"):
+        lines += [f"Not finished, so not in the table: {', '.join(r['missing'])}.", ""]
     rows = r["summary"]
     for task, metrics in (("regression", ("rmse", "mae", "r2")), ("classification", ("roc_auc", "pr_auc"))):
         block = [x for x in rows if x["task"] == task]
