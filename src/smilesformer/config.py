@@ -154,7 +154,7 @@ class TrainConfig:
     """Models trained with seeds seed, seed+1, ...; their predictions are averaged, their spread reported."""
     layer_lr_decay: float = 1.0
     """Layer-wise learning-rate decay: layer k below the head trains at learning_rate x decay**k (1 = off)."""
-    descriptors: str = "none"
+    descriptors: str = "auto"
     """"rdkit": the head also reads the molecule's RDKit 2D descriptors (RoBERTa encoders); "none": SMILES only;
     "auto": rdkit on a RoBERTa encoder, none on others. Used where a run creates its model (``run_finetune``)."""
 
