@@ -124,6 +124,8 @@ def allow_process_pool() -> None:
 def descriptor_workers() -> int:
     """Processes that compute descriptors: $SMILESFORMER_DESCRIPTOR_WORKERS, else the usable CPUs once
     ``allow_process_pool`` was called, else 1 (serial)."""
+    if multiprocessing.current_process().daemon:  # a pool worker itself may not start processes
+        return 1
     value = os.environ.get(WORKERS_ENV)
     if value:
         return max(1, int(value))
@@ -260,6 +262,8 @@ def descriptor_inputs(net: torch.nn.Module, smiles: Sequence[str]) -> dict[str, 
 
 def _descriptor_config(base: RobertaConfig, descriptor_set: str, **overrides) -> RobertaWithDescriptorsConfig:
     skip = {"model_type", "architectures", "transformers_version", "descriptor_set", "descriptor_names"}
+    if "num_labels" in overrides:  # the base's label names belong to its own head
+        skip |= {"id2label", "label2id"}
     values = {k: v for k, v in base.to_dict().items() if k not in skip}
     values.update(overrides)
     names = descriptor_names(descriptor_set)
