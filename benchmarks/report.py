@@ -78,6 +78,19 @@ def _transfer(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _descriptors(r: dict) -> list[str]:
+    return ["## The descriptor head at predict time", "",
+            f"`python benchmarks/bench_descriptors.py --n {r['molecules']}`: the first {r['molecules']:,} MOSES "
+            f"SMILES, {r['threads']} torch threads, a descriptor pool of {r['workers']} processes; load average "
+            f"{r['load_average_1min_at_start']} at the start.", "",
+            "| | molecules/s |", "|---|---|",
+            f"| RDKit 2D descriptors, serial | {r['descriptors_per_second_serial']:,.0f} |",
+            f"| RDKit 2D descriptors, process pool | {r['descriptors_per_second_pool']:,.0f} |",
+            f"| streamed predict, plain head | {r['predict_per_second_none']:,.0f} |",
+            f"| streamed predict, descriptor head | {r['predict_per_second_rdkit']:,.0f} |", "",
+            f"The descriptor head makes prediction {r['predict_slowdown_with_descriptors']}x slower here.", ""]
+
+
 def _serve(r: dict) -> list[str]:
     lat = r["latency_ms"]
     return ["## Web service under load (loopback)", "",
@@ -181,6 +194,8 @@ def main() -> None:
                   "`python benchmarks/bench_inference.py` (see docs/embeddings.md).", ""]
     if (r := _load("serve.json")) is not None:
         lines += _serve(r)
+    if (r := _load("descriptors.json")) is not None:
+        lines += _descriptors(r)
     for path in sorted(RESULTS.glob("accuracy*.json")):
         lines += _accuracy(path.stem, json.loads(path.read_text()))
     out = Path(__file__).parent.parent / "BENCHMARKS.md"
