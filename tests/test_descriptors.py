@@ -225,7 +225,7 @@ def test_long_inputs_use_a_process_pool_with_the_same_result(monkeypatch, esol50
 
     smiles = tuple(esol50["smiles"]) + ("C1CC",)
     names = tuple(descriptor_names("rdkit"))
-    serial = module._descriptor_block(smiles, names)
+    serial = module.descriptor_block(smiles, names)
     monkeypatch.delenv(module.WORKERS_ENV, raising=False)
     monkeypatch.setattr(module, "_pool_allowed", False)  # as in a fresh process; the CLI tests allow it
     assert module.descriptor_workers() == 1, "a library call stays serial unless allowed"

@@ -37,12 +37,15 @@ __all__ = [
     "RobertaWithDescriptorsConfig",
     "RobertaWithDescriptorsForSequenceClassification",
     "compute_descriptors",
+    "descriptor_block",
     "descriptor_names",
     "descriptor_inputs",
     "uses_descriptors",
 ]
 
 DESCRIPTOR_SETS = ("none", "rdkit")
+MODEL_TYPE = "smilesformer-roberta-descriptors"
+ENCODER_TYPES = ("roberta", MODEL_TYPE)  # the model types the head goes on
 CLIP = 6.0  # scaled descriptors are clipped to +-CLIP: a few (Ipc, say) reach 1e30 on large molecules
 _FLOAT32_SAFE = 1e30
 
@@ -82,14 +85,15 @@ def _cached_descriptors(smiles: tuple[str, ...], names: tuple[str, ...]) -> np.n
     if workers > 1 and len(smiles) >= PARALLEL_MIN:
         step = -(-len(smiles) // (4 * workers))  # a few blocks per worker evens out slow molecules
         blocks = [smiles[i:i + step] for i in range(0, len(smiles), step)]
-        out = np.concatenate(list(_pool(workers).map(_descriptor_block, blocks, [names] * len(blocks))))
+        out = np.concatenate(list(_pool(workers).map(descriptor_block, blocks, [names] * len(blocks))))
     else:
-        out = _descriptor_block(smiles, names)
+        out = descriptor_block(smiles, names)
     out.flags.writeable = False  # shared by the cache
     return out
 
 
-def _descriptor_block(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
+def descriptor_block(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
+    """``compute_descriptors`` in this process, uncached: for callers that run their own pool (pretraining)."""
     from rdkit.Chem import Descriptors
 
     functions = dict(Descriptors._descList)
@@ -144,7 +148,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 class RobertaWithDescriptorsConfig(RobertaConfig):
     """A RoBERTa config that also names the descriptors its head reads."""
 
-    model_type = "smilesformer-roberta-descriptors"
+    model_type = MODEL_TYPE
 
     def __init__(self, descriptor_set: str = "rdkit", descriptor_names: list[str] | None = None, **kwargs):
         super().__init__(**kwargs)
@@ -273,7 +277,7 @@ def _descriptor_config(base: RobertaConfig, descriptor_set: str, **overrides) ->
 def with_descriptor_head(source: str, descriptor_set: str, **config_overrides) -> torch.nn.Module:
     """The encoder weights of ``source`` (a RoBERTa checkpoint) under a new, randomly initialized descriptor head."""
     base = AutoConfig.from_pretrained(source)
-    if base.model_type not in ("roberta", RobertaWithDescriptorsConfig.model_type):
+    if base.model_type not in ENCODER_TYPES:
         raise SmilesformerError(f"the descriptor head is built for RoBERTa encoders; {source} is a "
                                 f"{base.model_type!r} model. Leave descriptors at 'none' for it")
     config = _descriptor_config(base, descriptor_set, **config_overrides)

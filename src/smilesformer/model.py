@@ -30,7 +30,7 @@ from .config import DEFAULT_MODEL, Task, TrainConfig
 from .data import SmilesformerError
 from .descriptors import (
     DESCRIPTOR_SETS,
-    RobertaWithDescriptorsConfig,
+    ENCODER_TYPES,
     descriptor_model_from_config,
     with_descriptor_head,
 )
@@ -167,7 +167,7 @@ def _resolve_descriptors(kind: str, config) -> str:
     """``auto``: the RDKit descriptor head where it can go (a RoBERTa encoder), else none."""
     if kind != "auto":
         return kind
-    return "rdkit" if config.model_type in ("roberta", RobertaWithDescriptorsConfig.model_type) else "none"
+    return "rdkit" if config.model_type in ENCODER_TYPES else "none"
 
 
 class SmilesModel:

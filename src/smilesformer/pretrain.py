@@ -24,7 +24,7 @@ from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassificatio
 
 from .config import Objective, PretrainConfig, TokenizerKind, save_config
 from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles
-from .descriptors import compute_descriptors as compute_rdkit_descriptors
+from .descriptors import descriptor_block
 from .descriptors import descriptor_names as rdkit_descriptor_names
 from .model import make_config
 from .tokenization import build_regex_tokenizer, coverage_report, element_tokens, train_bpe_tokenizer
@@ -159,7 +159,7 @@ def descriptor_names() -> list[str]:
 
 
 def _descriptor_chunk(chunk: list[str]) -> np.ndarray:
-    return compute_rdkit_descriptors(chunk, descriptor_names()).astype(np.float32)
+    return descriptor_block(chunk, descriptor_names()).astype(np.float32)
 
 
 class DescriptorCache:

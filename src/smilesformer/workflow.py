@@ -222,9 +222,10 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
     preds = model.predict(table[col].tolist(), batch_size=batch_size)
     y = table[model.meta.targets].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     ok = (preds["error"] == "").to_numpy()
-    metrics = compute_metrics(model.meta, y[ok], prediction_matrix(model.meta, preds)[ok])
+    p = prediction_matrix(model.meta, preds)
+    metrics = compute_metrics(model.meta, y[ok], p[ok])
     if has_spread(model.meta) and model.meta.task is Task.regression:
-        metrics["uncertainty"] = _uncertainty(model.meta, y[ok], prediction_matrix(model.meta, preds)[ok], preds[ok])
+        metrics["uncertainty"] = _uncertainty(model.meta, y[ok], p[ok], preds[ok])
     metrics["invalid_rows"] = int((~ok).sum())
     out_path = None
     if out_dir is not None:
@@ -232,7 +233,7 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
         out_path.mkdir(parents=True, exist_ok=True)
         (out_path / "metrics.json").write_text(json.dumps(metrics, indent=2))
         pd.concat([table, preds], axis=1).to_csv(out_path / "predictions.csv", index=False)
-        _write_plots(model.meta, y[ok], prediction_matrix(model.meta, preds)[ok], out_path, "evaluation")
+        _write_plots(model.meta, y[ok], p[ok], out_path, "evaluation")
     return RunResult(out_path or Path("."), metrics, Path(model_dir))
 
 
