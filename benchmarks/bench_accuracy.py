@@ -7,10 +7,12 @@ For every data set, split kind and seed it writes one split file (cleaned SMILES
 - ``random``: the same architecture and tokenizer from random weights;
 - ``rf``: scikit-learn random forest on Morgan count fingerprints (radius 2, 2048 bits), trained on train;
 - ``rf-rdkit``: the same forest on RDKit's 2D descriptors (the features ``--descriptors rdkit`` adds);
+- ``gbm-rdkit``: the gradient-boosted trees smilesformer blends in (``--trees gbm``), alone, on the same
+  descriptors and with the same settings (``smilesformer.trees``);
 - ``chemprop``: chemprop 2.x (``chemprop train`` with ``--splits-column``), from its own environment
   (``make bench-env`` builds ``.venv-chemprop``; its RDKit pin differs from ours);
 - variants for ablations: ``bundled+aug=10``, ``+tta=10``, ``+ens=3``, ``+llrd=0.8``, ``+lr=3e-4``, ``+desc=rdkit``,
-  combinable (``bundled+aug=10+tta=10``).
+  ``+trees=gbm``, combinable (``bundled+aug=10+tta=10``).
 
 All models are scored by the same code on the same test rows. Output: ``benchmarks/results/accuracy[_TAG].json``
 (every run, mean and sd, hardware, wall time), ``.csv`` (the summary) and ``_<split>.png`` bar charts;
@@ -54,8 +56,8 @@ CLASSIFICATION_METRICS = ("roc_auc", "pr_auc")
 FRACTIONS = (0.8, 0.1, 0.1)
 VARIANT_KEYS = {"aug": ("augment", int), "tta": ("tta", int), "ens": ("ensemble", int),
                 "llrd": ("layer_lr_decay", float), "lr": ("learning_rate", float), "ep": ("epochs", int),
-                "desc": ("descriptors", str)}
-BASE_MODELS = ("bundled", "random", "rf", "rf-rdkit", "chemprop")
+                "desc": ("descriptors", str), "trees": ("trees", str)}
+BASE_MODELS = ("bundled", "random", "rf", "rf-rdkit", "gbm-rdkit", "chemprop")
 
 
 # split files ------------------------------------------------------------------------------------------------
@@ -108,7 +110,8 @@ def run_smilesformer(base: str, overrides: dict, path: Path, info: dict, seed: i
                       split="column", split_col="split")
     train = dataclasses.replace(
         TrainConfig(epochs=args.epochs, early_stopping_patience=args.patience, batch_size=args.batch_size,
-                    seed=seed, progress=False, descriptors="none"), **overrides)  # SMILES only unless +desc=
+                    seed=seed, progress=False, descriptors="none", trees="none"),
+        **overrides)  # SMILES only, no trees, unless +desc= / +trees=
     result = run_finetune(data, model, train, work)
     preds = pd.read_csv(work / "test_predictions.csv")
     extra = {"epochs_run": json.loads((work / "history.json").read_text())[-1].get("epoch")}
@@ -151,6 +154,21 @@ def run_rf(path: Path, info: dict, seed: int, args: argparse.Namespace,
             rf = RandomForestClassifier(n_estimators=args.rf_trees, n_jobs=-1, random_state=seed)
             rf.fit(x_train[keep], train[t][keep].astype(int))
             preds[f"{t}_prob"] = rf.predict_proba(x_test)[:, list(rf.classes_).index(1)]
+    return preds, {}
+
+
+def run_gbm(path: Path, info: dict, seed: int) -> tuple[pd.DataFrame, dict]:
+    from smilesformer.trees import fit_trees, tree_outputs
+
+    table = pd.read_csv(path)
+    train, test = table[table["split"] == "train"], table[table["split"] == "test"].reset_index(drop=True)
+    task = Task(info["task"])
+    trees = fit_trees(task, 2, train["smiles"].tolist(), train[info["targets"]].to_numpy(float), seed)
+    out = tree_outputs(trees, task, 2, test["smiles"].tolist())
+    preds = test[["smiles", *info["targets"]]].copy()
+    suffix = "_pred" if task is Task.regression else "_prob"
+    for j, t in enumerate(info["targets"]):
+        preds[f"{t}{suffix}"] = out[:, j]
     return preds, {}
 
 
@@ -220,6 +238,8 @@ def run_one(spec: str, path: Path, info: dict, seed: int, work: Path, args: argp
         preds, extra = run_rf(path, info, seed, args)
     elif base == "rf-rdkit":
         preds, extra = run_rf(path, info, seed, args, features=_rdkit_descriptors)
+    elif base == "gbm-rdkit":
+        preds, extra = run_gbm(path, info, seed)
     else:
         preds, extra = run_chemprop(path, info, seed, work, args)
     result = {"metrics": score(preds, info), "seconds": round(time.perf_counter() - started, 1), **extra}

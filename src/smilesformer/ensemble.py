@@ -71,6 +71,9 @@ class SmilesEnsemble:
         self.members = list(members)
         self.meta = copy.deepcopy(first)
         self.meta.ensemble_size = len(self.members)
+        self.meta.tree_weights = None
+        self.trees = None
+        """``trees.Trees`` blended with the members' mean (see ``meta.tree_weights``), or None."""
 
     def predict(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
         from .evaluate import predict_table
@@ -88,6 +91,10 @@ class SmilesEnsemble:
             names.append(f"member_{k}")
         (folder / ENSEMBLE_FILE).write_text(json.dumps({"members": names}, indent=2))
         self.meta.save(folder)
+        if self.trees is not None:
+            from .trees import save_trees
+
+            save_trees(self.trees, folder)
         return folder
 
     @classmethod
@@ -96,6 +103,10 @@ class SmilesEnsemble:
         names = json.loads((folder / ENSEMBLE_FILE).read_text())["members"]
         ensemble = cls([SmilesModel.from_pretrained(folder / name) for name in names])
         ensemble.meta = ModelMeta.load(folder)
+        if ensemble.meta.tree_weights is not None:
+            from .trees import load_trees
+
+            ensemble.trees = load_trees(folder)
         return ensemble
 
     def to(self, device: str | torch.device) -> SmilesEnsemble:

@@ -189,6 +189,8 @@ def predict_with_spread(model, smiles: Sequence[str], batch_size: int = 128,
 
     ``model`` is a ``SmilesModel`` or a ``SmilesEnsemble``; variants are the SMILES as given plus
     ``model.meta.tta`` randomized SMILES of each. With one model and no augmentation the spread is None.
+    A model with trees (``meta.tree_weights``) blends the mean with the trees' output; the spread stays the
+    transformer's (the interval scale, fitted on the blended predictions' errors, sets its size).
     """
     from .ensemble import randomized_smiles
 
@@ -200,9 +202,14 @@ def predict_with_spread(model, smiles: Sequence[str], batch_size: int = 128,
     # descriptors depend on the molecule, not its spelling: computed once, from the SMILES as given
     outputs = np.stack([predict_outputs(m, v, batch_size, progress, descriptors_of=variants[0])
                         for m in members for v in variants])
-    if len(outputs) == 1:
-        return outputs[0], None
-    return outputs.mean(axis=0), outputs.std(axis=0)
+    mean, sd = outputs.mean(axis=0), (outputs.std(axis=0) if len(outputs) > 1 else None)
+    if model.meta.tree_weights is not None:
+        from .trees import blend, blend_columns, tree_outputs
+
+        meta = model.meta
+        mean = blend(mean, tree_outputs(model.trees, meta.task, meta.n_classes, variants[0]),
+                     blend_columns(meta.tree_weights, meta.n_classes, meta.task))
+    return mean, sd
 
 
 def predict_table(model, smiles: Sequence[str], batch_size: int = 128,

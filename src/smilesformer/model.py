@@ -128,6 +128,9 @@ class ModelMeta:
     """Member models whose predictions are averaged (an ensemble folder; 1 for a single model)."""
     interval_scale: list[float] | None = None
     """Per target, the multiple of the prediction spread that gives a 90% interval (fitted on the valid set)."""
+    tree_weights: list[float] | None = None
+    """Per target, the transformer's weight in its blend with gradient-boosted trees on RDKit descriptors
+    (saved as trees.skops; the trees get 1 - w, see ``trees``); None: the transformer alone."""
     version: str = __version__
     extra: dict = field(default_factory=dict)
 
@@ -182,6 +185,8 @@ class SmilesModel:
         self.tokenizer = tokenizer
         self.meta = meta
         self.history: list[dict] = []
+        self.trees = None
+        """``trees.Trees`` blended with the transformer (see ``meta.tree_weights``), or None."""
 
     # construction -----------------------------------------------------------------------------------------
     @classmethod
@@ -247,7 +252,12 @@ class SmilesModel:
                     )
         except OSError as exc:
             raise _offline_error(str(name_or_path), exc) from exc
-        return cls(model, tokenizer, meta)
+        out = cls(model, tokenizer, meta)
+        if task is None and meta.tree_weights is not None:
+            from .trees import load_trees
+
+            out.trees = load_trees(folder)
+        return out
 
     @classmethod
     def from_scratch(
@@ -366,6 +376,10 @@ class SmilesModel:
         self.model.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
         self.meta.save(folder)
+        if self.trees is not None:
+            from .trees import save_trees
+
+            save_trees(self.trees, folder)
         return folder
 
     @property

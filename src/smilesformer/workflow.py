@@ -29,6 +29,7 @@ from .model import SmilesModel, bundled_model_path
 from .plots import plot_parity, plot_roc, plot_training_curve
 from .splits import column_split, random_split, scaffold_split
 from .train import distributed_state
+from .trees import fit_blend
 
 __all__ = ["RunResult", "run_finetune", "run_evaluate", "run_predict", "run_demo", "environment_info"]
 
@@ -153,6 +154,12 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         return RunResult(out_dir, {}, None, notes + [f"process {state.process_index} of {state.num_processes}: "
                                                      "the run folder is written by process 0"])
     predictor = members[0] if len(members) == 1 else SmilesEnsemble(members)
+    if train.trees != "none":
+        fit_blend(predictor, [smiles[i] for i in train_idx], y[train_idx],
+                  [smiles[i] for i in valid_idx] if len(valid_idx) else None,
+                  y[valid_idx] if len(valid_idx) else None, seed=train.seed, batch_size=train.eval_batch_size)
+        notes.append(f"blended with gradient-boosted trees on RDKit descriptors; transformer weight per target: "
+                     f"{predictor.meta.tree_weights}")
     spread = has_spread(predictor.meta) and predictor.meta.n_classes <= 2
     regression = loaded.task is Task.regression
     if spread and regression and len(valid_idx):
@@ -172,7 +179,8 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
                      "skipped_rows": len(loaded.bad), "ensemble": train.ensemble, "tta": train.tta,
                      "augment": train.augment,
                      "descriptors": members[0].model.config.descriptor_set if uses_descriptors(members[0].model)
-                     else "none"}
+                     else "none",
+                     "tree_weights": predictor.meta.tree_weights}
     for name, idx in (("valid", valid_idx), ("test", test_idx)):
         if len(idx) == 0:
             continue

@@ -54,6 +54,21 @@ def _prediction(model, smiles: str) -> dict[str, float]:
     return {k: float(v) for k, v in row.items() if k != "error"}
 
 
+def _blend(model, smiles: str, target: int) -> dict | None:
+    """With trees blended in: the prediction is ``transformer_weight * output_value + (1 - w) * trees_output``,
+    and the attribution explains the transformer's part only."""
+    meta = model.meta
+    if meta.tree_weights is None:
+        return None
+    from ..trees import blend_columns, tree_outputs
+
+    weight = float(blend_columns(meta.tree_weights, meta.n_classes, meta.task)[target])
+    trees = float(tree_outputs(model.trees, meta.task, meta.n_classes, [smiles.strip()])[0, target])
+    return {"transformer_weight": weight, "trees_output": None if np.isnan(trees) else trees,
+            "note": "the prediction blends the transformer's output with gradient-boosted trees on RDKit "
+                    "descriptors; the attribution explains the transformer's part"}
+
+
 def _attribution_legend(attr: Attribution) -> str:
     return (f"IG of {attr.output} = {attr.value:.3g} (baseline {attr.baseline_value:.3g}), "
             f"completeness gap {attr.completeness_gap:.1e}")
@@ -75,7 +90,8 @@ def explain_molecule(model, smiles: str, layer: int | None = None, head: int | N
         ``smiles``, ``prediction`` (column -> value, as ``model.predict``), ``tokens`` (specials included),
         ``token_atoms`` (atom indices per token, [] for a non-atom token), ``n_atoms``, ``atom_attributions``,
         ``token_attributions``, ``attributed_output``, ``output_value``, ``baseline_value``,
-        ``completeness_gap``, ``attribution_svg``, ``attention`` ({"layers", "heads", "weights":
+        ``completeness_gap``, ``blend`` (None, or the trees' weight and output where the model blends them in),
+        ``attribution_svg``, ``attention`` ({"layers", "heads", "weights":
         [layer][head][T][T]}), ``atom_attention`` ({"layers", "heads", "weights": [layer][head][n_atoms]},
         the attention each atom receives averaged over query tokens), ``attention_svg`` and ``error`` (None).
 
@@ -106,6 +122,7 @@ def _explain(model, smiles: str, layer: int | None, head: int | None, target: in
         "output_value": attr.value,
         "baseline_value": attr.baseline_value,
         "completeness_gap": attr.completeness_gap,
+        "blend": _blend(model, smiles, target),
         "attribution_svg": draw_atom_heatmap(smiles, attr.atom_attributions, "svg", legend=_attribution_legend(attr)),
         "attention": {"layers": int(layers), "heads": int(heads), "layer": layer, "head": head,
                       "weights": np.round(result.weights.astype(float), 4).tolist()},
