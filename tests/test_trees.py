@@ -144,7 +144,7 @@ def test_finetune_blends_by_default_and_not_with_trees_none(esol50_path, tmp_pat
     assert not (tmp_path / "b" / "model" / TREE_FILE).exists()
     bad = CliRunner().invoke(app, ["finetune", "--data", str(esol50_path), "--target", "logS", "--trees", "xgb",
                                    "--out", str(tmp_path / "c")])
-    assert bad.exit_code != 0 and "trees must be 'gbm' or 'none'" in bad.output
+    assert bad.exit_code != 0 and "trees must be 'auto', 'gbm' or 'none'" in bad.output
 
 
 def test_ensemble_with_trees_keeps_the_transformer_spread(esol50_path, tmp_path):
@@ -158,3 +158,18 @@ def test_ensemble_with_trees_keeps_the_transformer_spread(esol50_path, tmp_path)
     preds = pd.read_csv(run.out_dir / "test_predictions.csv")
     assert (preds["logS_sd"] > 0).all(), "the members' spread survives the blend"
     assert "uncertainty" in run.metrics["test"]
+
+
+def test_classification_blends_only_when_asked(esol50, tmp_path):
+    table = esol50.assign(soluble=(esol50["logS"] > esol50["logS"].median()).astype(int))
+    path = tmp_path / "soluble.csv"
+    table[["smiles", "soluble"]].to_csv(path, index=False)
+    data = DataConfig(str(path), smiles_col="smiles", target_cols=["soluble"], task="classification",
+                      fractions=(0.6, 0.2, 0.2))
+    auto = run_finetune(data, "random:tiny", TrainConfig(epochs=1, batch_size=16, progress=False), tmp_path / "a")
+    assert auto.metrics["tree_weights"] is None, "auto blends regression models only"
+    gbm = run_finetune(data, "random:tiny", TrainConfig(epochs=1, batch_size=16, progress=False, trees="gbm"),
+                       tmp_path / "b")
+    assert len(gbm.metrics["tree_weights"]) == 1
+    probs = load_predictor(gbm.model_dir).predict(table["smiles"].tolist())["soluble_prob"]
+    assert probs.between(0, 1).all()

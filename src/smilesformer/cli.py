@@ -93,7 +93,7 @@ def finetune(
     ensemble: Annotated[int, typer.Option(help="Models trained with seeds seed..seed+n-1 and averaged; gives a spread.")] = TrainConfig.ensemble,
     layer_lr_decay: Annotated[float, typer.Option(help="Layer-wise learning-rate decay per layer below the head; 1 = off.")] = TrainConfig.layer_lr_decay,
     descriptors: Annotated[str, typer.Option(help="'rdkit': the head also reads RDKit 2D descriptors; 'none': SMILES only; 'auto': rdkit on RoBERTa encoders.")] = TrainConfig.descriptors,
-    trees: Annotated[str, typer.Option(help="'gbm': blend with gradient-boosted trees on RDKit descriptors (weight chosen on the valid set); 'none': the transformer alone.")] = TrainConfig.trees,
+    trees: Annotated[str, typer.Option(help="'gbm': blend with gradient-boosted trees on RDKit descriptors (weight chosen on the valid set); 'none': the transformer alone; 'auto': gbm for regression.")] = TrainConfig.trees,
     out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
 ) -> None:
     """Fine-tune a model on a labelled table and write a run folder (model, metrics, plots, split).

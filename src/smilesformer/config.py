@@ -157,16 +157,17 @@ class TrainConfig:
     descriptors: str = "auto"
     """"rdkit": the head also reads the molecule's RDKit 2D descriptors (RoBERTa encoders); "none": SMILES only;
     "auto": rdkit on a RoBERTa encoder, none on others. Used where a run creates its model (``run_finetune``)."""
-    trees: str = "gbm"
+    trees: str = "auto"
     """"gbm": blend the fine-tuned model with gradient-boosted trees on RDKit descriptors, one weight per target
-    chosen on the validation set (see ``trees``); "none": the transformer alone. Used by ``run_finetune``."""
+    chosen on the validation set (see ``trees``); "none": the transformer alone; "auto": gbm for regression
+    (where it was measured to help), none for classification. Used by ``run_finetune``."""
 
     def __post_init__(self) -> None:
         self.precision = Precision(self.precision)
         if self.descriptors not in ("auto", "none", "rdkit"):
             raise ValueError(f"descriptors must be 'auto', 'none' or 'rdkit', got {self.descriptors!r}")
-        if self.trees not in ("gbm", "none"):
-            raise ValueError(f"trees must be 'gbm' or 'none', got {self.trees!r}")
+        if self.trees not in ("auto", "gbm", "none"):
+            raise ValueError(f"trees must be 'auto', 'gbm' or 'none', got {self.trees!r}")
         for name in ("augment", "tta"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -154,14 +154,14 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         return RunResult(out_dir, {}, None, notes + [f"process {state.process_index} of {state.num_processes}: "
                                                      "the run folder is written by process 0"])
     predictor = members[0] if len(members) == 1 else SmilesEnsemble(members)
-    if train.trees != "none":
+    regression = loaded.task is Task.regression
+    if train.trees == "gbm" or (train.trees == "auto" and regression):
         fit_blend(predictor, [smiles[i] for i in train_idx], y[train_idx],
                   [smiles[i] for i in valid_idx] if len(valid_idx) else None,
                   y[valid_idx] if len(valid_idx) else None, seed=train.seed, batch_size=train.eval_batch_size)
         notes.append(f"blended with gradient-boosted trees on RDKit descriptors; transformer weight per target: "
                      f"{predictor.meta.tree_weights}")
     spread = has_spread(predictor.meta) and predictor.meta.n_classes <= 2
-    regression = loaded.task is Task.regression
     if spread and regression and len(valid_idx):
         valid_preds = predictor.predict([smiles[i] for i in valid_idx], batch_size=train.eval_batch_size)
         predictor.meta.interval_scale = calibrate_interval(
