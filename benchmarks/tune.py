@@ -45,8 +45,9 @@ def objective(trial: optuna.Trial, files: dict, args: argparse.Namespace) -> flo
     for dataset, (path, info) in files.items():
         data = DataConfig(str(path), smiles_col="smiles", target_cols=info["targets"], task=info["task"],
                           split="column", split_col="split")
+        # no trees: their blend weight is picked on these same validation molecules, which would flatter them
         train = TrainConfig(epochs=args.epochs, early_stopping_patience=args.patience, seed=0, progress=False,
-                            **params)
+                            trees="none", **params)
         result = run_finetune(data, args.model, train, args.work / f"trial{trial.number}" / dataset)
         valid = result.metrics["valid"]["mean"]
         if info["task"] == "regression":

@@ -26,6 +26,7 @@ def test_model_specs_parse_and_typos_fail_early(suite):
     assert suite.parse_model("bundled+aug=10+tta=5+llrd=0.8+desc=rdkit") == (
         "bundled", {"augment": 10, "tta": 5, "layer_lr_decay": 0.8, "descriptors": "rdkit"})
     assert suite.parse_model("rf-rdkit") == ("rf-rdkit", {})
+    assert suite.parse_model("bundled+trees=gbm") == ("bundled", {"trees": "gbm"})
     with pytest.raises(SystemExit, match="unknown variant"):
         suite.parse_model("bundled+augment=3")
     with pytest.raises(SystemExit, match="smilesformer models only"):
@@ -34,7 +35,7 @@ def test_model_specs_parse_and_typos_fail_early(suite):
 
 @needs_shared_data
 def test_suite_runs_every_model_on_the_same_split_file(suite, tmp_path):
-    models = ["random+tta=2+desc=rdkit", "rf", "rf-rdkit"]
+    models = ["random+tta=2+desc=rdkit+trees=gbm", "rf", "rf-rdkit", "gbm-rdkit"]
     chemprop = Path(".venv-chemprop/bin/chemprop")
     if chemprop.is_file():  # `make test` builds it (make bench-env)
         models.append("chemprop")
