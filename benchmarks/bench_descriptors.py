@@ -2,8 +2,9 @@
 
 On the first N SMILES of the MOSES training set: RDKit's 2D descriptors computed serially and by the
 process pool the CLI uses (one process per CPU), then ``stream_predict`` (the path behind ``smilesformer
-predict``) with a plain regression head and with the descriptor head, both new heads on the bundled model
-(speed does not depend on the head's weights). Writes ``benchmarks/results/descriptors.json``.
+predict``) with a plain regression head, with the descriptor head, and with the descriptor head blended
+with gradient-boosted trees (``--trees gbm``), all new heads on the bundled model (speed does not depend on
+the head's weights). Writes ``benchmarks/results/descriptors.json``.
 
     python benchmarks/bench_descriptors.py [--n 20000] [--threads 2]
 """
@@ -32,7 +33,9 @@ def main() -> None:
 
     from smilesformer import SmilesModel
     from smilesformer import descriptors as d
+    from smilesformer.config import Task
     from smilesformer.streaming import stream_predict
+    from smilesformer.trees import fit_trees
 
     torch.set_num_threads(args.threads)
     d.allow_process_pool()  # as the CLI does
@@ -51,15 +54,22 @@ def main() -> None:
         d._cached_descriptors(smiles, names)
         results["descriptors_per_second_pool"] = round(n / (time.perf_counter() - started), 1)
         d._cached_descriptors.cache_clear()
-        for kind in ("none", "rdkit"):
-            head = SmilesModel.create("smilesformer-moses", "regression", ["y"], descriptors=kind)
+        for kind in ("none", "rdkit", "rdkit+trees"):
+            head = SmilesModel.create("smilesformer-moses", "regression", ["y"], descriptors=kind.split("+")[0])
+            if kind.endswith("+trees"):  # trees fitted on 2,000 of the molecules, to predict their Crippen logP
+                logp = d.descriptor_block(smiles[:2000], ["MolLogP"])
+                head.trees = fit_trees(Task.regression, 2, smiles[:2000], logp)
+                head.meta.tree_weights = [0.5]
             folder = head.save_pretrained(tmp / f"head_{kind}")
+            d._cached_descriptors.cache_clear()  # every variant computes its descriptors afresh
             started = time.perf_counter()
             stream_predict(folder, data, tmp / f"pred_{kind}.csv", resume=False, precision="fp32")
             results[f"predict_per_second_{kind}"] = round(n / (time.perf_counter() - started), 1)
     results["molecules"] = n
     results["predict_slowdown_with_descriptors"] = round(
         results["predict_per_second_none"] / results["predict_per_second_rdkit"], 2)
+    results["predict_slowdown_with_descriptors_and_trees"] = round(
+        results["predict_per_second_none"] / results["predict_per_second_rdkit+trees"], 2)
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

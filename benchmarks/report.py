@@ -87,8 +87,12 @@ def _descriptors(r: dict) -> list[str]:
             f"| RDKit 2D descriptors, serial | {r['descriptors_per_second_serial']:,.0f} |",
             f"| RDKit 2D descriptors, process pool | {r['descriptors_per_second_pool']:,.0f} |",
             f"| streamed predict, plain head | {r['predict_per_second_none']:,.0f} |",
-            f"| streamed predict, descriptor head | {r['predict_per_second_rdkit']:,.0f} |", "",
-            f"The descriptor head makes prediction {r['predict_slowdown_with_descriptors']}x slower here.", ""]
+            f"| streamed predict, descriptor head | {r['predict_per_second_rdkit']:,.0f} |",
+            *([f"| streamed predict, descriptor head + trees | {r['predict_per_second_rdkit+trees']:,.0f} |"]
+              if "predict_per_second_rdkit+trees" in r else []), "",
+            f"The descriptor head makes prediction {r['predict_slowdown_with_descriptors']}x slower here"
+            + (f"; with the trees blended in, {r['predict_slowdown_with_descriptors_and_trees']}x."
+               if "predict_slowdown_with_descriptors_and_trees" in r else "."), ""]
 
 
 def _serve(r: dict) -> list[str]:
