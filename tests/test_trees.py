@@ -173,3 +173,13 @@ def test_classification_blends_only_when_asked(esol50, tmp_path):
     assert len(gbm.metrics["tree_weights"]) == 1
     probs = load_predictor(gbm.model_dir).predict(table["smiles"].tolist())["soluble_prob"]
     assert probs.between(0, 1).all()
+
+
+def test_a_target_without_training_labels_gets_no_trees(esol50):
+    smiles = esol50["smiles"].tolist()
+    labels = np.stack([_logp(smiles), np.full(len(smiles), np.nan)], axis=1)
+    trees = fit_trees(Task.regression, 2, smiles, labels)
+    assert trees.models[0] is not None and trees.models[1] is None
+    out = tree_outputs(trees, Task.regression, 2, smiles)
+    assert np.isfinite(out[:, 0]).all() and np.isnan(out[:, 1]).all()
+    assert choose_weights(Task.regression, 2, labels, np.zeros((50, 2)), out, 2)[1] == 1.0
