@@ -21,7 +21,8 @@ skipped on a rerun, so an interrupted suite continues; ``--only-finished`` train
 runs finished so far (by any number of suites sharing ``--work``), listing the missing ones.
 
     python benchmarks/bench_accuracy.py [--datasets aqsoldb,esol,lipophilicity,bbbp,bace,clintox]
-        [--splits random,scaffold] [--seeds 3] [--aqsoldb-seeds 5] [--models bundled,random,rf,chemprop]
+        [--splits random,scaffold] [--seeds 3] [--aqsoldb-seeds 5]
+        [--models bundled,random,rf,chemprop,bundled+desc=rdkit+trees=gbm]
         [--epochs 30] [--chemprop-epochs 50] [--sample 1.0] [--tag NAME]
 """
 
@@ -317,7 +318,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--aqsoldb-seeds", type=int, default=5, help="seeds for aqsoldb (the headline task)")
     parser.add_argument("--seeds-from", type=int, default=0,
                         help="skip seeds below this one (to share the seeds out between processes)")
-    parser.add_argument("--models", default="bundled,random,rf,chemprop")
+    parser.add_argument("--models", default="bundled,random,rf,chemprop,bundled+desc=rdkit+trees=gbm",
+                        help="comma-separated; the last default is smilesformer's default settings for regression")
     parser.add_argument("--epochs", type=int, default=30, help="smilesformer's maximum epochs (early stopping)")
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
