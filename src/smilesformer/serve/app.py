@@ -129,6 +129,10 @@ class ExplainResponse(BaseModel):
     baseline_value: float | None = None
     completeness_gap: float | None = Field(
         default=None, description="Integrated-gradients check: sum of attributions minus the output change.")
+    blend: dict[str, Any] | None = Field(
+        default=None, description='For a model blended with trees: {"transformer_weight", "trees_output", "note"}; '
+                                  "the prediction is w * output_value + (1 - w) * trees_output, and the "
+                                  "attributions explain the transformer's part")
     attribution_svg: str | None = Field(default=None, description="The structure coloured by attribution.")
     attention: dict[str, Any] | None = Field(
         default=None, description='{"layers", "heads" (counts), "weights"[layer][head][token][token]}')
