@@ -57,6 +57,23 @@ def tiny_regressor_dir(tmp_path_factory, esol50, tiny_tokenizer) -> Path:
     return model.save_pretrained(tmp_path_factory.mktemp("tiny_regressor"))
 
 
+def served_explanation(model, folder: Path, smiles: str) -> dict:
+    """Serve the model saved in ``folder``; check ``/predict`` matches ``model.predict`` and keeps an invalid
+    row, and return ``/explain``'s JSON for ``smiles``."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("captum")
+    from fastapi.testclient import TestClient
+
+    from smilesformer.serve import ServeConfig, create_app
+
+    with TestClient(create_app(folder, ServeConfig(torch_threads=1))) as client:
+        body = client.post("/predict", json={"smiles": ["CCO", "C1CC"]}).json()
+        assert body["results"][0]["predictions"]["logS_pred"] == pytest.approx(
+            float(model.predict(["CCO"])["logS_pred"][0]), rel=1e-4)
+        assert body["results"][1]["error"].startswith("invalid SMILES")
+        return client.post("/explain", json={"smiles": smiles}).json()
+
+
 def shared_data_available() -> bool:
     return (SHARED_DATA / "aqsoldb.csv.gz").is_file()
 

@@ -23,7 +23,7 @@ from smilesformer.descriptors import (
     uses_descriptors,
 )
 
-from .conftest import needs_shared_data
+from .conftest import needs_shared_data, served_explanation
 
 QUICK = TrainConfig(epochs=2, batch_size=16, progress=False)
 
@@ -202,22 +202,11 @@ def test_ensemble_with_tta_reads_each_molecules_descriptors_once(tmp_path, esol5
 
 
 def test_serve_predicts_and_explains_a_descriptor_model(make_descriptor_model, esol50, tmp_path):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("captum")
-    from fastapi.testclient import TestClient
-
-    from smilesformer.serve import ServeConfig, create_app
-
     model = make_descriptor_model()
     model.fit(esol50["smiles"][:30].tolist(), esol50["logS"][:30].to_numpy(float), config=QUICK)
     folder = model.save_pretrained(tmp_path / "model")
-    with TestClient(create_app(folder, ServeConfig(torch_threads=1))) as client:
-        body = client.post("/predict", json={"smiles": ["CCO", "C1CC"]}).json()
-        assert body["results"][0]["predictions"]["logS_pred"] == pytest.approx(
-            float(model.predict(["CCO"])["logS_pred"][0]), rel=1e-4)
-        assert body["results"][1]["error"].startswith("invalid SMILES")
-        explained = client.post("/explain", json={"smiles": "c1ccccc1O"}).json()
-        assert explained["error"] is None and len(explained["atom_attributions"]) == 7
+    explained = served_explanation(model, folder, "c1ccccc1O")
+    assert explained["error"] is None and len(explained["atom_attributions"]) == 7
 
 
 def test_long_inputs_use_a_process_pool_with_the_same_result(monkeypatch, esol50):

@@ -29,6 +29,8 @@ from smilesformer.trees import (
 )
 from smilesformer.workflow import run_finetune
 
+from .conftest import served_explanation
+
 QUICK = TrainConfig(epochs=2, batch_size=16, progress=False, descriptors="none")
 
 
@@ -186,20 +188,9 @@ def test_a_target_without_training_labels_gets_no_trees(esol50):
 
 
 def test_service_predicts_the_blend(make_tiny_model, esol50, tmp_path):
-    pytest.importorskip("fastapi")
-    pytest.importorskip("captum")
-    from fastapi.testclient import TestClient
-
-    from smilesformer.serve import ServeConfig, create_app
-
     smiles, y = esol50["smiles"].tolist(), _logp(esol50["smiles"])
     model = make_tiny_model().fit(smiles[:40], y[:40], config=QUICK)
     fit_blend(model, smiles[:40], y[:40], smiles[40:], y[40:])
     folder = model.save_pretrained(tmp_path / "model")
-    with TestClient(create_app(folder, ServeConfig(torch_threads=1))) as client:
-        body = client.post("/predict", json={"smiles": ["CCO", "C1CC"]}).json()
-        assert body["results"][0]["predictions"]["logS_pred"] == pytest.approx(
-            float(model.predict(["CCO"])["logS_pred"][0]), rel=1e-4)
-        assert body["results"][1]["error"].startswith("invalid SMILES")
-        explained = client.post("/explain", json={"smiles": "c1ccccc1O"}).json()
-        assert explained["blend"]["transformer_weight"] == model.meta.tree_weights[0]
+    explained = served_explanation(model, folder, "c1ccccc1O")
+    assert explained["blend"]["transformer_weight"] == model.meta.tree_weights[0]
