@@ -94,6 +94,8 @@ def finetune(
     layer_lr_decay: Annotated[float, typer.Option(help="Layer-wise learning-rate decay per layer below the head; 1 = off.")] = TrainConfig.layer_lr_decay,
     descriptors: Annotated[str, typer.Option(help="'rdkit': the head also reads RDKit 2D descriptors; 'none': SMILES only; 'auto': rdkit on RoBERTa encoders.")] = TrainConfig.descriptors,
     trees: Annotated[str, typer.Option(help="'gbm': blend with gradient-boosted trees on RDKit descriptors (weight chosen on the valid set); 'none': the transformer alone; 'auto': gbm for regression.")] = TrainConfig.trees,
+    adapt: Annotated[str, typer.Option(help="'mtr': first regress RDKit descriptors of the training SMILES (domain adaptation); 'none': off.")] = TrainConfig.adapt,
+    adapt_epochs: Annotated[int, typer.Option(help="Passes of the --adapt step over the training SMILES.")] = TrainConfig.adapt_epochs,
     out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
 ) -> None:
     """Fine-tune a model on a labelled table and write a run folder (model, metrics, plots, split).
@@ -109,7 +111,7 @@ def finetune(
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length,
                                    early_stopping_patience=patience, precision=precision, seed=seed,
                                    augment=augment, tta=tta, ensemble=ensemble, layer_lr_decay=layer_lr_decay,
-                                   descriptors=descriptors, trees=trees)
+                                   descriptors=descriptors, trees=trees, adapt=adapt, adapt_epochs=adapt_epochs)
         result = run_finetune(data_config, model, train_config, out)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
@@ -119,44 +121,89 @@ def finetune(
     console.print(f"run folder: {result.out_dir}  (model: {result.model_dir})")
 
 
+def _default(cls, name: str):
+    """A config field's default: the dataclass is the one place defaults live."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if callable(f.default_factory) else f.default
+
+
+_P = PretrainConfig
+
+
 @app.command()
 def pretrain(
     corpus: Annotated[Path, typer.Option(help="SMILES file: one per line or a CSV column; gzip or not; streamed.")],
     out: Annotated[Path, typer.Option(help="Run folder: caches, checkpoints (resume), model/.")],
-    smiles_col: Annotated[str | None, typer.Option(help="Column of a CSV corpus.")] = None,
-    objective: Annotated[Objective, typer.Option(help="mlm (ChemBERTa) or mtr (RDKit descriptors, ChemBERTa-2).")] = Objective.mlm,
-    tokenizer: Annotated[TokenizerKind, typer.Option(help="regex (atom-level) or bpe (trained on the corpus).")] = TokenizerKind.regex,
-    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 800,
-    preset: Annotated[str, typer.Option(help="Model size: tiny, small, base.")] = "small",
-    limit: Annotated[int | None, typer.Option(help="Use at most this many valid molecules.")] = None,
-    canonicalize: Annotated[bool, typer.Option()] = False,
-    dedupe: Annotated[bool, typer.Option()] = True,
-    epochs: Annotated[float, typer.Option()] = 1.0,
-    max_steps: Annotated[int, typer.Option(help="If > 0, stop after this many steps.")] = -1,
-    batch_size: Annotated[int, typer.Option()] = 64,
-    grad_accum: Annotated[int, typer.Option()] = 1,
-    lr: Annotated[float, typer.Option()] = 5e-4,
-    max_length: Annotated[int, typer.Option()] = 128,
-    save_steps: Annotated[int, typer.Option()] = 500,
-    logging_steps: Annotated[int, typer.Option()] = 50,
-    precision: Annotated[Precision, typer.Option()] = Precision.auto,
-    n_jobs: Annotated[int, typer.Option(help="Processes for descriptors (0: all cores).")] = 0,
-    seed: Annotated[int, typer.Option()] = 0,
+    smiles_col: Annotated[str | None, typer.Option(help="Column of a CSV corpus.")] = _default(_P, "smiles_col"),
+    objective: Annotated[Objective, typer.Option(help="mlm (ChemBERTa), mtr (RDKit descriptors, ChemBERTa-2) or mlm+mtr (both, one forward pass).")] = _default(_P, "objective"),
+    tokenizer: Annotated[TokenizerKind, typer.Option(help="smiles (fixed vocabulary, every SMILES), regex or bpe (counted on the corpus).")] = _default(_P, "tokenizer"),
+    vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = _default(_P, "vocab_size"),
+    preset: Annotated[str, typer.Option(help="Model size: tiny, small, base.")] = _default(_P, "preset"),
+    limit: Annotated[int | None, typer.Option(help="Use at most this many valid molecules.")] = _default(_P, "limit"),
+    canonicalize: Annotated[bool, typer.Option()] = _default(_P, "canonicalize"),
+    dedupe: Annotated[bool, typer.Option()] = _default(_P, "dedupe"),
+    epochs: Annotated[float, typer.Option()] = _default(_P, "epochs"),
+    max_steps: Annotated[int, typer.Option(help="If > 0, stop after this many steps.")] = _default(_P, "max_steps"),
+    batch_size: Annotated[int, typer.Option()] = _default(_P, "batch_size"),
+    grad_accum: Annotated[int, typer.Option()] = _default(_P, "grad_accum"),
+    lr: Annotated[float, typer.Option()] = _default(_P, "learning_rate"),
+    max_length: Annotated[int, typer.Option()] = _default(_P, "max_length"),
+    mlm_probability: Annotated[float, typer.Option(help="Share of tokens masked per batch.")] = _default(_P, "mlm_probability"),
+    descriptor_set: Annotated[str, typer.Option(help="Descriptors MTR regresses: fast or rdkit.")] = _default(_P, "descriptor_set"),
+    mlm_weight: Annotated[float, typer.Option(help="mlm+mtr: weight of the MLM loss.")] = _default(_P, "mlm_weight"),
+    mtr_weight: Annotated[float, typer.Option(help="mlm+mtr: weight of the MTR loss.")] = _default(_P, "mtr_weight"),
+    save_steps: Annotated[int, typer.Option()] = _default(_P, "save_steps"),
+    logging_steps: Annotated[int, typer.Option()] = _default(_P, "logging_steps"),
+    precision: Annotated[Precision, typer.Option()] = _default(_P, "precision"),
+    n_jobs: Annotated[int, typer.Option(help="Processes for descriptors (0: all cores).")] = _default(_P, "n_jobs"),
+    seed: Annotated[int, typer.Option()] = _default(_P, "seed"),
 ) -> None:
-    """Pretrain a chemical language model from scratch (MLM or MTR); rerun the same command to resume."""
+    """Pretrain a chemical language model from scratch (MLM, MTR or both); rerun the same command to resume."""
     from .pretrain import run_pretrain
 
     try:
         config = PretrainConfig(str(corpus), smiles_col, limit, canonicalize, dedupe, objective, tokenizer, vocab_size,
                                 preset=preset, max_length=max_length, epochs=epochs, max_steps=max_steps,
                                 batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr,
+                                mlm_probability=mlm_probability, descriptor_set=descriptor_set,
+                                mlm_weight=mlm_weight, mtr_weight=mtr_weight,
                                 save_steps=save_steps, logging_steps=logging_steps, seed=seed,
                                 precision=precision, n_jobs=n_jobs)
         model_dir = run_pretrain(config, out, command="smilesformer " + " ".join(sys.argv[1:]))
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     summary = json.loads((model_dir / "pretrain_summary.json").read_text())
-    console.print(f"model: {model_dir}\n{json.dumps(summary, indent=2)}")
+    console.print(f"model: {model_dir}\n{json.dumps(summary, indent=2)}", markup=False)
+
+
+@app.command()
+def corpus(
+    source: Annotated[Path, typer.Option(help="SMILES file (one per line or a CSV column; gzip or not), e.g. MOSES.")],
+    out: Annotated[Path, typer.Option(help="Corpus to write, one SMILES per line (.gz: gzip); a report goes beside it.")],
+    smiles_col: Annotated[str | None, typer.Option(help="Column of a CSV source.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Molecules drawn at random from the source (default: all).")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    transform: Annotated[list[str] | None, typer.Option(help="NAME=P: probability of one transformation (stereo, iodo, boronic, phosphate, salt, isotope, kekule, random); repeatable.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Data set names or tables whose molecules are removed (default: every registered data set).")] = None,
+    n_jobs: Annotated[int, typer.Option(help="Processes (0: all cores).")] = 0,
+) -> None:
+    """Make a pretraining corpus that exercises the whole SMILES grammar (stereo, salts, P, I, B, isotopes,
+    randomized SMILES) from one that does not, with every benchmark molecule removed."""
+    from .corpus import TRANSFORMS, CorpusConfig, build_corpus
+
+    try:
+        transforms = dict(TRANSFORMS)
+        for item in transform or []:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise SmilesformerError(f"--transform takes NAME=P, e.g. stereo=0.5; got {item!r}")
+            transforms[name] = float(value)
+        config = CorpusConfig(str(source), smiles_col, limit, seed, transforms,
+                              list(exclude) if exclude else _default(CorpusConfig, "exclude"), n_jobs)
+        report = build_corpus(config, out)
+    except (SmilesformerError, ValueError) as exc:
+        _fail(exc)
+    console.print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2), markup=False)
 
 
 @app.command()

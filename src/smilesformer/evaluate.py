@@ -12,6 +12,7 @@ import torch
 from scipy import stats
 from sklearn import metrics as skm
 
+from . import tokenization
 from .config import Task
 from .data import parse_smiles
 from .descriptors import descriptor_inputs
@@ -169,6 +170,19 @@ def count_truncated(model: SmilesModel, smiles: Sequence[str]) -> int:
     return n
 
 
+def count_unknown(model: SmilesModel, smiles: Sequence[str]) -> int:
+    """How many SMILES hold a token the model's vocabulary lacks (read as ``<unk>``: its atom or bond is invisible
+    to the model), with a warning naming the first few. Old checkpoints and hub models miss stereo atoms,
+    salts, P, I or B; the bundled tokenizer spells every SMILES."""
+    rows = tokenization.count_unknown(model.tokenizer, smiles)
+    if rows:
+        examples = ", ".join(repr(smiles[i]) for i in rows[:3])
+        logger.warning("%d of %d SMILES hold tokens this model's vocabulary does not know (read as <unk>), e.g. %s;"
+                       " use a model whose tokenizer covers them, such as the bundled one", len(rows), len(smiles),
+                       examples)
+    return len(rows)
+
+
 def prediction_columns(meta: ModelMeta) -> list[str]:
     """Names of the columns ``predict_table`` adds, in order (the spread columns last, when there are any)."""
     from .ensemble import spread_columns
@@ -233,6 +247,7 @@ def predict_table(model, smiles: Sequence[str], batch_size: int = 128,
     if valid:
         members = getattr(model, "members", [model])
         count_truncated(members[0], [clean[i] for i in valid])
+        count_unknown(members[0], [clean[i] for i in valid])
         out, sd = predict_with_spread(model, [clean[i] for i in valid], batch_size, progress)
         if meta.task is Task.regression:
             table.loc[valid, [f"{t}_pred" for t in meta.targets]] = out

@@ -19,15 +19,23 @@ from pathlib import Path
 import numpy as np
 import torch
 from rdkit import Chem
+from safetensors.torch import save_file
 from torch.utils.data import Dataset
-from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, PreTrainedTokenizerBase
+from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from .config import Objective, PretrainConfig, TokenizerKind, save_config
 from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles
 from .descriptors import descriptor_block
 from .descriptors import descriptor_names as rdkit_descriptor_names
 from .model import make_config
-from .tokenization import build_regex_tokenizer, coverage_report, element_tokens, train_bpe_tokenizer
+from .objectives import RobertaForMlmMtr, masked_lm_model
+from .tokenization import (
+    build_regex_tokenizer,
+    build_smiles_tokenizer,
+    coverage_report,
+    element_tokens,
+    train_bpe_tokenizer,
+)
 
 __all__ = [
     "clean_corpus",
@@ -42,6 +50,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CHUNK = 10_000  # molecules per tokenization / descriptor chunk
+MTR_HEAD_FILE = "mtr_head.safetensors"  # mlm+mtr: the descriptor head, beside the RobertaForMaskedLM weights
 
 
 def clean_corpus(config: PretrainConfig, out_dir: Path) -> tuple[Path, dict]:
@@ -116,10 +125,11 @@ def _chunks(it: Iterator[str], size: int) -> Iterator[list[str]]:
 class TokenCache(Dataset):
     """Token ids of a cleaned corpus in two memory-mapped arrays (flat ids, offsets); a map-style dataset."""
 
-    def __init__(self, folder: Path, labels: np.ndarray | None = None):
+    def __init__(self, folder: Path, labels: np.ndarray | None = None, label_key: str = "labels"):
         self.ids = np.load(folder / "token_ids.npy", mmap_mode="r")
         self.offsets = np.load(folder / "token_offsets.npy", mmap_mode="r")
-        self.labels = labels  # (n, k) float32 memmap, for MTR
+        self.labels = labels  # (n, k) float32 memmap of standardized descriptors, for MTR
+        self.label_key = label_key  # "labels" (MTR alone) or "descriptors" (beside MLM's labels)
 
     @classmethod
     def build(cls, tokenizer: PreTrainedTokenizerBase, corpus: Path, folder: Path, max_length: int) -> TokenCache:
@@ -149,17 +159,18 @@ class TokenCache(Dataset):
     def __getitem__(self, i: int) -> dict:
         item = {"input_ids": self.ids[self.offsets[i]:self.offsets[i + 1]].astype(np.int64).tolist()}
         if self.labels is not None:
-            item["labels"] = np.asarray(self.labels[i], dtype=np.float32)
+            item[self.label_key] = np.asarray(self.labels[i], dtype=np.float32)
         return item
 
 
-def descriptor_names() -> list[str]:
-    """RDKit's 2D descriptor set (about 210), in RDKit's order."""
-    return rdkit_descriptor_names("rdkit")
+def descriptor_names(descriptor_set: str = "fast") -> list[str]:
+    """The RDKit descriptors MTR regresses, in RDKit's order ("fast" or "rdkit", see ``descriptors``)."""
+    return rdkit_descriptor_names(descriptor_set)
 
 
-def _descriptor_chunk(chunk: list[str]) -> np.ndarray:
-    return descriptor_block(chunk, descriptor_names()).astype(np.float32)
+def _descriptor_chunk(args: tuple[list[str], list[str]]) -> np.ndarray:
+    chunk, names = args
+    return descriptor_block(chunk, names).astype(np.float32)
 
 
 class DescriptorCache:
@@ -170,7 +181,7 @@ class DescriptorCache:
         self.stats = json.loads((folder / "descriptor_stats.json").read_text())
 
 
-def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0) -> DescriptorCache:
+def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0, descriptor_set: str = "fast") -> DescriptorCache:
     """Compute RDKit descriptors once, in parallel, standardize them and cache them on disk.
 
     NaN or infinite values stay NaN (masked out of the MTR loss). Each descriptor is standardized with
@@ -179,15 +190,17 @@ def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0) -> Descript
     """
     stats_path = folder / "descriptor_stats.json"
     digest = file_sha256(corpus)
-    if stats_path.is_file() and json.loads(stats_path.read_text()).get("corpus_sha256") == digest:
-        logger.info("reusing the descriptor cache in %s", folder)
-        return DescriptorCache(folder)
+    names = descriptor_names(descriptor_set)
+    if stats_path.is_file():
+        stamp = json.loads(stats_path.read_text())
+        if stamp.get("corpus_sha256") == digest and stamp.get("names") == names:
+            logger.info("reusing the descriptor cache in %s", folder)
+            return DescriptorCache(folder)
     n = sum(1 for _ in _read_lines(corpus))
-    names = descriptor_names()
     out = np.lib.format.open_memmap(folder / "descriptors.npy", mode="w+", dtype=np.float32, shape=(n, len(names)))
     jobs = n_jobs or os.cpu_count() or 1
     started = time.perf_counter()
-    chunks = _chunks(_read_lines(corpus), 1000)
+    chunks = ((chunk, names) for chunk in _chunks(_read_lines(corpus), 1000))
     pos = 0
     if jobs > 1:
         with multiprocessing.get_context("spawn").Pool(jobs) as pool:
@@ -207,7 +220,8 @@ def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0) -> Descript
         out[start:start + 100_000] = np.clip(block, -10, 10)
     out.flush()
     del out
-    stats_path.write_text(json.dumps({"corpus_sha256": digest, "names": names, "mean": mean.tolist(),
+    stats_path.write_text(json.dumps({"corpus_sha256": digest, "descriptor_set": descriptor_set, "names": names,
+                                      "mean": mean.tolist(),
                                       "std": std.tolist(), "n": n,
                                       "seconds": round(time.perf_counter() - started, 1)}, indent=2))
     return DescriptorCache(folder)
@@ -216,6 +230,8 @@ def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0) -> Descript
 def _build_tokenizer(config: PretrainConfig, corpus: Path) -> PreTrainedTokenizerBase:
     if config.tokenizer is TokenizerKind.bpe:
         return train_bpe_tokenizer(_read_lines(corpus), config.vocab_size, model_max_length=config.max_length)
+    if config.tokenizer is TokenizerKind.smiles:
+        return build_smiles_tokenizer(model_max_length=config.max_length)
     extra = element_tokens() if config.element_tokens else []
     return build_regex_tokenizer(_read_lines(corpus), model_max_length=config.max_length, extra_tokens=extra)
 
@@ -249,21 +265,33 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
     torch.manual_seed(config.seed)
     model_config = make_config(config.preset, len(tokenizer), config.max_length, tokenizer.pad_token_id)
     extra_files: dict[str, dict] = {}
-    if config.objective is Objective.mtr:
+    if config.objective in (Objective.mtr, Objective.both):
         with state.main_process_first():
-            descriptors = compute_descriptors(corpus, cache, config.n_jobs)
+            descriptors = compute_descriptors(corpus, cache, config.n_jobs, config.descriptor_set)
         dataset.labels = descriptors.values
+        extra_files["descriptor_stats.json"] = {k: v for k, v in descriptors.stats.items()}
+    if config.objective is Objective.mtr:
         model_config.num_labels = descriptors.values.shape[1]
         model_config.problem_type = "regression"
         model = AutoModelForSequenceClassification.from_config(model_config)
-        extra_files["descriptor_stats.json"] = {k: v for k, v in descriptors.stats.items()}
-    else:
-        model = AutoModelForMaskedLM.from_config(model_config)
+    else:  # MLM, alone or with MTR: one class (see objectives)
+        both = config.objective is Objective.both
+        dataset.label_key = "descriptors"
+        model_config.n_descriptors = descriptors.values.shape[1] if both else 0
+        model_config.mlm_weight = config.mlm_weight if both else 1.0
+        model_config.mtr_weight = config.mtr_weight if both else 0.0
+        model = RobertaForMlmMtr(model_config)
     history, throughput = run_pretraining(model, tokenizer, dataset, config, out_dir / "checkpoints")
     wall = time.perf_counter() - started
 
     model_dir = out_dir / "model"
     if state.is_main_process:  # one writer for the model folder
+        if isinstance(model, RobertaForMlmMtr):  # the folder holds a plain RobertaForMaskedLM; the MTR head beside it
+            model_dir.mkdir(parents=True, exist_ok=True)
+            if model.mtr_head is not None:
+                save_file({k: v.contiguous() for k, v in model.mtr_head.state_dict().items()},
+                          str(model_dir / MTR_HEAD_FILE))
+            model = masked_lm_model(model)
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
         save_config(model_dir / "pretrain_config.json", pretrain=config)
@@ -291,7 +319,11 @@ def write_model_card(model_dir: Path, command: str | None = None, notes: str = "
     corpus, coverage, speed = summary["corpus"], summary["tokenizer_coverage"], summary["throughput"]
     objective = {"mlm": f"masked language modelling (RoBERTa-style dynamic masking, "
                         f"{config['mlm_probability']:.0%} of tokens)",
-                 "mtr": "multi-task regression of standardized RDKit 2D descriptors (ChemBERTa-2 MTR)"}[config["objective"]]
+                 "mtr": "multi-task regression of standardized RDKit 2D descriptors (ChemBERTa-2 MTR)",
+                 "mlm+mtr": f"masked language modelling ({config['mlm_probability']:.0%} of tokens masked, weight "
+                            f"{config.get('mlm_weight', 1)}) and, from the same forward pass, regression of "
+                            f"{config.get('descriptor_set', 'fast')!r} RDKit descriptors (weight "
+                            f"{config.get('mtr_weight', 1)})"}[config["objective"]]
     command = command or "smilesformer pretrain " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in config.items() if v is not None and k != "progress")
     wall = summary["wall_seconds"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -18,14 +18,18 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 __all__ = [
     "SMILES_REGEX",
+    "SMILES_VOCAB",
+    "AROMATIC_SYMBOLS",
     "SPECIAL_TOKENS",
     "ATOM_TOKEN_REGEX",
     "tokenize_smiles",
+    "build_smiles_tokenizer",
     "build_regex_tokenizer",
     "element_tokens",
     "train_bpe_tokenizer",
     "load_tokenizer",
     "coverage_report",
+    "count_unknown",
 ]
 
 # Atom-level SMILES pattern of Schwaller et al., "Molecular Transformer", ACS Cent. Sci. 5, 1572 (2019),
@@ -46,6 +50,61 @@ SPECIAL_TOKENS = [BOS, PAD, EOS, UNK, MASK]
 def tokenize_smiles(smiles: str) -> list[str]:
     """Split a SMILES string into atom-level tokens (``"".join(tokens) == smiles``)."""
     return _SMILES_PATTERN.findall(smiles)
+
+
+# The compositional tokenizer (after Smirk, Wadell et al., arXiv 2409.15370): outside brackets a token is
+# an organic-subset atom, a bond, a branch or a ring closure, as in the regex above; a bracket atom is split
+# into its parts, "[", isotope digits, element, chirality, "H", H count, charge, ":" class, "]", so
+# `[C@@H]` reads as `[ C @@ H ]` and shares the embeddings of `C` and `H` with every other carbon and
+# hydrogen. A short fixed vocabulary then spells every atom OpenSMILES allows, whatever the corpus held.
+# Two regex passes, because which pieces a bracket holds depends on being inside one.
+_OUTER_REGEX = r"\[[^\]]*\]|Br|Cl|%\d{2}|."
+AROMATIC_SYMBOLS = ("b", "c", "n", "o", "p", "s", "se", "as", "te", "si")  # all that RDKit reads in rings
+_INNER_REGEX = (r"\[|\]|(?<=@)(?:TH|AL|SP|TB|OH)|@@|[A-Z][a-z]?|se|as|te|si|[a-z]|%\d{2}|\d|.")
+
+
+def _element_symbols() -> list[str]:
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    return [table.GetElementSymbol(z) for z in range(1, 119)]
+
+
+def smiles_vocab() -> list[str]:
+    """The compositional tokenizer's vocabulary (special tokens first): every piece of OpenSMILES."""
+    punctuation = list("()[]=#$:/\\.~-+*@?>%") + ["@@", "TH", "AL", "SP", "TB", "OH"]
+    digits = [str(d) for d in range(10)]
+    rings = [f"%{n}" for n in range(10, 100)]
+    return [*SPECIAL_TOKENS, *_element_symbols(), *AROMATIC_SYMBOLS, *punctuation, *digits, *rings]
+
+
+SMILES_VOCAB = smiles_vocab()  # 258 tokens
+
+
+def build_smiles_tokenizer(model_max_length: int = 256) -> PreTrainedTokenizerFast:
+    """The compositional SMILES tokenizer: a fixed vocabulary that covers every SMILES, no corpus needed.
+
+    It saves as a plain ``tokenizer.json`` (two regex ``Split`` pre-tokenizers and a ``WordLevel`` model), so
+    ``AutoTokenizer.from_pretrained`` loads it with no smilesformer import. Tokens join back to the input.
+    """
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(SMILES_VOCAB))}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_OUTER_REGEX), behavior="isolated"),
+        pre_tokenizers.Split(Regex(_INNER_REGEX), behavior="isolated"),
+    ])
+    tokenizer.decoder = decoders.Fuse()
+    return _wrap(tokenizer, model_max_length)
+
+
+def count_unknown(tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str]) -> list[int]:
+    """Positions of the SMILES that hold at least one ``<unk>`` token under ``tokenizer`` (none when it has no
+    unknown token). Old checkpoints and hub models have vocabularies that miss atoms; callers warn."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return []
+    ids = tokenizer(list(smiles), add_special_tokens=False)["input_ids"]
+    return [i for i, row in enumerate(ids) if unk in row]
 
 
 def _wrap(tokenizer: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -18,7 +21,6 @@ import torch
 from accelerate import PartialState
 from torch.utils.data import Dataset
 from transformers import (
-    DataCollatorForLanguageModeling,
     EarlyStoppingCallback,
     Trainer,
     TrainerCallback,
@@ -28,7 +30,8 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .config import Objective, Precision, PretrainConfig, Task, TrainConfig
 from .data import SmilesformerError
-from .descriptors import compute_descriptors, uses_descriptors
+from .descriptors import ENCODER_TYPES, compute_descriptors, descriptor_names, uses_descriptors
+from .objectives import MlmMtrCollator, MtrCollator, mtr_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -228,7 +231,7 @@ def finetune(
     kept and training stops early after ``config.early_stopping_patience`` epochs without improvement.
     With ``config.resume`` and checkpoints in ``output_dir``, training continues from the last one.
     """
-    from .evaluate import count_truncated
+    from .evaluate import count_truncated, count_unknown
 
     meta = model.meta
     n_targets = len(meta.targets)
@@ -259,6 +262,7 @@ def finetune(
 
     with_descriptors = uses_descriptors(model.model)
     count_truncated(model, smiles)
+    count_unknown(model, smiles)
     train_features = features(smiles)
     if with_descriptors:
         model.model.fit_scaling(train_features)
@@ -302,10 +306,75 @@ def finetune(
     last = get_last_checkpoint(str(output_dir)) if config.resume and output_dir.is_dir() else None
     if last:
         logger.warning("resuming from %s", last)
+    elif config.adapt == "mtr":  # a checkpoint already holds the adapted encoder
+        adapt_mtr(model, smiles, config, output_dir / "adapt")
     trainer.train(resume_from_checkpoint=last)
     model.model = trainer.model
     if tmp is not None:
         tmp.cleanup()
+    return trainer.state.log_history
+
+
+ADAPT_DESCRIPTORS = "fast"  # the set the bundled model was pretrained on
+
+
+def _pretrained_mtr(base_model: str, names: list[str]) -> tuple[dict, dict] | None:
+    """The MTR head and descriptor statistics a pretraining run left beside its encoder, if they match ``names``."""
+    from safetensors.torch import load_file
+
+    from .model import bundled_model_path
+    from .pretrain import MTR_HEAD_FILE
+
+    folder = bundled_model_path(base_model) or Path(base_model)
+    stats_path, head_path = folder / "descriptor_stats.json", folder / MTR_HEAD_FILE
+    if not (stats_path.is_file() and head_path.is_file()):
+        return None
+    stats = json.loads(stats_path.read_text())
+    return (load_file(str(head_path)), stats) if stats.get("names") == names else None
+
+
+def adapt_mtr(model: SmilesModel, smiles: Sequence[str], config: TrainConfig, output_dir: Path) -> list[dict]:
+    """Domain adaptation before fine-tuning: regress the RDKit descriptors of the training SMILES for
+    ``config.adapt_epochs`` passes (Sultan et al. 2025), then keep the adapted encoder in ``model``.
+
+    Only the training molecules are read: descriptors need no labels, but validation and test molecules stay
+    unseen so their figures stay honest. The pretrained MTR head and its descriptor standardization are reused
+    when the base model ships them (``mtr_head.safetensors``); otherwise a new head learns descriptors
+    standardized on the training set.
+
+    Returns:
+        The adaptation's log history.
+    """
+    encoder = model.model.base_model
+    if getattr(model.model.config, "model_type", "") not in ENCODER_TYPES:
+        raise SmilesformerError(f"adapt='mtr' is built for RoBERTa encoders; this model is a "
+                                f"{model.model.config.model_type!r} model. Use adapt='none'")
+    names = descriptor_names(ADAPT_DESCRIPTORS)
+    raw = compute_descriptors(list(smiles), names).astype(np.float64)
+    pretrained = _pretrained_mtr(model.meta.base_model, names)
+    if pretrained is not None:
+        head_state, stats = pretrained
+        mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
+    else:
+        head_state = None
+        with np.errstate(invalid="ignore"):
+            mean, std = np.nanmean(raw, axis=0), np.nanstd(raw, axis=0)
+        mean, std = np.nan_to_num(mean), np.where(np.isfinite(std) & (std > 0), std, 1.0)
+    targets = np.clip((raw - mean) / std, -10, 10).astype(np.float32)  # NaN stays NaN: masked in the loss
+    adapter = mtr_model(model.model.config, len(names))
+    adapter.roberta.load_state_dict(encoder.state_dict(), strict=False)  # strict=False: a pooler, if any, stays out
+    if head_state is not None:
+        adapter.mtr_head.load_state_dict(head_state)
+    ids = model.tokenizer(list(smiles), truncation=True, max_length=model.meta.max_length)["input_ids"]
+    dataset = [{"input_ids": i, "descriptors": t} for i, t in zip(ids, targets)]
+    step_config = dataclasses.replace(config, epochs=config.adapt_epochs, early_stopping_patience=1)
+    args = training_arguments(output_dir, step_config, len(dataset), has_valid=False, save_strategy="no")
+    trainer = Trainer(model=adapter, args=args, train_dataset=dataset, data_collator=MtrCollator(model.tokenizer))
+    trainer.train()
+    encoder.load_state_dict(adapter.roberta.state_dict(), strict=False)
+    shutil.rmtree(output_dir, ignore_errors=True)
+    logger.info("adapted the encoder on the descriptors of %d training SMILES (%d epochs)", len(smiles),
+                config.adapt_epochs)
     return trainer.state.log_history
 
 
@@ -355,9 +424,9 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
         (log history, throughput summary with mean tokens/s and molecules/s).
     """
     output_dir = Path(output_dir)
-    if config.objective is Objective.mlm:
-        # RoBERTa-style dynamic masking: a fresh 15% of tokens is masked in every batch.
-        collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability, seed=config.seed)
+    if config.objective in (Objective.mlm, Objective.both):
+        # RoBERTa-style dynamic masking: a fresh share of tokens is masked in every batch.
+        collator = MlmMtrCollator(tokenizer, config.mlm_probability, config.seed)
         trainer_cls = Trainer
     else:
         collator = PadCollator(tokenizer, torch.float32)
@@ -374,7 +443,7 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
         output_dir, train_config, len(dataset), has_valid=False,
         num_train_epochs=config.epochs, max_steps=steps, warmup_steps=int(config.warmup_fraction * steps),
         gradient_accumulation_steps=config.grad_accum, save_strategy="steps", save_steps=config.save_steps,
-        lr_scheduler_type="linear",
+        lr_scheduler_type="linear", optim="adamw_torch_fused",  # one kernel per step, CPU and GPU
     )
     throughput = ThroughputCallback(counter, config.batch_size * _world_size())
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=counter,

@@ -24,7 +24,7 @@ from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, sav
 from .data import SmilesformerError, _guess_smiles_col, file_sha256, load_dataset, read_table, require_columns
 from .descriptors import uses_descriptors
 from .ensemble import GAUSSIAN_Z90, SmilesEnsemble, calibrate_interval, has_spread, load_predictor, uncertainty_metrics
-from .evaluate import compute_metrics, count_truncated, prediction_matrix
+from .evaluate import compute_metrics, count_truncated, count_unknown, prediction_matrix
 from .model import SmilesModel, bundled_model_path
 from .plots import plot_parity, plot_roc, plot_training_curve
 from .splits import column_split, random_split, scaffold_split
@@ -175,7 +175,9 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
                      "train_seconds": round(train_seconds, 2),
                      "train_molecules_per_second":
                          round(len(train_idx) * sum(_epochs_run(m.history) for m in members) / train_seconds, 2),
-                     "truncated": count_truncated(members[0], smiles), "duplicates": loaded.n_duplicates,
+                     "truncated": count_truncated(members[0], smiles),
+                     "unknown_tokens": count_unknown(members[0], smiles),
+                     "duplicates": loaded.n_duplicates,
                      "skipped_rows": len(loaded.bad), "ensemble": train.ensemble, "tta": train.tta,
                      "augment": train.augment,
                      "descriptors": members[0].model.config.descriptor_set if uses_descriptors(members[0].model)
