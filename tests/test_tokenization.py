@@ -9,7 +9,10 @@ import pytest
 
 from smilesformer.data import DATASETS
 from smilesformer.tokenization import (
+    AROMATIC_SYMBOLS,
     build_regex_tokenizer,
+    build_smiles_tokenizer,
+    count_unknown,
     coverage_report,
     load_tokenizer,
     tokenize_smiles,
@@ -79,3 +82,113 @@ def test_regex_tokenizer_maps_unseen_tokens_to_unk(esol50):
     tok = build_regex_tokenizer(["CCO"])
     ids = tok("CC[Se]", add_special_tokens=False)["input_ids"]
     assert ids[-1] == tok.unk_token_id
+
+
+# The compositional tokenizer: a fixed vocabulary that spells every SMILES -------------------------------------
+
+def _shared_smiles(name: str, limit: int | None = None) -> list[str]:
+    col = DATASETS[name].smiles_col if name in DATASETS else "SMILES"
+    with gzip.open(SHARED_DATA / f"{name}.csv.gz", "rt") as fh:
+        table = pd.read_csv(fh, usecols=[col], dtype=str, keep_default_na=False, nrows=limit)
+    return [s.strip() for s in table[col]]
+
+
+@pytest.mark.parametrize(
+    "smiles, expected",
+    [
+        ("CCCCC[C@@H](Br)CC", ["C", "C", "C", "C", "C", "[", "C", "@@", "H", "]", "(", "Br", ")", "C", "C"]),
+        ("[13CH3+:12]C%12CC%12", ["[", "1", "3", "C", "H", "3", "+", ":", "1", "2", "]", "C", "%12", "C", "C", "%12"]),
+        ("[Na+].[Cl-]", ["[", "Na", "+", "]", ".", "[", "Cl", "-", "]"]),
+        ("C/C=C\\C", ["C", "/", "C", "=", "C", "\\", "C"]),
+        ("c1cc[se]c1", ["c", "1", "c", "c", "[", "se", "]", "c", "1"]),
+        ("[C@TH1H](F)Cl", ["[", "C", "@", "TH", "1", "H", "]", "(", "F", ")", "Cl"]),
+        ("[OH-]", ["[", "O", "H", "-", "]"]),
+        ("[Sc+3]", ["[", "Sc", "+", "3", "]"]),
+        ("CP(=O)(O)O", ["C", "P", "(", "=", "O", ")", "(", "O", ")", "O"]),
+        ("B1OCCO1I", ["B", "1", "O", "C", "C", "O", "1", "I"]),
+    ],
+)
+def test_smiles_tokenizer_splits_bracket_atoms_into_their_parts(smiles, expected):
+    tok = build_smiles_tokenizer()
+    assert tok.tokenize(smiles) == expected
+    assert tok.unk_token_id not in tok(smiles)["input_ids"]
+
+
+def test_smiles_vocabulary_spells_every_bracket_atom():
+    from rdkit import Chem
+
+    table = Chem.GetPeriodicTable()
+    tok = build_smiles_tokenizer()
+    atoms = []
+    for z in range(1, 119):
+        sym = table.GetElementSymbol(z)
+        atoms += [f"[{sym}]", f"[{sym}+2]", f"[{sym}--]", f"[13{sym}@@H2-:7]", f"[{sym}@SP3]", f"[2{sym}@TB12+]"]
+    atoms += [f"[{s}]" for s in AROMATIC_SYMBOLS] + [f"[{s}H+]" for s in AROMATIC_SYMBOLS] + ["[*]", "*", "[H]"]
+    bonds = ["C-C", "C=C", "C#C", "C$C", "c:c", "C/C=C/C", "C\\C=C\\C", "C.C", "C1CC1", "C%99CC%99", "C(C)C"]
+    for s in atoms + bonds:
+        assert tok.unk_token_id not in tok(s)["input_ids"], s
+        assert "".join(tok.tokenize(s)) == s
+
+
+@needs_shared_data
+@pytest.mark.parametrize("name", list(DATASETS) + ["moses_train"])
+def test_smiles_tokenizer_has_no_unk_on_every_shared_smiles(name):
+    smiles = _shared_smiles(name, limit=300_000 if name == "moses_train" else None)
+    tok = build_smiles_tokenizer()
+    assert count_unknown(tok, smiles) == []
+    ids = tok(smiles, add_special_tokens=False)["input_ids"]
+    bad = [s for s, row in zip(smiles, ids) if tok.decode(row) != s]
+    assert not bad, bad[:5]
+
+
+@needs_shared_data
+def test_smiles_tokenizer_has_no_unk_on_rdkit_variants():
+    """RDKit-written stereoisomers, charged forms, isotopologues, atom maps and random atom orders."""
+    import random
+
+    from rdkit import Chem
+    from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
+
+    rng = random.Random(0)
+    tok = build_smiles_tokenizer()
+    variants = []
+    for s in rng.sample(_shared_smiles("aqsoldb") + _shared_smiles("bbbp"), 400):
+        mol = Chem.MolFromSmiles(s)
+        if mol is None:
+            continue
+        for isomer in EnumerateStereoisomers(mol, options=StereoEnumerationOptions(maxIsomers=3, rand=1)):
+            variants.append(Chem.MolToSmiles(isomer, doRandom=True))
+        variants.append(Chem.MolToSmiles(mol, kekuleSmiles=True))
+        mol = Chem.RWMol(mol)
+        atom = mol.GetAtomWithIdx(rng.randrange(mol.GetNumAtoms()))
+        atom.SetIsotope(rng.choice([2, 13, 15, 18, 35, 125]))
+        atom.SetFormalCharge(rng.choice([-2, -1, 1, 2, 3]))
+        atom.SetAtomMapNum(rng.randrange(1, 100))
+        atom.SetNoImplicit(True)
+        variants.append(Chem.MolToSmiles(mol, doRandom=True))
+    assert len(variants) > 1000
+    assert count_unknown(tok, variants) == []
+    assert all("".join(tok.tokenize(v)) == v for v in variants)
+
+
+def test_smiles_tokenizer_loads_with_plain_transformers(tmp_path):
+    """The saved tokenizer.json needs no smilesformer code: AutoTokenizer alone reads it."""
+    import subprocess
+    import sys
+
+    build_smiles_tokenizer().save_pretrained(tmp_path)
+    script = (
+        "import sys; from transformers import AutoTokenizer; "
+        f"t = AutoTokenizer.from_pretrained({str(tmp_path)!r}); "
+        "assert 'smilesformer' not in sys.modules; "
+        "print(' '.join(t.tokenize('CCCCC[C@@H](Br)CC')))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["C", "C", "C", "C", "C", "[", "C", "@@", "H", "]", "(", "Br", ")", "C", "C"]
+
+
+def test_count_unknown_flags_molecules_an_old_vocabulary_misses():
+    old = build_regex_tokenizer(["CCO", "c1ccccc1"])
+    smiles = ["CCO", "CCCCC[C@@H](Br)CC", "CI", "c1ccccc1"]
+    assert count_unknown(old, smiles) == [1, 2]
+    assert count_unknown(build_smiles_tokenizer(), smiles) == []

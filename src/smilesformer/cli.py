@@ -153,6 +153,7 @@ def pretrain(
     mlm_weight: Annotated[float, typer.Option(help="mlm+mtr: weight of the MLM loss.")] = _default(_P, "mlm_weight"),
     mtr_weight: Annotated[float, typer.Option(help="mlm+mtr: weight of the MTR loss.")] = _default(_P, "mtr_weight"),
     save_steps: Annotated[int, typer.Option()] = _default(_P, "save_steps"),
+    keep_checkpoints: Annotated[int, typer.Option(help="Checkpoints kept (0: all).")] = _default(_P, "keep_checkpoints"),
     logging_steps: Annotated[int, typer.Option()] = _default(_P, "logging_steps"),
     precision: Annotated[Precision, typer.Option()] = _default(_P, "precision"),
     n_jobs: Annotated[int, typer.Option(help="Processes for descriptors (0: all cores).")] = _default(_P, "n_jobs"),
@@ -167,13 +168,30 @@ def pretrain(
                                 batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr,
                                 mlm_probability=mlm_probability, descriptor_set=descriptor_set,
                                 mlm_weight=mlm_weight, mtr_weight=mtr_weight,
-                                save_steps=save_steps, logging_steps=logging_steps, seed=seed,
+                                save_steps=save_steps, keep_checkpoints=keep_checkpoints,
+                                logging_steps=logging_steps, seed=seed,
                                 precision=precision, n_jobs=n_jobs)
         model_dir = run_pretrain(config, out, command="smilesformer " + " ".join(sys.argv[1:]))
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     summary = json.loads((model_dir / "pretrain_summary.json").read_text())
     console.print(f"model: {model_dir}\n{json.dumps(summary, indent=2)}", markup=False)
+
+
+@app.command()
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="A pretrained model folder (run/model).")],
+    out: Annotated[Path, typer.Option(help="Folder to write.")],
+    max_file_mb: Annotated[int, typer.Option(help="Largest weights file; bigger weights are sharded.")] = 15,
+) -> None:
+    """Copy a pretrained model folder with its weights split into files of bounded size."""
+    from .pretrain import export_model
+
+    try:
+        folder = export_model(model_dir, out, max_file_mb)
+    except (SmilesformerError, OSError) as exc:
+        _fail(exc)
+    console.print(f"model: {folder}", markup=False)
 
 
 @app.command()

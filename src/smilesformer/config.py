@@ -263,6 +263,8 @@ class PretrainConfig:
     """mlm+mtr: weight of the MTR loss (mean squared error of standardized descriptors)."""
     save_steps: int = 500
     """Checkpoint every this many steps (resume continues from the last one)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk (0: all of them, e.g. to measure downstream accuracy along the run)."""
     logging_steps: int = 50
     """Log loss and tokens/s every this many steps."""
     seed: int = 0

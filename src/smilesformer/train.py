@@ -444,6 +444,9 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
         num_train_epochs=config.epochs, max_steps=steps, warmup_steps=int(config.warmup_fraction * steps),
         gradient_accumulation_steps=config.grad_accum, save_strategy="steps", save_steps=config.save_steps,
         lr_scheduler_type="linear", optim="adamw_torch_fused",  # one kernel per step, CPU and GPU
+        save_total_limit=config.keep_checkpoints or None,
+        # A small model on a GPU waits for batches: collate them in worker processes there.
+        dataloader_num_workers=min(8, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0,
     )
     throughput = ThroughputCallback(counter, config.batch_size * _world_size())
     trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=counter,
