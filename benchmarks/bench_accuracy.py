@@ -11,8 +11,10 @@ For every data set, split kind and seed it writes one split file (cleaned SMILES
   descriptors and with the same settings (``smilesformer.trees``);
 - ``chemprop``: chemprop 2.x (``chemprop train`` with ``--splits-column``), from its own environment
   (``make bench-env`` builds ``.venv-chemprop``; its RDKit pin differs from ours);
+- ``model:<folder or name>``: smilesformer fine-tuned from any other encoder (a pretraining checkpoint, an
+  older bundled model), SMILES only, as ``bundled``;
 - variants for ablations: ``bundled+aug=10``, ``+tta=10``, ``+ens=3``, ``+llrd=0.8``, ``+lr=3e-4``, ``+desc=rdkit``,
-  ``+trees=gbm``, combinable (``bundled+aug=10+tta=10``).
+  ``+trees=gbm``, ``+adapt=mtr``, combinable (``bundled+aug=10+tta=10``).
 
 All models are scored by the same code on the same test rows. Output: ``benchmarks/results/accuracy[_TAG].json``
 (every run, mean and sd, hardware, wall time), ``.csv`` (the summary) and ``_<split>.png`` bar charts;
@@ -57,7 +59,7 @@ CLASSIFICATION_METRICS = ("roc_auc", "pr_auc")
 FRACTIONS = (0.8, 0.1, 0.1)
 VARIANT_KEYS = {"aug": ("augment", int), "tta": ("tta", int), "ens": ("ensemble", int),
                 "llrd": ("layer_lr_decay", float), "lr": ("learning_rate", float), "ep": ("epochs", int),
-                "desc": ("descriptors", str), "trees": ("trees", str)}
+                "desc": ("descriptors", str), "trees": ("trees", str), "adapt": ("adapt", str)}
 BASE_MODELS = ("bundled", "random", "rf", "rf-rdkit", "gbm-rdkit", "chemprop")
 
 
@@ -97,16 +99,19 @@ def parse_model(spec: str) -> tuple[str, dict]:
             raise SystemExit(f"unknown variant {mod!r} in {spec!r}; use {', '.join(VARIANT_KEYS)}")
         name, cast = VARIANT_KEYS[key]
         overrides[name] = cast(value)
-    if base not in BASE_MODELS:
-        raise SystemExit(f"unknown model {base!r}; use {', '.join(BASE_MODELS)}")
-    if overrides and base not in ("bundled", "random"):
+    if base not in BASE_MODELS and not base.startswith("model:"):
+        raise SystemExit(f"unknown model {base!r}; use {', '.join(BASE_MODELS)} or model:<folder or name>")
+    if overrides and base not in ("bundled", "random") and not base.startswith("model:"):
         raise SystemExit(f"variants apply to smilesformer models only, not {base!r}")
     return base, overrides
 
 
 def run_smilesformer(base: str, overrides: dict, path: Path, info: dict, seed: int, work: Path,
                      args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
-    model = DEFAULT_MODEL if base == "bundled" else f"random:{DEFAULT_MODEL}"
+    if base.startswith("model:"):  # any encoder: a pretraining checkpoint, an older model, a hub name
+        model = base.removeprefix("model:")
+    else:
+        model = DEFAULT_MODEL if base == "bundled" else f"random:{DEFAULT_MODEL}"
     data = DataConfig(str(path), smiles_col="smiles", target_cols=info["targets"], task=info["task"],
                       split="column", split_col="split")
     train = dataclasses.replace(
@@ -233,7 +238,7 @@ def run_one(spec: str, path: Path, info: dict, seed: int, work: Path, args: argp
     work.mkdir(parents=True, exist_ok=True)
     base, overrides = parse_model(spec)
     started = time.perf_counter()
-    if base in ("bundled", "random"):
+    if base in ("bundled", "random") or base.startswith("model:"):
         preds, extra = run_smilesformer(base, overrides, path, info, seed, work, args)
     elif base == "rf":
         preds, extra = run_rf(path, info, seed, args)
@@ -348,7 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
             for seed in range(args.seeds_from, seeds):
                 path, info = write_split_file(dataset, split, seed, args.sample, args.work)
                 for spec in models:
-                    work = args.work / f"{dataset}_{split}_seed{seed}" / spec.replace("=", "").replace("+", "_")
+                    folder = spec.replace("=", "").replace("+", "_").replace("/", "_").replace(":", "_")
+                    work = args.work / f"{dataset}_{split}_seed{seed}" / folder
                     if args.only_finished and not (work / "result.json").is_file():
                         missing.append(f"{dataset}/{split}/seed{seed}/{spec}")
                         continue

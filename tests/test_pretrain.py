@@ -12,8 +12,9 @@ import pytest
 
 from smilesformer import SmilesModel
 from smilesformer.config import PretrainConfig
+from smilesformer.descriptors import descriptor_names
 from smilesformer.model import bundled_model_path
-from smilesformer.pretrain import run_pretrain
+from smilesformer.pretrain import MTR_HEAD_FILE, export_model, run_pretrain
 from smilesformer.train import Trainer
 
 from .conftest import SHARED_DATA, needs_shared_data
@@ -63,7 +64,7 @@ def test_mlm_pretraining_learns_and_reports_bad_lines(corpus, tmp_path):
 def test_mtr_pretraining_caches_descriptors(corpus, tmp_path):
     model_dir = run_pretrain(_config(corpus, objective="mtr", tokenizer="bpe", vocab_size=200), tmp_path)
     stats = json.loads((model_dir / "descriptor_stats.json").read_text())
-    assert len(stats["names"]) > 200 and stats["n"] == 500
+    assert stats["names"] == descriptor_names("fast") and stats["n"] == 500
     cache = tmp_path / "cache" / "descriptors.npy"
     values = np.load(cache)
     assert values.shape == (500, len(stats["names"])) and np.nanmax(np.abs(values)) <= 10
@@ -113,3 +114,27 @@ def test_bundled_model_loads_offline_and_predicts(tmp_path, esol50):
     assert "smilesformer pretrain" in card
     size = sum(p.stat().st_size for p in bundled_model_path().iterdir())
     assert size < 25 * 2**20
+
+
+@needs_shared_data
+def test_mlm_and_mtr_at_once_write_a_plain_masked_lm_and_the_mtr_head(corpus, tmp_path):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    model_dir = run_pretrain(_config(corpus, objective="mlm+mtr", mlm_probability=0.3, max_steps=30), tmp_path)
+    losses = [h["loss"] for h in json.loads((tmp_path / "history.json").read_text()) if "loss" in h]
+    assert np.mean(losses[-3:]) < losses[0]
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["architectures"] == ["RobertaForMaskedLM"] and "n_descriptors" not in config
+    assert (model_dir / MTR_HEAD_FILE).is_file() and (model_dir / "descriptor_stats.json").is_file()
+    net = AutoModelForMaskedLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    logits = net(**tok("CCCCC[C@@H](Br)CC", return_tensors="pt")).logits  # (1, tokens, vocab)
+    assert logits.shape == (1, 17, len(tok))
+    assert tok.unk_token_id not in tok("CCCCC[C@@H](Br)CC")["input_ids"]
+    assert "30%" in (model_dir / "README.md").read_text()
+
+    exported = export_model(model_dir, tmp_path / "exported", max_file_mb=1)
+    again = AutoModelForMaskedLM.from_pretrained(exported)
+    for (name, a), b in zip(net.state_dict().items(), again.state_dict().values()):
+        assert np.array_equal(a.numpy(), b.numpy()), name
+    assert (exported / MTR_HEAD_FILE).is_file()

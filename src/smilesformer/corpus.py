@@ -246,7 +246,10 @@ def transform_molecule(mol: Chem.Mol, transforms: dict[str, float], rng: random.
         applied.append("kekule")
     if randomized:
         applied.append("random")
-    smiles = Chem.MolToSmiles(mol, doRandom=randomized, canonical=not randomized, kekuleSmiles=kekule)
+    if randomized:  # RDKit's own generator, seeded from ours, so a corpus is the same on every run
+        smiles = Chem.MolToRandomSmilesVect(mol, 1, randomSeed=rng.randrange(2**31), kekuleSmiles=kekule)[0]
+    else:
+        smiles = Chem.MolToSmiles(mol, kekuleSmiles=kekule)
     return smiles, applied
 
 
