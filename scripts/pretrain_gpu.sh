@@ -34,7 +34,8 @@ esac
 mkdir -p "$WORK" "$OUT"
 started=$(date +%s)
 "$PY" -m smilesformer corpus --source "$SMILESFORMER_DATA/moses_train.csv.gz" --out "$WORK/corpus.smi.gz" \
-    "${LIMIT[@]}" | tee "$OUT/corpus_report.json"
+    "${LIMIT[@]}"
+cp "$WORK/corpus.smi.gz.json" "$OUT/corpus_report.json"
 echo "corpus: $(( $(date +%s) - started )) s"
 "$PY" -m smilesformer pretrain --corpus "$WORK/corpus.smi.gz" --out "$WORK/run" --objective mlm+mtr \
     --mlm-probability 0.3 --preset "$PRESET" --epochs "$EPOCHS" --batch-size "$BATCH" --lr "$LR" \

@@ -109,3 +109,39 @@ def test_help_lists_the_verbs():
     result = runner.invoke(app, ["--help"])
     for verb in ["finetune", "evaluate", "predict", "datasets", "demo", "pretrain"]:
         assert verb in result.output
+
+
+def test_pretrain_command_defaults_are_the_config_defaults():
+    """The CLI reads its pretraining defaults from PretrainConfig: the two cannot drift apart."""
+    import dataclasses
+
+    import typer.main
+
+    from smilesformer.config import PretrainConfig
+
+    command = typer.main.get_command(app).commands["pretrain"]
+    fields = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+    renamed = {"lr": "learning_rate"}
+    checked = 0
+    for param in command.params:
+        name = renamed.get(param.name, param.name)
+        if name in fields and fields[name] is not dataclasses.MISSING:
+            default = fields[name].value if hasattr(fields[name], "value") else fields[name]
+            assert param.default == default, (param.name, param.default, default)
+            checked += 1
+    assert checked >= 20
+
+
+@needs_shared_data
+def test_corpus_command_writes_a_corpus_and_its_report(tmp_path):
+    source = tmp_path / "src.smi"
+    source.write_text("CC(N)Cc1ccc(Cl)cc1\nOC(=O)CCc1ccc(Br)cc1\nCc1occc1C(=O)Nc2ccccc2\n")
+    result = runner.invoke(app, ["corpus", "--source", str(source), "--out", str(tmp_path / "c.smi"),
+                                 "--exclude", "esol", "--transform", "stereo=1", "--n-jobs", "1"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "c.smi.json").read_text())
+    assert report["kept"] == 2 and report["removed_benchmark"] == 1  # fenfuram is in ESOL
+    assert report["config"]["transforms"]["stereo"] == 1.0
+    bad = runner.invoke(app, ["corpus", "--source", str(source), "--out", str(tmp_path / "d.smi"),
+                              "--transform", "stereo"])
+    assert bad.exit_code == 2 and "NAME=P" in bad.output

@@ -74,6 +74,33 @@ def test_mtr_pretraining_caches_descriptors(corpus, tmp_path):
 
 
 @needs_shared_data
+def test_descriptors_resume_after_a_kill(corpus, tmp_path, monkeypatch):
+    import smilesformer.pretrain as pretrain
+
+    cleaned, _ = pretrain.clean_corpus(_config(corpus), tmp_path)
+    monkeypatch.setattr(pretrain, "DESCRIPTOR_BLOCK", 100)
+    real, calls = pretrain._descriptor_chunk, []
+
+    def dies_on_the_fourth_block(args):
+        calls.append(len(args[0]))
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(args)
+
+    monkeypatch.setattr(pretrain, "_descriptor_chunk", dies_on_the_fourth_block)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain.compute_descriptors(cleaned, tmp_path, n_jobs=1)
+    assert json.loads((tmp_path / "descriptors_raw.json").read_text())["rows_done"] == 300
+    calls.clear()
+    monkeypatch.setattr(pretrain, "_descriptor_chunk", real)
+    resumed = pretrain.compute_descriptors(cleaned, tmp_path, n_jobs=1).values
+    fresh_dir = tmp_path / "fresh"
+    fresh_dir.mkdir()
+    fresh = pretrain.compute_descriptors(cleaned, fresh_dir, n_jobs=1).values
+    assert np.array_equal(np.asarray(resumed), np.asarray(fresh), equal_nan=True)
+
+
+@needs_shared_data
 def test_pretraining_resumes_after_a_kill(corpus, tmp_path, monkeypatch):
     original = Trainer.training_step
     calls = {"n": 0}
@@ -138,3 +165,24 @@ def test_mlm_and_mtr_at_once_write_a_plain_masked_lm_and_the_mtr_head(corpus, tm
     for (name, a), b in zip(net.state_dict().items(), again.state_dict().values()):
         assert np.array_equal(a.numpy(), b.numpy()), name
     assert (exported / MTR_HEAD_FILE).is_file()
+
+
+@needs_shared_data
+def test_gpu_pretraining_script_runs_end_to_end_at_tiny_scale(tmp_path):
+    """scripts/pretrain_gpu.sh, prepared for a GPU machine, runs on the CPU with SCALE=tiny: corpus, pretraining,
+    export of files under the size limit."""
+    import os
+
+    root = bundled_model_path().parents[3]
+    env = dict(os.environ, SCALE="tiny", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"),
+               SMILESFORMER_DATA=str(SHARED_DATA), PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    out = subprocess.run(["bash", str(root / "scripts" / "pretrain_gpu.sh")], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    model = tmp_path / "out" / "model"
+    assert (model / "config.json").is_file() and (model / MTR_HEAD_FILE).is_file()
+    assert all(p.stat().st_size <= 15 * 2**20 for p in model.iterdir())
+    report = json.loads((tmp_path / "work" / "corpus.smi.gz.json").read_text())
+    assert report["kept"] > 2900 and set(report["benchmark_sets"]) == {
+        "aqsoldb", "esol", "lipophilicity", "bbbp", "bace", "clintox"}
+    assert "removed because their InChIKey skeleton" in (model / "README.md").read_text()

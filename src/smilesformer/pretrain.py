@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,6 +53,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CHUNK = 10_000  # molecules per tokenization / descriptor chunk
+DESCRIPTOR_BLOCK = 1000  # molecules per descriptor task (and per resume point)
+CORPUS_BUILD_FILE = "corpus_build.json"  # the corpus builder's report, copied into the model folder
 MTR_HEAD_FILE = "mtr_head.safetensors"  # mlm+mtr: the descriptor head, beside the RobertaForMaskedLM weights
 
 
@@ -223,29 +226,44 @@ def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0, descriptor_
             logger.info("reusing the descriptor cache in %s", folder)
             return DescriptorCache(folder)
     n = sum(1 for _ in _read_lines(corpus))
-    out = np.lib.format.open_memmap(folder / "descriptors.npy", mode="w+", dtype=np.float32, shape=(n, len(names)))
+    # Raw values go to descriptors_raw.npy, block by block, with the rows done recorded beside them: a killed
+    # run resumes where it stopped. The standardized copy is written from it in one pass at the end.
+    raw_path, progress_path = folder / "descriptors_raw.npy", folder / "descriptors_raw.json"
+    key = {"corpus_sha256": digest, "names": names, "n": n}
+    done = 0
+    if raw_path.is_file() and progress_path.is_file():
+        progress = json.loads(progress_path.read_text())
+        done = progress["rows_done"] if progress.get("key") == key else 0
+    raw = np.lib.format.open_memmap(raw_path, mode="r+" if done else "w+", dtype=np.float32, shape=(n, len(names)))
+    if done:
+        logger.warning("resuming descriptors at row %d of %d", done, n)
     jobs = n_jobs or os.cpu_count() or 1
     started = time.perf_counter()
-    chunks = ((chunk, names) for chunk in _chunks(_read_lines(corpus), 1000))
-    pos = 0
-    if jobs > 1:
-        with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-            for block in pool.imap(_descriptor_chunk, chunks):
-                out[pos:pos + len(block)] = block
-                pos += len(block)
-    else:
-        for block in map(_descriptor_chunk, chunks):
-            out[pos:pos + len(block)] = block
+    lines = (line for i, line in enumerate(_read_lines(corpus)) if i >= done)
+    chunks = ((chunk, names) for chunk in _chunks(lines, DESCRIPTOR_BLOCK))
+    pos = done
+    pool = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else None
+    try:
+        for block in pool.imap(_descriptor_chunk, chunks) if pool else map(_descriptor_chunk, chunks):
+            raw[pos:pos + len(block)] = block
             pos += len(block)
-    mean = np.nanmean(out, axis=0)
-    std = np.nanstd(out, axis=0)
+            raw.flush()
+            progress_path.write_text(json.dumps({"key": key, "rows_done": pos}))
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a descriptor RDKit computed for no molecule
+        mean = np.nanmean(raw, axis=0)
+        std = np.nanstd(raw, axis=0)
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
+    out = np.lib.format.open_memmap(folder / "descriptors.npy", mode="w+", dtype=np.float32, shape=(n, len(names)))
     for start in range(0, n, 100_000):
-        block = (out[start:start + 100_000] - mean) / std
-        out[start:start + 100_000] = np.clip(block, -10, 10)
+        out[start:start + 100_000] = np.clip((raw[start:start + 100_000] - mean) / std, -10, 10)
     out.flush()
-    del out
+    del out, raw
     stats_path.write_text(json.dumps({"corpus_sha256": digest, "descriptor_set": descriptor_set, "names": names,
                                       "mean": mean.tolist(),
                                       "std": std.tolist(), "n": n,
@@ -296,6 +314,9 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
             descriptors = compute_descriptors(corpus, cache, config.n_jobs, config.descriptor_set)
         dataset.labels = descriptors.values
         extra_files["descriptor_stats.json"] = {k: v for k, v in descriptors.stats.items()}
+    built = Path(str(config.corpus) + ".json")  # what `smilesformer corpus` wrote beside a corpus it made
+    if built.is_file():
+        extra_files[CORPUS_BUILD_FILE] = json.loads(built.read_text())
     if config.objective is Objective.mtr:
         model_config.num_labels = descriptors.values.shape[1]
         model_config.problem_type = "regression"
@@ -376,6 +397,16 @@ def write_model_card(model_dir: Path, command: str | None = None, notes: str = "
     command = command or "smilesformer pretrain " + " ".join(
         f"--{k.replace('_', '-')} {v}" for k, v in config.items() if v is not None and k != "progress")
     wall = summary["wall_seconds"]
+    build_path = model_dir / CORPUS_BUILD_FILE
+    build = ""
+    if build_path.is_file():
+        b = json.loads(build_path.read_text())
+        applied = ", ".join(f"{k} {v:,}" for k, v in b["applied"].items())
+        sets = ", ".join(f"{k} ({v:,})" for k, v in b["benchmark_sets"].items())
+        build = (f"| corpus made by `smilesformer corpus` | {b['drawn']:,} of {b['source_molecules']:,} source "
+                 f"molecules drawn (seed {b['config']['seed']}); **{b['removed_benchmark']:,} removed** because their "
+                 f"InChIKey skeleton (first block) is that of a molecule in a benchmark set: {sets}; "
+                 f"{b['kept']:,} kept. Transformations applied: {applied} |\n")
     card = f"""# {model_dir.name}
 
 A RoBERTa encoder pretrained on SMILES with smilesformer's own `smilesformer pretrain` command.
@@ -383,7 +414,7 @@ A RoBERTa encoder pretrained on SMILES with smilesformer's own `smilesformer pre
 | | |
 |---|---|
 | objective | {objective} |
-| corpus | `{Path(config["corpus"]).name}`: {corpus["read"]:,} lines read, {corpus["invalid"]:,} invalid, {corpus["duplicates"]:,} duplicates dropped, **{corpus["kept"]:,} molecules used**{f" (the first {config['limit']:,} valid ones)" if config.get("limit") else ""} |
+{build}| corpus | `{Path(config["corpus"]).name}`: {corpus["read"]:,} lines read, {corpus["invalid"]:,} invalid, {corpus["duplicates"]:,} duplicates dropped, **{corpus["kept"]:,} molecules used**{f" (the first {config['limit']:,} valid ones)" if config.get("limit") else ""} |
 | tokenizer | {config["tokenizer"]} ({model_config["vocab_size"]} tokens); on the first 20k corpus molecules: round-trip {coverage["roundtrip"]:.4f}, unknown-token rate {coverage["unk_rate"]:.5f}, {coverage["mean_tokens"]:.1f} tokens per molecule |
 | architecture | {model_config["num_hidden_layers"]} layers, hidden {model_config["hidden_size"]}, {model_config["num_attention_heads"]} heads, feed-forward {model_config["intermediate_size"]}, max length {config["max_length"]}; {summary["n_parameters"]:,} parameters |
 | training | {summary["steps"]:,} steps, batch {config["batch_size"]} x {config["grad_accum"]} accumulation, peak learning rate {config["learning_rate"]}, {f"stopped at --max-steps {config['max_steps']}" if config["max_steps"] > 0 else f"{config['epochs']} epoch(s)"}, seed {config["seed"]} |
