@@ -36,6 +36,7 @@ def main() -> None:
     parser.add_argument("--dataset", default="esol")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--n-jobs", type=int, default=0, help="processes for corpus cleaning and descriptors")
     parser.add_argument("--work", type=Path, default=Path("runs/objectives"))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "objectives.json")
     args = parser.parse_args()
@@ -47,6 +48,7 @@ def main() -> None:
         if not (model_dir / "config.json").is_file():
             config = PretrainConfig(args.corpus, limit=args.limit, preset=args.preset, max_steps=args.steps,
                                     batch_size=64, save_steps=args.steps, logging_steps=50, progress=False,
+                                    n_jobs=args.n_jobs,
                                     **OBJECTIVES[name])
             model_dir = run_pretrain(config, args.work / name / "pretrain")
         pretrain_seconds = time.perf_counter() - started
