@@ -25,12 +25,65 @@ def _pretraining() -> list[str]:
     if folder is None:
         return []
     s = json.loads((folder / "pretrain_summary.json").read_text())
+    c = json.loads((folder / "pretrain_config.json").read_text())["pretrain"]
     return ["## Pretraining the bundled model", "",
-            f"`{folder.name}`: {s['n_parameters']:,} parameters, {s['steps']:,} steps on "
-            f"{s['corpus']['kept']:,} cleaned MOSES molecules, final MLM loss {s['final_loss']:.4f}, "
+            f"`{folder.name}`: {s['n_parameters']:,} parameters, objective {c['objective']}, {s['steps']:,} steps "
+            f"of {c['batch_size']} on {s['corpus']['kept']:,} corpus molecules, final training loss "
+            f"{s['final_loss']:.4f}, "
             f"{s['throughput']['tokens_per_second']:,.0f} tokens/s ({s['throughput']['molecules_per_second']:,.0f} "
             f"molecules/s) on {s['hardware']}. Command, settings and loss curve: its model card "
             f"(`src/smilesformer/models/{folder.name}/README.md`).", ""]
+
+
+def _tokenizer(r: dict) -> list[str]:
+    models = list(r["models"])
+    sets = [k for k in r["models"][models[0]] if k != "vocab_size"]
+    lines = ["## Tokenizer coverage", "",
+             "`python benchmarks/bench_tokenizer.py --models <folders>`: molecules holding at least one `<unk>` "
+             "token, of all molecules in each shared data set (tokens per molecule in brackets).", "",
+             "| tokenizer | vocabulary | " + " | ".join(sets) + " |", "|---" * (len(sets) + 2) + "|"]
+    for name, m in r["models"].items():
+        cells = [f"{m[s]['with_unk']:,} / {m[s]['molecules']:,} ({m[s]['mean_tokens']})" for s in sets]
+        lines.append(f"| `{name}` | {m['vocab_size']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _pretrain_throughput(r: dict) -> list[str]:
+    lines = ["## Pretraining throughput", "",
+             f"`python benchmarks/bench_pretrain.py --steps {r['steps']}`: `smilesformer pretrain --preset small` "
+             f"for {r['steps']} steps on the same 4,000-molecule corpus, one setting after another, "
+             f"{r['threads'] or 'default'} torch threads, {r['cpu_count']} cores; `before` is the package before "
+             "this change (`--before-src`).", "",
+             "| code | setting | tokens/s | molecules/s |", "|---|---|---|---|"]
+    for row in r["results"]:
+        lines.append(f"| {row['code']} | {row['setting']} | {row['tokens_per_second']:,.0f} | "
+                     f"{row['molecules_per_second']:,.1f} |")
+    return lines + [""]
+
+
+def _objectives(r: dict) -> list[str]:
+    first = r["results"][0]
+    lines = ["## Pretraining objectives at a small budget", "",
+             f"`python benchmarks/bench_objectives.py --limit {first['corpus_limit']} --steps "
+             f"{first['pretrain_steps']}`: each objective pretrains the `small` model for the same steps on the same "
+             f"corpus molecules, then fine-tunes (SMILES only) on {r['dataset']} {r['split']} split; the validation "
+             "RMSE picks, the test RMSE is shown and picks nothing.", "",
+             "| objective | seed | valid RMSE | test RMSE | pretraining s |", "|---|---|---|---|---|"]
+    for row in r["results"]:
+        lines.append(f"| {row['objective']} | {row['seed']} | {row['valid_rmse']:.3f} | {row['test_rmse']:.3f} | "
+                     f"{row['pretrain_seconds']:,.0f} |")
+    return lines + [""]
+
+
+def _descriptor_cost(r: dict) -> list[str]:
+    lines = ["## RDKit descriptor cost", "",
+             f"`python benchmarks/bench_descriptor_cost.py`: {r['molecules']} molecules of {r['data']}, one process.",
+             "", "| set | descriptors | ms per molecule | molecules/s |", "|---|---|---|---|"]
+    for name, s in r["sets"].items():
+        lines.append(f"| {name} | {s['descriptors']} | {s['ms_per_molecule']} | {s['molecules_per_second']:,.0f} |")
+    slow = sorted(r["per_descriptor_ms"].items(), key=lambda kv: -kv[1])[:10]
+    lines += ["", "Slowest alone (ms per molecule): " + ", ".join(f"{k} {v}" for k, v in slow) + "."]
+    return lines + [""]
 
 
 def _finetune(r: dict) -> list[str]:
@@ -187,6 +240,10 @@ def main() -> None:
              "Rendered by `python benchmarks/report.py` from `benchmarks/results/*.json`; rerun the commands to "
              "refresh.", ""]
     lines += _pretraining()
+    for name, render in (("tokenizer_coverage.json", _tokenizer), ("pretrain_throughput.json", _pretrain_throughput),
+                         ("objectives.json", _objectives), ("descriptor_cost.json", _descriptor_cost)):
+        if (r := _load(name)) is not None:
+            lines += render(r)
     if (r := _load("finetune.json")) is not None:
         lines += _finetune(r)
     if (r := _load("transfer.json")) is not None:

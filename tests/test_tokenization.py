@@ -192,3 +192,18 @@ def test_count_unknown_flags_molecules_an_old_vocabulary_misses():
     smiles = ["CCO", "CCCCC[C@@H](Br)CC", "CI", "c1ccccc1"]
     assert count_unknown(old, smiles) == [1, 2]
     assert count_unknown(build_smiles_tokenizer(), smiles) == []
+
+
+def test_unknown_tokens_are_warned_about_when_predicting_and_embedding(make_tiny_model, caplog):
+    """A model whose vocabulary misses atoms (an old or hub model) says so, naming a molecule."""
+    from smilesformer.embeddings import EmbedConfig, embed
+
+    model = make_tiny_model()  # its regex vocabulary was counted on 50 ESOL molecules
+    with caplog.at_level("WARNING", logger="smilesformer"):
+        model.predict(["CCO", "CCCCC[C@@H](Br)CC"])
+    assert "1 of 2 SMILES hold tokens this model's vocabulary does not know" in caplog.text
+    assert "CCCCC[C@@H](Br)CC" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="smilesformer"):
+        embed(model, ["CCCCC[C@@H](Br)CC"], EmbedConfig())
+    assert "<unk>" in caplog.text

@@ -42,7 +42,7 @@ from .data import SmilesformerError, parse_smiles
 from .descriptors import descriptor_inputs
 from .evaluate import length_batches
 from .model import META_FILE, SmilesModel, _offline_error, resolve_model_source
-from .tokenization import ATOM_TOKEN_REGEX, load_tokenizer, tokenize_smiles
+from .tokenization import ATOM_TOKEN_REGEX, count_unknown, load_tokenizer, tokenize_smiles
 
 __all__ = [
     "Pooling",
@@ -412,6 +412,10 @@ def embed(source: str | Path | SmilesModel | Encoder, smiles: Sequence[str],
     if truncated.any():
         logger.warning("%d SMILES are longer than max_length=%d tokens; only their first tokens were embedded",
                        int(truncated.sum()), encoder.max_length)
+    unknown = count_unknown(tok, [clean[i] for i in valid])
+    if unknown:
+        logger.warning("%d of %d SMILES hold tokens this model's vocabulary does not know (read as <unk>), e.g. %r; "
+                       "their atoms are invisible to the embedding", len(unknown), len(valid), clean[valid[unknown[0]]])
     selected = list(range(n_states - config.last_k, n_states)) if config.last_k > 1 else [config.layer]
     for batch in length_batches([len(x) for x in ids], config.batch_size):
         padded = tok.pad({"input_ids": [ids[j] for j in batch]}, return_tensors="pt")
