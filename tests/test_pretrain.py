@@ -152,6 +152,7 @@ def test_mlm_and_mtr_at_once_write_a_plain_masked_lm_and_the_mtr_head(corpus, tm
     assert np.mean(losses[-3:]) < losses[0]
     config = json.loads((model_dir / "config.json").read_text())
     assert config["architectures"] == ["RobertaForMaskedLM"] and "n_descriptors" not in config
+    assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.1  # pretrained without
     assert (model_dir / MTR_HEAD_FILE).is_file() and (model_dir / "descriptor_stats.json").is_file()
     net = AutoModelForMaskedLM.from_pretrained(model_dir)
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -257,6 +257,8 @@ class PretrainConfig:
     """Share of tokens masked (80% <mask>, 10% random, 10% kept), re-drawn every batch."""
     descriptor_set: str = "fast"
     """mtr, mlm+mtr: the RDKit descriptors regressed ("fast": ~150 at 6-7x the speed of "rdkit", all 217)."""
+    dropout: float = 0.0
+    """Dropout of the encoder while pretraining (the saved model gets 0.1 for fine-tuning)."""
     mlm_weight: float = 1.0
     """mlm+mtr: weight of the MLM loss."""
     mtr_weight: float = 1.0
@@ -282,6 +284,8 @@ class PretrainConfig:
         self.precision = Precision(self.precision)
         if self.descriptor_set not in ("rdkit", "fast"):
             raise ValueError(f"descriptor_set must be rdkit or fast, got {self.descriptor_set!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.mlm_weight < 0 or self.mtr_weight < 0:
             raise ValueError("mlm_weight and mtr_weight must be >= 0")
         if not 0 < self.mlm_probability < 1:
