@@ -43,7 +43,8 @@ def run(src: Path, corpus: Path, steps: int, extra: list[str], work: Path, threa
     subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wall = time.perf_counter() - started
     summary = json.loads((out / "model" / "pretrain_summary.json").read_text())
-    return {**summary["throughput"], "wall_seconds": round(wall, 1), "command": " ".join(command[2:])}
+    shown = " ".join(command[2:]).replace(str(work), "<tmp>")  # no temporary path of this machine in results
+    return {**summary["throughput"], "wall_seconds": round(wall, 1), "command": shown}
 
 
 def main() -> None:

@@ -328,7 +328,7 @@ def build_corpus(config: CorpusConfig, out: str | Path) -> dict:
             pool.join()
     os.replace(tmp, out)  # a killed run leaves only the .partial file, never a corpus that looks complete
     report = {
-        "config": asdict(config),
+        "config": {**asdict(config), "source": Path(config.source).name},  # the file's name, not where it sat
         "source_molecules": n_source,
         "drawn": len(smiles),
         "kept": totals["kept"],
