@@ -14,13 +14,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import rdkit" 2>/dev/null && compgen -G ".whl/*.whl" >/dev/null; then  # RDKit only where missing
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD/src:${PYTHONPATH:-}
 export SMILESFORMER_DATA=${SMILESFORMER_DATA:-$PWD/data} HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
-PY=${PYTHON:-python3}
 OUT=${OUT:-runs/gpu}
 WORK=${WORK:-/tmp/smilesformer-gpu}
 SCALE=${SCALE:-full}

@@ -380,6 +380,8 @@ def export_model(model_dir: str | Path, out: str | Path, max_file_mb: int = 15) 
     for path in model_dir.iterdir():
         if path.is_file() and not path.name.startswith("model") and path.name != "config.json":
             shutil.copy2(path, out / path.name)
+    for path in out.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600: a model shared on a group machine must be readable
     too_big = [p.name for p in out.iterdir() if p.stat().st_size > max_file_mb * 2**20]
     if too_big:
         raise SmilesformerError(f"files over {max_file_mb} MB in {out}: {', '.join(too_big)}")
