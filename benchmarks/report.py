@@ -238,7 +238,12 @@ def main() -> None:
     lines = ["# Benchmarks", "",
              "Measured on this project's development machine: 2 CPU cores, no GPU, unless a section says otherwise.",
              "Rendered by `python benchmarks/report.py` from `benchmarks/results/*.json`; rerun the commands to "
-             "refresh.", ""]
+             "refresh.", "",
+             "The bundled model is v2 (compositional tokenizer, MLM + MTR on a grammar-covering corpus) since the "
+             "foundation-model change. Result files written before it (fine-tuning and prediction speed, transfer, "
+             "inference, service, descriptor head, and the `bundled` rows of the accuracy tables without "
+             "`foundation` in their name) measured v1, the regex-tokenizer MLM model; `accuracy_foundation_*` "
+             "tables measured v2.", ""]
     lines += _pretraining()
     for name, render in (("tokenizer_coverage.json", _tokenizer), ("pretrain_throughput.json", _pretrain_throughput),
                          ("objectives.json", _objectives), ("descriptor_cost.json", _descriptor_cost)):
