@@ -36,7 +36,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rdkit import Chem, RDLogger
+from rdkit import Chem, rdBase
 from rdkit.Chem import AllChem
 from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 
@@ -116,8 +116,12 @@ def _keys(mol: Chem.Mol) -> set[str]:
 
 
 def _keys_of_smiles(smiles: Sequence[str]) -> set[str]:
-    RDLogger.DisableLog("rdApp.*")
     keys: set[str] = set()
+    with rdBase.BlockLogs():  # for this block only: RDKit's logging stays as the caller set it
+        return _collect_keys(smiles, keys)
+
+
+def _collect_keys(smiles: Sequence[str], keys: set[str]) -> set[str]:
     for s in smiles:
         mol = Chem.MolFromSmiles(s.strip()) if isinstance(s, str) else None
         if mol is not None:
@@ -259,7 +263,11 @@ _SKELETON_CHANGES = {"iodo", "boronic", "phosphate", "salt"}  # the others keep 
 def _transform_block(args: tuple[int, list[str], dict[str, float], int]) -> list[tuple[str, list[str], set[str]]]:
     """Transform a block of molecules; each comes back with the skeleton keys of what it was and what it is,
     so the parent, which holds the benchmark keys, decides what to drop."""
-    RDLogger.DisableLog("rdApp.*")
+    with rdBase.BlockLogs():  # for this block only: RDKit's logging stays as the caller set it
+        return _transform_each(args)
+
+
+def _transform_each(args: tuple[int, list[str], dict[str, float], int]) -> list[tuple[str, list[str], set[str]]]:
     start, smiles, transforms, seed = args
     out = []
     for offset, text in enumerate(smiles):
