@@ -53,7 +53,7 @@ def tiny_regressor_dir(tmp_path_factory, esol50, tiny_tokenizer) -> Path:
 
     model = SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=tiny_tokenizer, seed=0)
     model.fit(esol50["smiles"], esol50["logS"].to_numpy(float),
-              config=TrainConfig(epochs=2, batch_size=16, progress=False))
+              config=TrainConfig(epochs=2, batch_size=16, progress=False, trees="none"))
     return model.save_pretrained(tmp_path_factory.mktemp("tiny_regressor"))
 
 

@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from smilesformer import DataConfig, SmilesEnsemble, SmilesModel, TrainConfig, load_predictor, run_finetune
 from smilesformer.cli import app
 from smilesformer.data import SmilesformerError
-from smilesformer.ensemble import calibrate_interval, randomized_smiles, uncertainty_metrics
+from smilesformer.data import randomized_smiles
+from smilesformer.evaluate import calibrate_interval, uncertainty_metrics
+from smilesformer.predictors import Augmented, TreeBlend
 from smilesformer.train import AugmentedDataset, layerwise_param_groups
 
 
@@ -104,15 +106,18 @@ def test_ensemble_run_saves_members_and_reports_uncertainty(ensemble_run):
 
 def test_ensemble_predicts_every_row_with_a_spread(ensemble_run):
     predictor = load_predictor(ensemble_run.model_dir)
-    assert isinstance(predictor, SmilesEnsemble) and predictor.meta.tta == 2 and predictor.meta.ensemble_size == 2
+    # one loader builds the composition the folder describes: trees around augmentation around the members
+    assert isinstance(predictor, TreeBlend) and isinstance(predictor.inner, Augmented)
+    assert isinstance(predictor.find(SmilesEnsemble), SmilesEnsemble)
+    assert predictor.meta.tta == 2 and predictor.meta.ensemble_size == 2
     out = predictor.predict(["CCO", "C1CC", "c1ccccc1O"])
     assert out["error"].tolist()[0] == "" and "invalid SMILES" in out["error"][1]
     assert np.isnan(out.loc[1, "logS_sd"]) and out.loc[[0, 2], "logS_sd"].gt(0).all()
     # the mean over members and spellings is what each member predicts, averaged
     members = [m.predict(["CCO"])["logS_pred"][0] for m in predictor.members]
     assert not np.isclose(members[0], members[1]), "members differ (different seeds)"
-    with pytest.raises(SmilesformerError, match="load_predictor"):
-        SmilesModel.from_pretrained(ensemble_run.model_dir)
+    same = SmilesModel.from_pretrained(ensemble_run.model_dir).predict(["CCO", "C1CC", "c1ccccc1O"])
+    pd.testing.assert_frame_equal(same, out)
 
 
 def test_predict_cli_on_an_ensemble_keeps_rows(ensemble_run, tmp_path):

@@ -17,12 +17,12 @@ from smilesformer.cli import app
 from smilesformer.config import Task
 from smilesformer.data import SmilesformerError
 from smilesformer.explain import explain_molecule
+from smilesformer.predictors import fit_blend
+from smilesformer.tasks import ModelMeta
 from smilesformer.trees import (
     TREE_FILE,
     WEIGHT_GRID,
-    blend_columns,
     choose_weights,
-    fit_blend,
     fit_trees,
     load_trees,
     tree_outputs,
@@ -31,7 +31,8 @@ from smilesformer.workflow import run_finetune
 
 from .conftest import served_explanation
 
-QUICK = TrainConfig(epochs=2, batch_size=16, progress=False, descriptors="none")
+QUICK = TrainConfig(epochs=2, batch_size=16, progress=False, descriptors="none", trees="none")
+REG = ModelMeta("regression", ["y"])
 
 
 def _logp(smiles):
@@ -42,8 +43,8 @@ def test_trees_learn_a_descriptor_property(esol50):
     """Crippen logP is one of the descriptors: even from 40 molecules the trees beat the training mean."""
     smiles = esol50["smiles"].tolist()
     y = _logp(smiles)
-    trees = fit_trees(Task.regression, 2, smiles[:40], y[:40])
-    pred = tree_outputs(trees, Task.regression, 2, smiles[40:])[:, 0]
+    trees = fit_trees(REG, smiles[:40], y[:40])
+    pred = tree_outputs(trees, REG, smiles[40:])[:, 0]
     assert np.mean(np.abs(pred - y[40:])) < 0.85 * np.mean(np.abs(y[:40].mean() - y[40:]))
 
 
@@ -52,40 +53,42 @@ def test_classification_trees_give_probabilities_and_skip_one_class_targets(esol
     logp = _logp(smiles)
     labels = np.stack([(logp > np.median(logp)).astype(float), np.ones(len(smiles))], axis=1)
     labels[:5, 0] = np.nan  # a missing label is left out, not read as a class
-    trees = fit_trees(Task.classification, 2, smiles, labels)
-    out = tree_outputs(trees, Task.classification, 2, smiles)
+    binary = ModelMeta("classification", ["a", "b"])
+    trees = fit_trees(binary, smiles, labels)
+    out = tree_outputs(trees, binary, smiles)
     assert out.shape == (50, 2) and ((out[:, 0] >= 0) & (out[:, 0] <= 1)).all()
     assert trees.models[1] is None and np.isnan(out[:, 1]).all(), "one class only: no trees for that target"
-    weights = choose_weights(Task.classification, 2, labels, np.full((50, 2), 0.5), out, 2)
+    weights = choose_weights(binary, labels, np.full((50, 2), 0.5), out)
     assert weights[1] == 1.0, "a target without trees keeps the transformer alone"
 
     three = np.digitize(logp, np.quantile(logp, [1 / 3, 2 / 3])).astype(float)
-    multi = fit_trees(Task.classification, 3, smiles, three[:, None])
-    probs = tree_outputs(multi, Task.classification, 3, smiles)
+    three_classes = ModelMeta("classification", ["c"], n_classes=3)
+    multi = fit_trees(three_classes, smiles, three[:, None])
+    probs = tree_outputs(multi, three_classes, smiles)
     assert probs.shape == (50, 3) and np.allclose(probs.sum(axis=1), 1)
-    assert list(blend_columns([0.3], 3, Task.classification)) == [0.3, 0.3, 0.3]
+    assert list(three_classes.layout.output_columns(three_classes, [0.3])) == [0.3, 0.3, 0.3]
 
 
 def test_weights_follow_the_better_model_on_validation():
     rng = np.random.default_rng(0)
     y = rng.normal(size=(200, 1))
     good, bad = y + 0.05 * rng.normal(size=y.shape), rng.normal(size=y.shape)
-    assert choose_weights(Task.regression, 2, y, good, bad, 1) == [1.0]
-    assert choose_weights(Task.regression, 2, y, bad, good, 1) == [0.0]
+    assert choose_weights(REG, y, good, bad) == [1.0]
+    assert choose_weights(REG, y, bad, good) == [0.0]
     # two equally good, independent models: the average is best
     a, b = y + 0.5 * rng.normal(size=y.shape), y + 0.5 * rng.normal(size=y.shape)
-    assert 0.3 <= choose_weights(Task.regression, 2, y, a, b, 1)[0] <= 0.7
-    assert choose_weights(Task.regression, 2, None, None, None, 1) == [0.5], "no valid set: an even blend"
+    assert 0.3 <= choose_weights(REG, y, a, b)[0] <= 0.7
+    assert choose_weights(REG, None, None, None) == [0.5], "no valid set: an even blend"
 
 
 def test_blended_model_predicts_the_blend_and_reloads(make_tiny_model, esol50, tmp_path):
     smiles, y = esol50["smiles"].tolist(), _logp(esol50["smiles"])
     model = make_tiny_model().fit(smiles[:40], y[:40], smiles[40:], y[40:], QUICK)
     alone = model.predict(smiles[40:])["logS_pred"].to_numpy()
-    fit_blend(model, smiles[:40], y[:40], smiles[40:], y[40:])
+    model = fit_blend(model, smiles[:40], y[:40], smiles[40:], y[40:])
     w = model.meta.tree_weights[0]
     assert w in np.round(WEIGHT_GRID, 2)
-    trees = tree_outputs(model.trees, Task.regression, 2, smiles[40:])[:, 0]
+    trees = tree_outputs(model.trees, model.meta, smiles[40:])[:, 0]
     blended = model.predict(smiles[40:] + ["C1CC"])
     assert np.allclose(blended["logS_pred"][:10], w * alone + (1 - w) * trees, atol=1e-5)
     assert np.isnan(blended["logS_pred"][10]) and "invalid SMILES" in blended["error"][10], "rows are kept"
@@ -107,8 +110,7 @@ def test_blended_model_predicts_the_blend_and_reloads(make_tiny_model, esol50, t
 
 def test_tree_file_is_checked_on_load(make_tiny_model, esol50, tmp_path):
     smiles, y = esol50["smiles"].tolist(), _logp(esol50["smiles"])
-    model = make_tiny_model()
-    fit_blend(model, smiles[:40], y[:40])
+    model = fit_blend(make_tiny_model(), smiles[:40], y[:40])
     assert model.meta.tree_weights == [0.5], "no validation set"
     folder = model.save_pretrained(tmp_path / "model")
 
@@ -180,17 +182,18 @@ def test_classification_blends_only_when_asked(esol50, tmp_path):
 def test_a_target_without_training_labels_gets_no_trees(esol50):
     smiles = esol50["smiles"].tolist()
     labels = np.stack([_logp(smiles), np.full(len(smiles), np.nan)], axis=1)
-    trees = fit_trees(Task.regression, 2, smiles, labels)
+    meta = ModelMeta("regression", ["a", "b"])
+    trees = fit_trees(meta, smiles, labels)
     assert trees.models[0] is not None and trees.models[1] is None
-    out = tree_outputs(trees, Task.regression, 2, smiles)
+    out = tree_outputs(trees, meta, smiles)
     assert np.isfinite(out[:, 0]).all() and np.isnan(out[:, 1]).all()
-    assert choose_weights(Task.regression, 2, labels, np.zeros((50, 2)), out, 2)[1] == 1.0
+    assert choose_weights(meta, labels, np.zeros((50, 2)), out)[1] == 1.0
 
 
 def test_service_predicts_the_blend(make_tiny_model, esol50, tmp_path):
     smiles, y = esol50["smiles"].tolist(), _logp(esol50["smiles"])
     model = make_tiny_model().fit(smiles[:40], y[:40], config=QUICK)
-    fit_blend(model, smiles[:40], y[:40], smiles[40:], y[40:])
+    model = fit_blend(model, smiles[:40], y[:40], smiles[40:], y[40:])
     folder = model.save_pretrained(tmp_path / "model")
     explained = served_explanation(model, folder, "c1ccccc1O")
     assert explained["blend"]["transformer_weight"] == model.meta.tree_weights[0]

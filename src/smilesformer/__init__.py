@@ -6,8 +6,8 @@ __version__ = "0.1.0"
 from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Precision, SplitKind, Task, TrainConfig  # noqa: E402
 from .data import DATASETS, BadInputError, SmilesformerError, load_dataset, read_table  # noqa: E402
 from .embeddings import EmbedConfig, Pooling, embed  # noqa: E402
-from .ensemble import SmilesEnsemble, load_predictor  # noqa: E402
-from .model import PRESETS, SmilesModel  # noqa: E402
+from .model import PRESETS, SmilesEnsemble, SmilesModel  # noqa: E402
+from .predictors import load_predictor  # noqa: E402
 from .splits import random_split, scaffold_split  # noqa: E402
 from .streaming import stream_embed, stream_predict  # noqa: E402
 from .tokenization import build_regex_tokenizer, tokenize_smiles, train_bpe_tokenizer  # noqa: E402

@@ -14,7 +14,7 @@ import io
 import os
 import re
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,8 @@ __all__ = [
     "read_table",
     "iter_smiles",
     "parse_smiles",
+    "validate_smiles",
+    "randomized_smiles",
     "clean_smiles",
     "clean_labels",
     "merge_duplicates",
@@ -291,6 +293,34 @@ def parse_smiles(smiles: object) -> tuple[Chem.Mol | None, str]:
         if line and line not in lines and not line.startswith("Failed parsing SMILES"):
             lines.append(line)
     return None, "; ".join(lines[:2]) or "RDKit cannot parse it"
+
+
+def randomized_smiles(smiles: Sequence[str], n: int, seed: int = 0) -> list[list[str]]:
+    """``n`` randomized SMILES of each molecule (RDKit ``MolToRandomSmilesVect``; stereo kept).
+
+    RDKit writes the same molecule from other starting atoms and branch orders. Deterministic for a given seed,
+    so augmented training and test-time augmentation are reproducible.
+    """
+    out = []
+    for i, s in enumerate(smiles):
+        mol = Chem.MolFromSmiles(s)
+        if mol is None:
+            raise SmilesformerError(f"row {i}: cannot randomize invalid SMILES {s!r}; validate inputs first")
+        out.append(list(Chem.MolToRandomSmilesVect(mol, n, randomSeed=seed + i)))
+    return out
+
+
+def validate_smiles(smiles: Sequence[object]) -> tuple[list[str | None], list[str]]:
+    """Every row parsed with RDKit: the stripped SMILES (None where it fails) and the reason ("" where it parses).
+
+    The rule every prediction path follows: keep every row, predict the valid ones, say why the others failed.
+    """
+    clean, errors = [], []
+    for s in smiles:
+        mol, reason = parse_smiles(s)
+        clean.append(s.strip() if mol is not None else None)
+        errors.append("" if mol is not None else f"invalid SMILES: {reason}")
+    return clean, errors
 
 
 def _bad_frame(rows: list[dict]) -> pd.DataFrame:

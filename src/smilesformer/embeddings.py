@@ -38,11 +38,12 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .config import Precision
-from .data import SmilesformerError, parse_smiles
+from .data import SmilesformerError, validate_smiles
 from .descriptors import descriptor_inputs
-from .evaluate import length_batches
-from .model import META_FILE, SmilesModel, _offline_error, resolve_model_source
-from .tokenization import ATOM_TOKEN_REGEX, count_unknown, load_tokenizer, tokenize_smiles
+from .networks import offline_error, resolve_model_source
+from .predictors import ENSEMBLE_FILE, Predictor
+from .tasks import META_FILE
+from .tokenization import ATOM_TOKEN_REGEX, length_batches, load_tokenizer, tokenize_smiles, warn_unknown
 
 __all__ = [
     "Pooling",
@@ -145,7 +146,7 @@ class Encoder:
         return self.hidden_size * (config.last_k if config.last_k > 1 else 1)
 
 
-def load_encoder(source: str | Path | SmilesModel | Encoder, device: str = "auto") -> Encoder:
+def load_encoder(source: str | Path | Predictor | Encoder, device: str = "auto") -> Encoder:
     """Load an encoder from a model folder (fine-tuned or pretrained), a bundled name, or a ``SmilesModel``.
 
     A folder whose config names a ``...ForSequenceClassification`` architecture loads with its head
@@ -160,11 +161,15 @@ def load_encoder(source: str | Path | SmilesModel | Encoder, device: str = "auto
     """
     if isinstance(source, Encoder):
         encoder = source
-    elif isinstance(source, SmilesModel):
-        encoder = Encoder(source.model, source.tokenizer, source.meta.max_length, source.meta.base_model)
+    elif isinstance(source, Predictor):  # a SmilesModel or any fine-tuned predictor: its (first) transformer
+        first = source.members[0]
+        encoder = Encoder(first.model, first.tokenizer, first.meta.max_length, first.meta.base_model)
     else:
         name = resolve_model_source(str(source))
         folder = Path(name)
+        if (folder / ENSEMBLE_FILE).is_file():  # an ensemble embeds with its first member
+            folder = folder / json.loads((folder / ENSEMBLE_FILE).read_text())["members"][0]
+            name = str(folder)
         try:
             config = AutoConfig.from_pretrained(name)
             tokenizer = load_tokenizer(name)
@@ -182,7 +187,7 @@ def load_encoder(source: str | Path | SmilesModel | Encoder, device: str = "auto
                 finally:
                     hf_logging.set_verbosity(verbosity)
         except OSError as exc:
-            raise _offline_error(str(source), exc) from exc
+            raise offline_error(str(source), exc) from exc
         limit = getattr(config, "max_position_embeddings", 514) - 2  # RoBERTa offsets positions by 2
         max_length = min(tokenizer.model_max_length, limit, 512)
         if (folder / META_FILE).is_file():
@@ -365,12 +370,12 @@ def check_config(encoder: Encoder, config: EmbedConfig) -> None:
 
 
 @torch.inference_mode()
-def embed(source: str | Path | SmilesModel | Encoder, smiles: Sequence[str],
+def embed(source: str | Path | Predictor | Encoder, smiles: Sequence[str],
           config: EmbedConfig | None = None) -> Embeddings:
     """Embed SMILES with an encoder.
 
     Each SMILES is checked with RDKit first; an invalid one keeps its row (NaN vector, reason in
-    ``error``). Batches group molecules of similar token length (``evaluate.length_batches``), so
+    ``error``). Batches group molecules of similar token length (``tokenization.length_batches``), so
     little padding is computed; padding is masked out of mean and max pooling.
 
     Args:
@@ -389,11 +394,7 @@ def embed(source: str | Path | SmilesModel | Encoder, smiles: Sequence[str],
     head = encoder.head_module() if config.pooling is Pooling.head else None
     smiles = [s if isinstance(s, str) else "" for s in smiles]
     n, dim, tok = len(smiles), encoder.dim(config), encoder.tokenizer
-    error, clean = [], []
-    for s in smiles:
-        mol, reason = parse_smiles(s)
-        error.append("" if mol is not None else f"invalid SMILES: {reason}")
-        clean.append(s.strip())
+    clean, error = validate_smiles(smiles)
     valid = [i for i in range(n) if not error[i]]
     vectors = np.full((n, dim), np.nan, dtype=np.float32)
     layer_vectors = (np.full((n, n_states, encoder.hidden_size), np.nan, dtype=np.float32)
@@ -412,10 +413,7 @@ def embed(source: str | Path | SmilesModel | Encoder, smiles: Sequence[str],
     if truncated.any():
         logger.warning("%d SMILES are longer than max_length=%d tokens; only their first tokens were embedded",
                        int(truncated.sum()), encoder.max_length)
-    unknown = count_unknown(tok, [clean[i] for i in valid])
-    if unknown:
-        logger.warning("%d of %d SMILES hold tokens this model's vocabulary does not know (read as <unk>), e.g. %r; "
-                       "their atoms are invisible to the embedding", len(unknown), len(valid), clean[valid[unknown[0]]])
+    warn_unknown(tok, [clean[i] for i in valid])
     selected = list(range(n_states - config.last_k, n_states)) if config.last_k > 1 else [config.layer]
     for batch in length_batches([len(x) for x in ids], config.batch_size):
         padded = tok.pad({"input_ids": [ids[j] for j in batch]}, return_tensors="pt")

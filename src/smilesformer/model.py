@@ -1,263 +1,102 @@
-"""Building and loading HF encoder models, and ``SmilesModel``: a model, its tokenizer and its task, with
-scikit-learn-like verbs (``fit``, ``predict``, ``evaluate``, ``save_pretrained``).
+"""``SmilesModel``: the model a user builds, fine-tunes, predicts with and saves, from Python as from the CLI.
 
-Heads are configured, not written: ``AutoModelForSequenceClassification`` with ``num_labels`` targets and
-``problem_type`` regression (MSE), multi-label (one logit per binary task) or single-label (multiclass).
+It holds a predictor (``predictors``: one transformer, or an ensemble, with test-time augmentation and a tree
+blend around it, as ``TrainConfig`` asks) and offers scikit-learn-like verbs (``fit``, ``predict``,
+``evaluate``, ``save_pretrained``). ``fit`` runs the same recipe as ``smilesformer finetune``
+(``train.fit_predictor``), so the Python API and the CLI build the same model from the same settings.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-    RobertaConfig,
-)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import __version__
-from .config import DEFAULT_MODEL, Task, TrainConfig
+from .config import Task, TrainConfig
 from .data import SmilesformerError
-from .descriptors import (
-    DESCRIPTOR_SETS,
-    ENCODER_TYPES,
-    descriptor_model_from_config,
-    with_descriptor_head,
-)
-from .tokenization import build_regex_tokenizer, load_tokenizer
+from .descriptors import uses_descriptors
+from .networks import PRESETS, network_with_new_head, random_network
+from .predictors import Ensemble, Predictor, Transformer, load_predictor
+from .tasks import ModelMeta
+from .train import fit_predictor
 
-__all__ = [
-    "PRESETS",
-    "BUNDLED_DIR",
-    "META_FILE",
-    "ModelMeta",
-    "SmilesModel",
-    "resolve_model_source",
-    "make_config",
-    "bundled_model_path",
-]
+__all__ = ["PRESETS", "ModelMeta", "SmilesModel", "SmilesEnsemble", "load_predictor"]
 
-logger = logging.getLogger(__name__)
+SmilesEnsemble = Ensemble
+"""Several fine-tuned models of one task, predicting together (``predictors.Ensemble``)."""
 
-META_FILE = "smilesformer.json"
-BUNDLED_DIR = Path(__file__).parent / "models"
-
-# RoBERTa shapes. `small` has the layers, width and heads of ChemBERTa-2's smallest (3 layers, hidden 384,
-# 12 heads; feed-forward 2x hidden to keep the shipped weights under 25 MB), the bundled model's;
-# `base` is ChemBERTa's (6 layers, hidden 768); `tiny` is for tests.
-PRESETS: dict[str, dict[str, int]] = {
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
-    "small": dict(hidden_size=384, num_hidden_layers=3, num_attention_heads=12, intermediate_size=768),
-    "base": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072),
-}
+_DEFAULTS = TrainConfig.__dataclass_fields__
 
 
-def bundled_model_path(name: str = DEFAULT_MODEL) -> Path | None:
-    """Folder of a model shipped inside the package, or None if it is not there."""
-    path = BUNDLED_DIR / name
-    return path if (path / "config.json").is_file() else None
+class SmilesModel(Predictor):
+    """A transformer encoder with a prediction head, its tokenizer, what it predicts, and what is built around it.
 
-
-def resolve_model_source(name: str) -> str:
-    """Turn a model name into something ``from_pretrained`` can load: bundled name, local folder or hub name."""
-    bundled = bundled_model_path(name)
-    if bundled is not None:
-        return str(bundled)
-    if name == DEFAULT_MODEL:
-        raise SmilesformerError(
-            f"the bundled model {DEFAULT_MODEL!r} is not in this installation ({BUNDLED_DIR}); "
-            "pass --model random:small to start from random weights, or a checkpoint path"
-        )
-    return name
-
-
-def _offline_error(name: str, exc: Exception) -> SmilesformerError:
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-    why = "HF_HUB_OFFLINE=1 is set" if offline else "the Hugging Face hub could not be reached"
-    return SmilesformerError(
-        f"cannot load model {name!r}: it is not a local folder, not a bundled model, not in the Hugging Face "
-        f"cache, and {why}. Download it where there is network (`hf download {name}`) and copy the cache "
-        f"(HF_HOME) here, pass a local folder, or use the bundled model {DEFAULT_MODEL!r}. ({exc})"
-    )
-
-
-def make_config(preset: str, vocab_size: int, max_length: int, pad_token_id: int, **overrides) -> RobertaConfig:
-    """A RoBERTa config of a named size."""
-    if preset not in PRESETS:
-        raise SmilesformerError(f"unknown size preset {preset!r}; known: {', '.join(PRESETS)}")
-    return RobertaConfig(
-        vocab_size=vocab_size,
-        max_position_embeddings=max_length + 2,  # RoBERTa offsets positions by padding_idx + 1
-        pad_token_id=pad_token_id,
-        bos_token_id=0,
-        eos_token_id=2,
-        type_vocab_size=1,
-        **PRESETS[preset],
-        **overrides,
-    )
-
-
-@dataclass
-class ModelMeta:
-    """What a fine-tuned model predicts and how to read its outputs; saved as smilesformer.json."""
-
-    task: Task
-    targets: list[str]
-    n_classes: int = 2
-    """2 for binary tasks (one logit each); k > 2 for a single multiclass target."""
-    label_mean: list[float] | None = None
-    """Regression: training-label mean per target, added back at predict time."""
-    label_std: list[float] | None = None
-    """Regression: training-label standard deviation per target."""
-    max_length: int = 128
-    base_model: str = ""
-    smiles_col: str = "smiles"
-    tta: int = 0
-    """Randomized SMILES averaged with the input SMILES at predict time (test-time augmentation)."""
-    ensemble_size: int = 1
-    """Member models whose predictions are averaged (an ensemble folder; 1 for a single model)."""
-    interval_scale: list[float] | None = None
-    """Per target, the multiple of the prediction spread that gives a 90% interval (fitted on the valid set)."""
-    tree_weights: list[float] | None = None
-    """Per target, the transformer's weight in its blend with gradient-boosted trees on RDKit descriptors
-    (saved as trees.skops; the trees get 1 - w, see ``trees``); None: the transformer alone."""
-    version: str = __version__
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.task = Task(self.task)
-        if not self.targets:
-            raise SmilesformerError("a model needs at least one target")
-        if self.n_classes > 2 and len(self.targets) != 1:
-            raise SmilesformerError("multiclass classification supports one target column")
-
-    @property
-    def num_labels(self) -> int:
-        return self.n_classes if self.n_classes > 2 else len(self.targets)
-
-    @property
-    def problem_type(self) -> str:
-        if self.task is Task.regression:
-            return "regression"
-        return "single_label_classification" if self.n_classes > 2 else "multi_label_classification"
-
-    def save(self, folder: Path) -> None:
-        data = asdict(self)
-        data["task"] = self.task.value
-        (folder / META_FILE).write_text(json.dumps(data, indent=2))
-
-    @classmethod
-    def load(cls, folder: Path) -> ModelMeta:
-        return cls(**json.loads((folder / META_FILE).read_text()))
-
-
-def _check_descriptors(kind: str) -> None:
-    if kind != "auto" and kind not in DESCRIPTOR_SETS:
-        raise SmilesformerError(f"unknown descriptor set {kind!r}; choose auto or one of {', '.join(DESCRIPTOR_SETS)}")
-
-
-def _resolve_descriptors(kind: str, config) -> str:
-    """``auto``: the RDKit descriptor head where it can go (a RoBERTa encoder), else none."""
-    if kind != "auto":
-        return kind
-    return "rdkit" if config.model_type in ENCODER_TYPES else "none"
-
-
-class SmilesModel:
-    """A transformer encoder with a prediction head, its tokenizer, and what it predicts.
-
-    Build one with ``from_pretrained`` (a checkpoint: bundled, local or hub) or ``from_scratch``
-    (random weights), train it with ``fit``, and use ``predict`` / ``evaluate`` / ``save_pretrained``.
+    Build one with ``from_pretrained`` (a checkpoint with a new head, or a fine-tuned model folder of any kind)
+    or ``from_scratch`` (random weights), train it with ``fit``, and use ``predict`` / ``evaluate`` /
+    ``save_pretrained``. ``model``, ``tokenizer`` and ``meta`` are those of the (first) transformer underneath,
+    as explain and embed read them.
     """
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meta: ModelMeta):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.meta = meta
+        self.predictor: Predictor = Transformer(model, tokenizer, meta)
         self.history: list[dict] = []
-        self.trees = None
-        """``trees.Trees`` blended with the transformer (see ``meta.tree_weights``), or None."""
+        """The training log of the (first) transformer; ``histories`` has every member's."""
+        self.histories: list[list[dict]] = []
+        self._make_member = None  # builds a fresh, untrained transformer from a seed (for ensembles)
+
+    @classmethod
+    def wrap(cls, predictor: Predictor) -> SmilesModel:
+        """A ``SmilesModel`` around a fitted predictor."""
+        out = cls.__new__(cls)
+        out.predictor, out.history, out.histories, out._make_member = predictor, [], [], None
+        return out
 
     # construction -----------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | Path = DEFAULT_MODEL,
+        name_or_path: str | Path = "smilesformer-moses",
         task: Task | str | None = None,
         targets: Sequence[str] | None = None,
         n_classes: int = 2,
         max_length: int | None = None,
-        descriptors: str = "none",
+        descriptors: str = _DEFAULTS["descriptors"].default,
+        seed: int = _DEFAULTS["seed"].default,
     ) -> SmilesModel:
         """Load a checkpoint.
 
-        A smilesformer model folder (with smilesformer.json) loads ready to predict when no task is
-        given. Otherwise the encoder is loaded and a fresh head is put on it for ``task`` / ``targets``.
+        A fine-tuned model folder (with smilesformer.json; one model or an ensemble) loads ready to predict when
+        no task is given. Otherwise the encoder is loaded and a fresh head is put on it for ``task`` / ``targets``.
 
         Args:
             name_or_path: bundled model name, local folder, or Hugging Face hub name.
-            task: regression or classification; None to reuse a fine-tuned model's head.
+            task: regression or classification; None to load a fine-tuned model as it is.
             targets: names of the predicted columns.
             n_classes: 2 for binary tasks, k > 2 for one multiclass target.
-            max_length: longest tokenized SMILES; defaults to the checkpoint's limit (at most 512).
-            descriptors: "rdkit" to put the head that also reads RDKit descriptors (see ``descriptors``) on
-                the encoder, "auto" for that head on a RoBERTa encoder and the plain one otherwise; only with
-                a new head (``task`` given).
+            max_length: longest tokenized SMILES until ``fit`` sets it from ``TrainConfig.max_length``; default the
+                checkpoint's limit (at most 512).
+            descriptors: "rdkit" for the head that also reads RDKit descriptors (see ``descriptors``), "none"
+                for SMILES only, "auto" (``TrainConfig``'s default) for rdkit on a RoBERTa encoder.
+            seed: seed of the new head's weights (torch's global random state is left as it was).
 
         Raises:
             SmilesformerError: the model cannot be found (offline and not cached, say).
         """
-        _check_descriptors(descriptors)
-        source = resolve_model_source(str(name_or_path))
-        folder = Path(source)
-        if (folder / "ensemble.json").is_file():
-            raise SmilesformerError(f"{name_or_path} holds an ensemble of models: load it with "
-                                    "smilesformer.load_predictor, which reads one model or an ensemble")
-        try:
-            tokenizer = load_tokenizer(source)
-            if task is None:
-                if not (folder / META_FILE).is_file():
-                    raise SmilesformerError(
-                        f"{name_or_path} is not a fine-tuned smilesformer model (no {META_FILE}); "
-                        "give task and targets to put a new head on it"
-                    )
-                meta = ModelMeta.load(folder)
-                model = AutoModelForSequenceClassification.from_pretrained(source)
-            else:
-                if not targets:
-                    raise SmilesformerError("give the target column name(s) for the new head")
-                config = AutoConfig.from_pretrained(source)
-                limit = getattr(config, "max_position_embeddings", 514) - 2
-                meta = ModelMeta(Task(task), list(targets), n_classes,
-                                 max_length=min(max_length or 128, limit, 512), base_model=str(name_or_path))
-                # ignore_mismatched_sizes: an MTR-pretrained head (one output per descriptor) is replaced
-                descriptors = _resolve_descriptors(descriptors, config)
-                if descriptors != "none":
-                    model = with_descriptor_head(source, descriptors, num_labels=meta.num_labels,
-                                                 problem_type=meta.problem_type)
-                else:
-                    model = AutoModelForSequenceClassification.from_pretrained(
-                        source, num_labels=meta.num_labels, problem_type=meta.problem_type,
-                        ignore_mismatched_sizes=True,
-                    )
-        except OSError as exc:
-            raise _offline_error(str(name_or_path), exc) from exc
-        out = cls(model, tokenizer, meta)
-        if task is None and meta.tree_weights is not None:
-            from .trees import load_trees
+        if task is None:
+            return cls.wrap(load_predictor(name_or_path))
+        if not targets:
+            raise SmilesformerError("give the target column name(s) for the new head")
 
-            out.trees = load_trees(folder)
-        return out
+        def make(member_seed: int) -> Transformer:
+            meta = ModelMeta(Task(task), list(targets), n_classes, base_model=str(name_or_path))
+            network, tokenizer = network_with_new_head(str(name_or_path), meta, max_length, descriptors, member_seed)
+            return Transformer(network, tokenizer, meta)
+
+        return cls._fresh(make, seed)
 
     @classmethod
     def from_scratch(
@@ -266,10 +105,10 @@ class SmilesModel:
         task: Task | str,
         targets: Sequence[str],
         n_classes: int = 2,
-        max_length: int = 128,
+        max_length: int = _DEFAULTS["max_length"].default,
         tokenizer: PreTrainedTokenizerBase | None = None,
         vocab_smiles: Sequence[str] | None = None,
-        seed: int = 0,
+        seed: int = _DEFAULTS["seed"].default,
         descriptors: str = "none",
     ) -> SmilesModel:
         """A model with random weights.
@@ -279,53 +118,40 @@ class SmilesModel:
                 are copied (weights not), e.g. the bundled model for a fair random-init baseline.
             tokenizer: tokenizer to use; default: the checkpoint's, else the bundled model's, else a regex
                 tokenizer built from ``vocab_smiles``.
-            seed: seed of the weight initialization.
+            seed: seed of the weight initialization (torch's global random state is left as it was).
             descriptors: "rdkit" for the head that also reads RDKit descriptors; "auto" as in ``from_pretrained``.
         """
-        _check_descriptors(descriptors)
-        meta = ModelMeta(Task(task), list(targets), n_classes, max_length=max_length, base_model=f"random:{preset}")
-        torch.manual_seed(seed)
-        if preset in PRESETS:
-            if tokenizer is None:
-                bundled = bundled_model_path()
-                if bundled is not None:
-                    tokenizer = load_tokenizer(bundled)
-                elif vocab_smiles is not None:
-                    tokenizer = build_regex_tokenizer(vocab_smiles, model_max_length=max_length)
-                else:
-                    raise SmilesformerError("a random model needs a tokenizer or SMILES to build its vocabulary")
-            config = make_config(preset, len(tokenizer), max_length, tokenizer.pad_token_id,
-                                 num_labels=meta.num_labels, problem_type=meta.problem_type)
-        else:
-            source = resolve_model_source(preset)
-            try:
-                tokenizer = tokenizer or load_tokenizer(source)
-                config = AutoConfig.from_pretrained(source, num_labels=meta.num_labels, problem_type=meta.problem_type)
-            except OSError as exc:
-                raise _offline_error(preset, exc) from exc
-            meta.max_length = min(max_length, config.max_position_embeddings - 2)
-        descriptors = _resolve_descriptors(descriptors, config)
-        if descriptors != "none":
-            model = descriptor_model_from_config(config, descriptors)
-        else:
-            model = AutoModelForSequenceClassification.from_config(config)
-        return cls(model, tokenizer, meta)
+
+        def make(member_seed: int) -> Transformer:
+            meta = ModelMeta(Task(task), list(targets), n_classes, max_length=max_length, base_model=f"random:{preset}")
+            network, tok = random_network(preset, meta, tokenizer, vocab_smiles, descriptors, member_seed)
+            return Transformer(network, tok, meta)
+
+        return cls._fresh(make, seed)
 
     @classmethod
     def create(cls, name: str, task: Task | str, targets: Sequence[str], n_classes: int = 2,
-               max_length: int = 128, vocab_smiles: Sequence[str] | None = None, seed: int = 0,
-               descriptors: str = "none") -> SmilesModel:
+               max_length: int | None = None, vocab_smiles: Sequence[str] | None = None,
+               seed: int = _DEFAULTS["seed"].default,
+               descriptors: str = _DEFAULTS["descriptors"].default) -> SmilesModel:
         """``from_scratch`` for names written ``random:<preset or checkpoint>``, else ``from_pretrained``.
 
         ``seed`` fixes the random weights: the whole model for ``random:``, the new head otherwise.
         """
         if name.startswith("random:"):
-            return cls.from_scratch(name.removeprefix("random:"), task, targets, n_classes, max_length,
-                                    vocab_smiles=vocab_smiles, seed=seed, descriptors=descriptors)
-        torch.manual_seed(seed)  # the new head is initialized from torch's global generator
-        return cls.from_pretrained(name, task, targets, n_classes, max_length, descriptors=descriptors)
+            return cls.from_scratch(name.removeprefix("random:"), task, targets, n_classes,
+                                    max_length or _DEFAULTS["max_length"].default, vocab_smiles=vocab_smiles,
+                                    seed=seed, descriptors=descriptors)
+        return cls.from_pretrained(name, task, targets, n_classes, max_length, descriptors=descriptors, seed=seed)
 
-    # training and inference ----------------------------------------------------------------------------
+    @classmethod
+    def _fresh(cls, make, seed: int) -> SmilesModel:
+        first = make(seed)
+        out = cls(first.model, first.tokenizer, first.meta)
+        out._make_member = make
+        return out
+
+    # training -----------------------------------------------------------------------------------------------
     def fit(
         self,
         smiles: Sequence[str],
@@ -335,53 +161,95 @@ class SmilesModel:
         config: TrainConfig | None = None,
         output_dir: str | Path | None = None,
     ) -> SmilesModel:
-        """Fine-tune with the Hugging Face Trainer (see ``train.finetune``).
+        """Fine-tune as ``config`` says, with the recipe ``smilesformer finetune`` runs (``train.fit_predictor``).
+
+        Every ``TrainConfig`` field is honoured: the Trainer's settings, ``max_length`` (within the checkpoint's
+        position limit), ``adapt``, ``augment``, ``ensemble`` (members from seeds seed, seed+1, ...), ``tta``
+        and ``trees`` (the blend, weighted on the valid set). ``descriptors`` is decided when the head is built
+        (``from_pretrained``): a config that asks for another head is refused.
 
         Args:
             smiles: training SMILES (already valid; see ``data.load_dataset``).
             labels: (n,) or (n, targets) floats; NaN marks a missing label (masked out).
-            valid_smiles, valid_labels: optional validation set for early stopping and best-model choice.
+            valid_smiles, valid_labels: optional validation set for early stopping, the best epoch, the blend
+                weights and the interval scale.
             config: hyper-parameters; defaults to ``TrainConfig()``.
             output_dir: where checkpoints go (kept for resuming); a temporary folder if None.
-        """
-        from .train import finetune
-
-        self.history = finetune(self, smiles, labels, valid_smiles, valid_labels, config or TrainConfig(), output_dir)
-        return self
-
-    def predict(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
-        """Predict every SMILES; one output row per input, in order, with an ``error`` column.
 
         Returns:
-            Regression: ``<target>_pred`` per target. Binary classification: ``<target>_prob`` (of class 1)
-            and ``<target>_pred``. Multiclass: ``<target>_prob_<k>`` per class and ``<target>_pred``.
-            An invalid SMILES gets NaN predictions and its reason in ``error``.
+            ``self``, fitted.
         """
-        from .evaluate import predict_table
+        config = config or TrainConfig()
+        if not isinstance(self.predictor, Transformer):
+            raise SmilesformerError("this model is already an ensemble or a blend: fit a new model from its base "
+                                    f"checkpoint ({self.meta.base_model!r}) instead")
+        self._check_descriptors(config)
+        if config.ensemble > 1 and self._make_member is None:
+            raise SmilesformerError("ensemble > 1 trains new members from the base checkpoint: build the model with "
+                                    "SmilesModel.from_pretrained(name, task, targets) or from_scratch, not from a "
+                                    "fine-tuned folder")
+        first = self.predictor
 
-        return predict_table(self, smiles, batch_size=batch_size, progress=progress)
+        def make(seed: int) -> Transformer:
+            member = first if seed == config.seed else self._make_member(seed)
+            limit = getattr(member.model.config, "max_position_embeddings", 514) - 2
+            member.meta.max_length = min(config.max_length, limit, 512)
+            return member
 
-    def evaluate(self, smiles: Sequence[str], labels: np.ndarray | pd.DataFrame, batch_size: int = 128) -> dict:
-        """Metrics per target and averaged (see ``evaluate.compute_metrics``)."""
-        from .evaluate import compute_metrics, prediction_matrix
+        self.predictor, histories = fit_predictor(make, smiles, labels, valid_smiles, valid_labels, config,
+                                                  output_dir)
+        self.histories, self.history = histories, histories[0]
+        return self
 
-        preds = self.predict(smiles, batch_size=batch_size)
-        return compute_metrics(self.meta, np.asarray(labels, dtype=float).reshape(len(preds), -1),
-                               prediction_matrix(self.meta, preds))
+    def _check_descriptors(self, config: TrainConfig) -> None:
+        built = "rdkit" if uses_descriptors(self.model) else "none"
+        if config.descriptors not in ("auto", built):
+            raise SmilesformerError(
+                f"TrainConfig(descriptors={config.descriptors!r}) asks for another head than this model has "
+                f"({built}); the head is built with the model: pass descriptors={config.descriptors!r} to "
+                "SmilesModel.from_pretrained / from_scratch")
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write a standard HF folder (safetensors weights, config, tokenizer) plus smilesformer.json."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
-        self.meta.save(folder)
-        if self.trees is not None:
-            from .trees import save_trees
-
-            save_trees(self.trees, folder)
-        return folder
+    # what the predictor underneath offers -----------------------------------------------------------------------
+    @property
+    def meta(self) -> ModelMeta:
+        return self.predictor.meta
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    def members(self) -> list[Transformer]:
+        return self.predictor.members
+
+    @property
+    def model(self) -> PreTrainedModel:
+        return self.members[0].model
+
+    @model.setter
+    def model(self, network: PreTrainedModel) -> None:
+        self.members[0].model = network
+
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        return self.members[0].tokenizer
+
+    def find(self, kind: type) -> Predictor | None:
+        return self.predictor.find(kind)
+
+    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
+        return self.predictor.passes(smiles, batch_size, progress, descriptors_of)
+
+    def outputs(self, smiles, batch_size=128, progress=False):
+        return self.predictor.outputs(smiles, batch_size, progress)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """A folder ``load_predictor`` and ``from_pretrained`` read back: a standard HF folder (safetensors
+        weights, config, tokenizer) plus smilesformer.json, or ensemble members, trees beside them."""
+        return self.predictor.save_pretrained(folder)
+
+    def to(self, device: str | torch.device) -> SmilesModel:
+        self.predictor.to(device)
+        return self
+
+    def __repr__(self) -> str:
+        meta = self.meta
+        return (f"SmilesModel({meta.task.value}, targets={meta.targets}, base={meta.base_model!r}, "
+                f"predictor={type(self.predictor).__name__})")
+

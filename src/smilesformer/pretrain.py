@@ -29,8 +29,8 @@ from .config import Objective, PretrainConfig, TokenizerKind, save_config
 from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles
 from .descriptors import descriptor_block
 from .descriptors import descriptor_names as rdkit_descriptor_names
-from .model import make_config
-from .objectives import RobertaForMlmMtr, masked_lm_model
+from .networks import make_config
+from .objectives import MTR_HEAD_FILE, RobertaForMlmMtr, masked_lm_model
 from .tokenization import (
     build_regex_tokenizer,
     build_smiles_tokenizer,
@@ -56,7 +56,6 @@ CHUNK = 10_000  # molecules per tokenization / descriptor chunk
 FINETUNE_DROPOUT = 0.1  # RoBERTa's, written into the saved config whatever pretraining used
 DESCRIPTOR_BLOCK = 1000  # molecules per descriptor task (and per resume point)
 CORPUS_BUILD_FILE = "corpus_build.json"  # the corpus builder's report, copied into the model folder
-MTR_HEAD_FILE = "mtr_head.safetensors"  # mlm+mtr: the descriptor head, beside the RobertaForMaskedLM weights
 
 
 def clean_corpus(config: PretrainConfig, out_dir: Path) -> tuple[Path, dict]:

@@ -2,7 +2,7 @@
 
 The input is read ``chunk_size`` rows at a time (pandas' chunked CSV reader, pyarrow's Parquet batches,
 line by line for .smi), each chunk is validated with RDKit, tokenized and run in batches of similar
-length (``evaluate.predict_outputs`` / ``evaluate.length_batches``: the chunk is the sorting window),
+length (``predictors.Transformer.passes`` / ``tokenization.length_batches``: the chunk is the sorting window),
 and written as one part file next to the output (``<out>.parts/``) with a small ``manifest.json``.
 Memory therefore depends on the chunk size, never on the input size. When every chunk is done the
 parts are joined into ``out`` and the folder is removed; a run that stops half way leaves them, and
@@ -45,9 +45,7 @@ from .embeddings import (
     inference_autocast,
     load_encoder,
 )
-from .ensemble import SmilesEnsemble, load_predictor
-from .evaluate import predict_table
-from .model import SmilesModel
+from .predictors import Predictor, load_predictor, predict_table
 
 __all__ = [
     "Engine",
@@ -402,7 +400,7 @@ def _write_parts(chunks: Iterator, process, output, work: Path, manifest: dict, 
 
 
 # predict ----------------------------------------------------------------------------------------------------
-def predict_frame(model: SmilesModel | SmilesEnsemble, chunk: pd.DataFrame, smiles_col: str, batch_size: int = 128,
+def predict_frame(model: Predictor, chunk: pd.DataFrame, smiles_col: str, batch_size: int = 128,
                   precision: Precision | str = Precision.auto, progress: bool = False) -> pd.DataFrame:
     """A table (or chunk of one) with the prediction columns and ``error`` appended; a prediction column
     whose name the table already uses gets a ``_1`` suffix."""
@@ -413,13 +411,10 @@ def predict_frame(model: SmilesModel | SmilesEnsemble, chunk: pd.DataFrame, smil
     return pd.concat([chunk, preds.rename(columns={c: f"{c}_1" for c in clash})], axis=1)
 
 
-def _use_gpu(model: SmilesModel | SmilesEnsemble) -> SmilesModel | SmilesEnsemble:
+def _use_gpu(model: Predictor) -> Predictor:
     import torch
 
-    if torch.cuda.is_available():
-        for member in getattr(model, "members", [model]):
-            member.model.to("cuda")
-    return model
+    return model.to("cuda") if torch.cuda.is_available() else model
 
 
 def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
@@ -467,7 +462,7 @@ def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smi
 
 
 # embed ------------------------------------------------------------------------------------------------------
-def stream_embed(model: str | Path | SmilesModel | Encoder, data: str | Path, out: str | Path,
+def stream_embed(model: str | Path | Predictor | Encoder, data: str | Path, out: str | Path,
                  smiles_col: str | None = None, config: EmbedConfig | None = None, chunk_size: int | None = None,
                  progress: bool = False, resume: bool = True, engine: Engine | str = Engine.local,
                  workers: int | None = None) -> StreamSummary:
@@ -478,7 +473,7 @@ def stream_embed(model: str | Path | SmilesModel | Encoder, data: str | Path, ou
     and the reason for an invalid SMILES). See ``embeddings.embeddings_table``.
 
     Args:
-        model: a model folder (fine-tuned or pretrained encoder), bundled name, ``SmilesModel`` or ``Encoder``.
+        model: a model folder (fine-tuned or pretrained encoder), bundled name, ``SmilesModel`` (any predictor) or ``Encoder``.
         config: pooling, layer(s), per-token and per-layer outputs.
         chunk_size: rows per chunk; default 10,000 (1,000 with per-token output).
         Other arguments as ``stream_predict``.
@@ -492,12 +487,12 @@ def stream_embed(model: str | Path | SmilesModel | Encoder, data: str | Path, ou
     chunk_size = chunk_size or (PER_TOKEN_CHUNK_SIZE if config.per_token else DEFAULT_CHUNK_SIZE)
     col, chunks = read_chunks(data, chunk_size, smiles_col)
     model_ref = model.source if isinstance(model, Encoder) else (
-        model.meta.base_model if isinstance(model, SmilesModel) else _model_key(model))
+        model.meta.base_model if isinstance(model, Predictor) else _model_key(model))
     key = {"task": "embed", "input": _file_key(data), "model": model_ref, "smiles_col": col,
            "chunk_size": chunk_size, "config": config.describe() | {"batch_size": config.batch_size},
            "format": out.suffix.lower()}
     if engine is Engine.ray:
-        if isinstance(model, (SmilesModel, Encoder)):
+        if isinstance(model, (Predictor, Encoder)):
             raise SmilesformerError("the ray engine loads the model on each worker: pass a model folder")
         batches = _ray_map(data, chunks, _RayEmbedder, {"model": str(model), "smiles_col": col, "config": config},
                            chunk_size, workers, "pyarrow")

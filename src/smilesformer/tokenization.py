@@ -7,16 +7,22 @@ and work with any HF model. Special tokens follow RoBERTa: ``<s> <pad> </s> <unk
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from tokenizers.implementations import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 __all__ = [
+    "length_batches",
+    "warn_unknown",
+    "warn_truncated",
     "SMILES_REGEX",
     "SMILES_VOCAB",
     "AROMATIC_SYMBOLS",
@@ -31,6 +37,8 @@ __all__ = [
     "coverage_report",
     "count_unknown",
 ]
+
+logger = logging.getLogger(__name__)
 
 # Atom-level SMILES pattern of Schwaller et al., "Molecular Transformer", ACS Cent. Sci. 5, 1572 (2019),
 # kept on one line (copies split over two lines silently lose alternatives such as `#`).
@@ -105,6 +113,36 @@ def count_unknown(tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str]) -> 
         return []
     ids = tokenizer(list(smiles), add_special_tokens=False)["input_ids"]
     return [i for i, row in enumerate(ids) if unk in row]
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:
+    """Positions grouped into batches of similar length (longest first), to cut padding at inference."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def warn_unknown(tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str]) -> int:
+    """How many SMILES hold a token the vocabulary lacks (read as ``<unk>``: its atom or bond is invisible to the
+    model), with a warning naming the first few. Old checkpoints and hub models miss stereo atoms, salts, P, I
+    or B; the bundled tokenizer spells every SMILES."""
+    rows = count_unknown(tokenizer, smiles)
+    if rows:
+        examples = ", ".join(repr(smiles[i]) for i in rows[:3])
+        logger.warning("%d of %d SMILES hold tokens this model's vocabulary does not know (read as <unk>), e.g. %s;"
+                       " use a model whose tokenizer covers them, such as the bundled one", len(rows), len(smiles),
+                       examples)
+    return len(rows)
+
+
+def warn_truncated(tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str], max_length: int) -> int:
+    """How many SMILES have more tokens than ``max_length`` (they are truncated, and we say so)."""
+    # verbose=False: this count replaces transformers' own one-line "longer than" warning
+    lengths = tokenizer(list(smiles), add_special_tokens=True, return_length=True, verbose=False)["length"]
+    n = int(sum(length > max_length for length in lengths))
+    if n:
+        logger.warning("%d SMILES are longer than max_length=%d tokens and were truncated", n, max_length)
+    return n
 
 
 def _wrap(tokenizer: Tokenizer, model_max_length: int) -> PreTrainedTokenizerFast:

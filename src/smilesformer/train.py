@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,17 +28,20 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
-from .config import Objective, Precision, PretrainConfig, Task, TrainConfig
-from .data import SmilesformerError
+from .config import Objective, Precision, PretrainConfig, TrainConfig
+from .data import SmilesformerError, randomized_smiles
 from .descriptors import ENCODER_TYPES, compute_descriptors, descriptor_names, uses_descriptors
-from .objectives import MlmMtrCollator, MtrCollator, mtr_model
+from .evaluate import calibrate_interval
+from .networks import bundled_model_path
+from .objectives import MTR_HEAD_FILE, MlmMtrCollator, MtrCollator, mtr_model
+from .predictors import Augmented, Ensemble, Predictor, Transformer, fit_blend
+from .tasks import layout_of_problem
+from .tokenization import warn_truncated, warn_unknown
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from .model import SmilesModel
-
-__all__ = ["finetune", "run_pretraining", "training_arguments", "distributed_state", "EncodedDataset",
+__all__ = ["finetune", "fit_predictor", "adapt_mtr", "run_pretraining", "training_arguments", "distributed_state", "EncodedDataset",
            "MaskedLossTrainer"]
 
 logger = logging.getLogger(__name__)
@@ -128,7 +131,8 @@ class PadCollator:
 
 
 class MaskedLossTrainer(Trainer):
-    """Trainer whose loss ignores missing labels (NaN), so multi-task data with gaps trains as is.
+    """Trainer whose loss is the task layout's (``tasks.Layout.loss``): missing labels (NaN) are left out, so
+    multi-task data with gaps trains as is.
 
     HF heads compute MSE / BCE over every label; a NaN would poison the batch. This is the one
     subclass we keep: everything else is configured through ``TrainingArguments``.
@@ -137,18 +141,8 @@ class MaskedLossTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
         outputs = model(**inputs)
-        logits = outputs.logits.float()
         problem = getattr(model, "module", model).config.problem_type  # under DDP, `model` wraps the HF model
-        if problem == "single_label_classification":
-            loss = torch.nn.functional.cross_entropy(logits, labels.long().view(-1))
-        else:
-            mask = ~torch.isnan(labels)
-            target = torch.nan_to_num(labels.float())
-            if problem == "regression":
-                per_item = (logits - target) ** 2
-            else:
-                per_item = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            loss = (per_item * mask).sum() / mask.sum().clamp(min=1)
+        loss = layout_of_problem(problem).loss(outputs.logits.float(), labels)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -216,7 +210,7 @@ def _label_matrix(labels, n: int, n_targets: int) -> np.ndarray:
 
 
 def finetune(
-    model: SmilesModel,
+    model: Transformer,
     smiles: Sequence[str],
     labels,
     valid_smiles: Sequence[str] | None,
@@ -224,32 +218,17 @@ def finetune(
     config: TrainConfig,
     output_dir: str | Path | None,
 ) -> list[dict]:
-    """Fine-tune ``model`` in place; returns the Trainer's log history (losses per step and epoch).
+    """Fine-tune one transformer in place; returns the Trainer's log history (losses per step and epoch).
 
-    Regression labels are standardized with the training mean and standard deviation (stored in
-    ``model.meta`` and undone at predict time). With a valid set, the best epoch by validation loss is
-    kept and training stops early after ``config.early_stopping_patience`` epochs without improvement.
-    With ``config.resume`` and checkpoints in ``output_dir``, training continues from the last one.
+    The labels are scaled as the task layout says (regression: standardized with the training mean and
+    standard deviation, stored in ``model.meta`` and undone at predict time). With a valid set, the best epoch
+    by validation loss is kept and training stops early after ``config.early_stopping_patience`` epochs without
+    improvement. With ``config.resume`` and checkpoints in ``output_dir``, training continues from the last one.
     """
-    from .evaluate import count_truncated, count_unknown
-
-    meta = model.meta
-    n_targets = len(meta.targets)
-    y = _label_matrix(labels, len(smiles), n_targets)
-    if meta.task is Task.regression:
-        mean = np.nanmean(y, axis=0)
-        std = np.nanstd(y, axis=0)
-        std = np.where(std > 0, std, 1.0)
-        meta.label_mean, meta.label_std = mean.tolist(), std.tolist()
-    else:
-        meta.label_mean = meta.label_std = None
-
-    def scale(lab: np.ndarray) -> np.ndarray:
-        if meta.task is Task.regression:
-            lab = (lab - np.asarray(meta.label_mean)) / np.asarray(meta.label_std)
-        elif meta.n_classes > 2:
-            lab = lab[:, 0]
-        return lab.astype(np.float32)
+    meta, layout = model.meta, model.meta.layout
+    y = _label_matrix(labels, len(smiles), len(meta.targets))
+    layout.fit_scaling(meta, y)
+    with_descriptors = uses_descriptors(model.model)
 
     def tokenize(smi: Sequence[str]) -> list[list[int]]:
         return model.tokenizer(list(smi), truncation=True, max_length=meta.max_length)["input_ids"]
@@ -257,28 +236,24 @@ def finetune(
     def features(smi: Sequence[str]) -> np.ndarray | None:
         return compute_descriptors(smi, model.model.config.descriptor_names) if with_descriptors else None
 
-    def encode(smi: Sequence[str], lab: np.ndarray) -> EncodedDataset:
-        return EncodedDataset(tokenize(smi), scale(lab), features(smi))
-
-    with_descriptors = uses_descriptors(model.model)
-    count_truncated(model, smiles)
-    count_unknown(model, smiles)
+    warn_truncated(model.tokenizer, smiles, meta.max_length)
+    warn_unknown(model.tokenizer, smiles)
     train_features = features(smiles)
     if with_descriptors:
         model.model.fit_scaling(train_features)
     if config.augment:
-        from .ensemble import randomized_smiles
-
         spellings = [[s, *r] for s, r in zip(smiles, randomized_smiles(smiles, config.augment, seed=config.seed))]
         flat = tokenize([v for options in spellings for v in options])
         width = config.augment + 1
-        train_set = AugmentedDataset([flat[i * width:(i + 1) * width] for i in range(len(smiles))], scale(y),
-                                     config.seed, train_features)
+        train_set = AugmentedDataset([flat[i * width:(i + 1) * width] for i in range(len(smiles))],
+                                     layout.training_labels(meta, y), config.seed, train_features)
     else:
-        train_set = EncodedDataset(tokenize(smiles), scale(y), train_features)
+        train_set = EncodedDataset(tokenize(smiles), layout.training_labels(meta, y), train_features)
     valid_set = None
     if valid_smiles is not None and len(valid_smiles):
-        valid_set = encode(valid_smiles, _label_matrix(valid_labels, len(valid_smiles), n_targets))
+        valid_y = _label_matrix(valid_labels, len(valid_smiles), len(meta.targets))
+        valid_set = EncodedDataset(tokenize(valid_smiles), layout.training_labels(meta, valid_y),
+                                   features(valid_smiles))
 
     tmp = None
     if output_dir is None:
@@ -286,7 +261,6 @@ def finetune(
         output_dir = tmp.name
     output_dir = Path(output_dir)
     args = training_arguments(output_dir, config, len(train_set), valid_set is not None)
-    label_dtype = torch.long if meta.n_classes > 2 else torch.float32
     callbacks = [EarlyStoppingCallback(config.early_stopping_patience)] if valid_set is not None else []
     optimizer = None
     if config.layer_lr_decay < 1:
@@ -298,7 +272,8 @@ def finetune(
         args=args,
         train_dataset=train_set,
         eval_dataset=valid_set,
-        data_collator=PadCollator(model.tokenizer, label_dtype, meta.max_length if config.pad_to_max_length else None),
+        data_collator=PadCollator(model.tokenizer, layout.label_dtype,
+                                  meta.max_length if config.pad_to_max_length else None),
         processing_class=model.tokenizer,
         callbacks=callbacks,
         optimizers=(optimizer, None),  # None: the Trainer builds its AdamW and, always, the schedule
@@ -315,15 +290,52 @@ def finetune(
     return trainer.state.log_history
 
 
+def fit_predictor(make_member: Callable[[int], Transformer], smiles: Sequence[str], labels,
+                  valid_smiles: Sequence[str] | None, valid_labels, config: TrainConfig,
+                  output_dir: str | Path | None) -> tuple[Predictor, list[list[dict]]]:
+    """The whole fine-tuning recipe that ``TrainConfig`` describes, shared by the Python API and the CLI.
+
+    ``config.ensemble`` transformers (member k made by ``make_member(seed + k)``) are fine-tuned; several become
+    an ``Ensemble``; ``config.tta`` wraps them in ``Augmented``; ``config.trees`` blends gradient-boosted trees
+    in (weights chosen on the valid set); a predictor with a spread gets its 90% interval scale calibrated on
+    the valid set (regression).
+
+    Returns:
+        (the predictor, each member's training log history).
+    """
+    members, histories = [], []
+    for k in range(config.ensemble):  # a seed ensemble: member k starts from seed + k
+        member_config = dataclasses.replace(config, seed=config.seed + k)
+        member = make_member(member_config.seed)
+        checkpoints = None
+        if output_dir is not None:
+            checkpoints = Path(output_dir) / (f"member_{k}" if config.ensemble > 1 else "")
+        histories.append(finetune(member, smiles, labels, valid_smiles, valid_labels, member_config, checkpoints))
+        members.append(member)
+    predictor: Predictor = members[0] if len(members) == 1 else Ensemble(members)
+    if config.tta:
+        predictor = Augmented(predictor, config.tta)
+    meta = predictor.meta
+    has_valid = valid_smiles is not None and len(valid_smiles) > 0
+    if config.trees == "gbm" or (config.trees == "auto" and meta.layout.trees_by_default):
+        y = _label_matrix(labels, len(smiles), len(meta.targets))
+        valid_y = _label_matrix(valid_labels, len(valid_smiles), len(meta.targets)) if has_valid else None
+        predictor = fit_blend(predictor, smiles, y, valid_smiles if has_valid else None, valid_y,
+                              seed=config.seed, batch_size=config.eval_batch_size)
+    meta = predictor.meta
+    if meta.has_spread and meta.layout.has_interval and has_valid:
+        mean, sd = predictor.outputs(list(valid_smiles), config.eval_batch_size)
+        valid_y = _label_matrix(valid_labels, len(valid_smiles), len(meta.targets))
+        meta.interval_scale = calibrate_interval(valid_y, mean, sd)
+    return predictor, histories
+
+
 ADAPT_DESCRIPTORS = "fast"  # the set the bundled model was pretrained on
 
 
 def _pretrained_mtr(base_model: str, names: list[str]) -> tuple[dict, dict] | None:
     """The MTR head and descriptor statistics a pretraining run left beside its encoder, if they match ``names``."""
     from safetensors.torch import load_file
-
-    from .model import bundled_model_path
-    from .pretrain import MTR_HEAD_FILE
 
     folder = bundled_model_path(base_model) or Path(base_model)
     stats_path, head_path = folder / "descriptor_stats.json", folder / MTR_HEAD_FILE
@@ -333,7 +345,7 @@ def _pretrained_mtr(base_model: str, names: list[str]) -> tuple[dict, dict] | No
     return (load_file(str(head_path)), stats) if stats.get("names") == names else None
 
 
-def adapt_mtr(model: SmilesModel, smiles: Sequence[str], config: TrainConfig, output_dir: Path) -> list[dict]:
+def adapt_mtr(model: Transformer, smiles: Sequence[str], config: TrainConfig, output_dir: Path) -> list[dict]:
     """Domain adaptation before fine-tuning: regress the RDKit descriptors of the training SMILES for
     ``config.adapt_epochs`` passes (Sultan et al. 2025), then keep the adapted encoder in ``model``.
 

@@ -23,9 +23,9 @@ import numpy as np
 from .config import Task
 from .data import SmilesformerError
 from .descriptors import compute_descriptors, descriptor_names
+from .tasks import ModelMeta
 
-__all__ = ["TREE_FILE", "Trees", "fit_trees", "tree_outputs", "fit_blend", "save_trees", "load_trees",
-           "blend_columns"]
+__all__ = ["TREE_FILE", "Trees", "fit_trees", "tree_outputs", "choose_weights", "save_trees", "load_trees"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,90 +57,45 @@ class Trees:
         return compute_descriptors(smiles, self.descriptor_names)
 
 
-def fit_trees(task: Task, n_classes: int, smiles: Sequence[str], labels: np.ndarray, seed: int = 0) -> Trees:
+def fit_trees(meta: ModelMeta, smiles: Sequence[str], labels: np.ndarray, seed: int = 0) -> Trees:
     """One ``HistGradientBoosting`` model per target on RDKit descriptors; NaN labels are left out per target.
 
     A target with fewer than 2 labelled training molecules, or one class only, gets no trees (None), and
     the blend then gives the transformer all the weight for it.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
     labels = np.asarray(labels, dtype=float).reshape(len(smiles), -1)
     trees = Trees([], descriptor_names("rdkit"))
     x = trees.features(smiles)
+    regression = meta.task is Task.regression
     for j in range(labels.shape[1]):
         keep = ~np.isnan(labels[:, j])
         y = labels[keep, j]
-        if len(y) < 2 or (task is not Task.regression and len(np.unique(y)) < 2):
+        if len(y) < 2 or (not regression and len(np.unique(y)) < 2):
             logger.warning("target %d has fewer than 2 labelled molecules or classes in the training set: "
                            "no trees for it", j)
-            model = None
-        elif task is Task.regression:
-            model = HistGradientBoostingRegressor(**_params(seed)).fit(x[keep], y)
+            trees.models.append(None)
         else:
-            model = HistGradientBoostingClassifier(**_params(seed)).fit(x[keep], y.astype(int))
-        trees.models.append(model)
+            trees.models.append(meta.layout.tree_model(_params(seed)).fit(x[keep], y if regression else y.astype(int)))
     return trees
 
 
-def tree_outputs(trees: Trees, task: Task, n_classes: int, smiles: Sequence[str]) -> np.ndarray:
+def tree_outputs(trees: Trees, meta: ModelMeta, smiles: Sequence[str]) -> np.ndarray:
     """The trees' outputs in the transformer head's layout and scale: (n, labels) values or probabilities.
 
-    A target without trees gets NaN (its blend weight is 1, see ``blend_columns``).
+    A target without trees gets NaN (its blend weight is 1, see ``choose_weights``).
     """
-    x = trees.features(smiles)
-    if task is not Task.regression and n_classes > 2:
-        out = np.zeros((len(smiles), n_classes))
-        model = trees.models[0]
-        if model is None:
-            return np.full((len(smiles), n_classes), np.nan)
-        # a class missing from the training set keeps probability 0
-        out[:, model.classes_.astype(int)] = model.predict_proba(x)
-        return out
-    out = np.full((len(smiles), len(trees.models)), np.nan)
-    for j, model in enumerate(trees.models):
-        if model is None:
-            continue
-        if task is Task.regression:
-            out[:, j] = model.predict(x)
-        else:
-            out[:, j] = model.predict_proba(x)[:, list(model.classes_).index(1)]
-    return out
+    return meta.layout.tree_outputs(meta, trees.models, trees.features(smiles))
 
 
-def blend_columns(weights: Sequence[float], n_classes: int, task: Task) -> np.ndarray:
-    """Per output column, the transformer's weight: one per target, or the single target's for every class."""
-    if task is not Task.regression and n_classes > 2:
-        return np.full(n_classes, weights[0])
-    return np.asarray(weights, dtype=float)
-
-
-def blend(outputs: np.ndarray, trees_out: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """``w * outputs + (1 - w) * trees_out`` per column; ``outputs`` may carry leading axes (members, variants)."""
-    trees_out = np.where(np.isnan(trees_out), 0.0, trees_out)  # weight 0 on them anyway
-    return weights * outputs + (1.0 - weights) * trees_out
-
-
-def _loss(task: Task, n_classes: int, y: np.ndarray, p: np.ndarray) -> float:
-    if task is Task.regression:
-        return float(np.mean((p - y) ** 2))
-    eps = 1e-7
-    p = np.clip(p, eps, 1 - eps)
-    if n_classes > 2:
-        return float(-np.mean(np.log(p[np.arange(len(y)), y.astype(int)])))
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
-
-
-def choose_weights(task: Task, n_classes: int, y: np.ndarray | None, outputs: np.ndarray | None,
-                   trees_out: np.ndarray | None, n_targets: int) -> list[float]:
+def choose_weights(meta: ModelMeta, y: np.ndarray | None, outputs: np.ndarray | None,
+                   trees_out: np.ndarray | None) -> list[float]:
     """Per target, the transformer weight on ``WEIGHT_GRID`` with the lowest validation loss (MSE, log loss).
 
     Without validation labels for a target the weight is ``NO_VALID_WEIGHT``; without trees for it, 1.
     """
-    weights = []
-    for j in range(n_targets):
-        multiclass = task is not Task.regression and n_classes > 2
-        cols = slice(None) if multiclass else slice(j, j + 1)
+    layout, weights = meta.layout, []
+    for j in range(len(meta.targets)):
+        cols = layout.target_columns(j)
         if trees_out is not None and np.isnan(trees_out[:, cols]).all():
             weights.append(1.0)
             continue
@@ -148,34 +103,10 @@ def choose_weights(task: Task, n_classes: int, y: np.ndarray | None, outputs: np
             weights.append(NO_VALID_WEIGHT)
             continue
         keep = ~np.isnan(y[:, j])
-        yj = y[keep, j]
         a, b = outputs[keep][:, cols], trees_out[keep][:, cols]
-        losses = [_loss(task, n_classes, yj, (w * a + (1 - w) * b).squeeze(-1) if not multiclass
-                        else w * a + (1 - w) * b) for w in WEIGHT_GRID]
+        losses = [layout.blend_loss(y[keep, j], w * a + (1 - w) * b) for w in WEIGHT_GRID]
         weights.append(round(float(WEIGHT_GRID[int(np.argmin(losses))]), 2))
     return weights
-
-
-def fit_blend(predictor, smiles: Sequence[str], labels: np.ndarray, valid_smiles: Sequence[str] | None = None,
-              valid_labels: np.ndarray | None = None, seed: int = 0, batch_size: int = 128):
-    """Fit trees on the training molecules and the blend weights on the validation ones; attach both.
-
-    ``predictor`` is a fine-tuned ``SmilesModel`` or ``SmilesEnsemble``; afterwards its ``predict`` (and
-    ``save_pretrained``) include the trees. Returns ``predictor``.
-    """
-    from .evaluate import predict_with_spread
-
-    meta = predictor.meta
-    predictor.trees, meta.tree_weights = None, None  # the transformer alone, for its validation outputs
-    trees = fit_trees(meta.task, meta.n_classes, smiles, labels, seed)
-    y = outputs = trees_out = None
-    if valid_smiles is not None and len(valid_smiles):
-        y = np.asarray(valid_labels, dtype=float).reshape(len(valid_smiles), -1)
-        outputs, _ = predict_with_spread(predictor, list(valid_smiles), batch_size)
-        trees_out = tree_outputs(trees, meta.task, meta.n_classes, valid_smiles)
-    meta.tree_weights = choose_weights(meta.task, meta.n_classes, y, outputs, trees_out, len(meta.targets))
-    predictor.trees = trees
-    return predictor
 
 
 def save_trees(trees: Trees, folder: Path) -> Path:

@@ -23,13 +23,16 @@ import pandas as pd
 from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, save_config
 from .data import SmilesformerError, _guess_smiles_col, file_sha256, load_dataset, read_table, require_columns
 from .descriptors import uses_descriptors
-from .ensemble import GAUSSIAN_Z90, SmilesEnsemble, calibrate_interval, has_spread, load_predictor, uncertainty_metrics
-from .evaluate import compute_metrics, count_truncated, count_unknown, prediction_matrix
-from .model import SmilesModel, bundled_model_path
+from .evaluate import GAUSSIAN_Z90, uncertainty_metrics
+from .model import SmilesModel
+from .networks import bundled_model_path
 from .plots import plot_parity, plot_roc, plot_training_curve
+from .predictors import load_predictor
 from .splits import column_split, random_split, scaffold_split
+from .streaming import predict_frame
+from .tasks import compute_metrics, prediction_matrix
+from .tokenization import warn_truncated, warn_unknown
 from .train import distributed_state
-from .trees import fit_blend
 
 __all__ = ["RunResult", "run_finetune", "run_evaluate", "run_predict", "run_demo", "environment_info"]
 
@@ -135,48 +138,33 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         (out_dir / "environment.json").write_text(json.dumps(env, indent=2))
 
     started = time.perf_counter()
-    members = []
-    for k in range(train.ensemble):  # a seed ensemble: member k starts from seed + k
-        member_train = dataclasses.replace(train, seed=train.seed + k)
-        model = SmilesModel.create(model_name, loaded.task, targets, n_classes, train.max_length,
-                                   vocab_smiles=[smiles[i] for i in train_idx], seed=member_train.seed,
-                                   descriptors=train.descriptors)
-        model.meta.smiles_col = "smiles"
-        checkpoints = out_dir / ("checkpoints" if train.ensemble == 1 else f"checkpoints/member_{k}")
-        model.fit([smiles[i] for i in train_idx], y[train_idx],
-                  [smiles[i] for i in valid_idx] if len(valid_idx) else None,
-                  y[valid_idx] if len(valid_idx) else None, member_train, checkpoints)
-        model.meta.tta = train.tta
-        members.append(model)
+    # the same model and recipe as the Python API: SmilesModel.create(...).fit(..., config)
+    model = SmilesModel.create(model_name, loaded.task, targets, n_classes, train.max_length,
+                               vocab_smiles=[smiles[i] for i in train_idx], seed=train.seed,
+                               descriptors=train.descriptors)
+    model.fit([smiles[i] for i in train_idx], y[train_idx],
+              [smiles[i] for i in valid_idx] if len(valid_idx) else None,
+              y[valid_idx] if len(valid_idx) else None, train, out_dir / "checkpoints")
     train_seconds = time.perf_counter() - started
     state.wait_for_everyone()  # every process has loaded the best checkpoint before checkpoints/ is deleted
     if not main:
         return RunResult(out_dir, {}, None, notes + [f"process {state.process_index} of {state.num_processes}: "
                                                      "the run folder is written by process 0"])
-    predictor = members[0] if len(members) == 1 else SmilesEnsemble(members)
-    regression = loaded.task is Task.regression
-    if train.trees == "gbm" or (train.trees == "auto" and regression):
-        fit_blend(predictor, [smiles[i] for i in train_idx], y[train_idx],
-                  [smiles[i] for i in valid_idx] if len(valid_idx) else None,
-                  y[valid_idx] if len(valid_idx) else None, seed=train.seed, batch_size=train.eval_batch_size)
+    predictor, members = model.predictor, model.members
+    spread = predictor.meta.has_spread and predictor.meta.layout.has_interval
+    if predictor.meta.tree_weights is not None:
         notes.append(f"blended with gradient-boosted trees on RDKit descriptors; transformer weight per target: "
                      f"{predictor.meta.tree_weights}")
-    spread = has_spread(predictor.meta) and predictor.meta.n_classes <= 2
-    if spread and regression and len(valid_idx):
-        valid_preds = predictor.predict([smiles[i] for i in valid_idx], batch_size=train.eval_batch_size)
-        predictor.meta.interval_scale = calibrate_interval(
-            y[valid_idx], prediction_matrix(predictor.meta, valid_preds),
-            valid_preds[[f"{t}_sd" for t in targets]].to_numpy(float))
     model_dir = predictor.save_pretrained(out_dir / "model")
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # the best model is in model/
 
-    history = members[0].history
+    history = model.history
     metrics: dict = {"n_train": len(train_idx), "n_valid": len(valid_idx), "n_test": len(test_idx),
                      "train_seconds": round(train_seconds, 2),
                      "train_molecules_per_second":
-                         round(len(train_idx) * sum(_epochs_run(m.history) for m in members) / train_seconds, 2),
-                     "truncated": count_truncated(members[0], smiles),
-                     "unknown_tokens": count_unknown(members[0], smiles),
+                         round(len(train_idx) * sum(_epochs_run(h) for h in model.histories) / train_seconds, 2),
+                     "truncated": warn_truncated(model.tokenizer, smiles, model.meta.max_length),
+                     "unknown_tokens": warn_unknown(model.tokenizer, smiles),
                      "duplicates": loaded.n_duplicates,
                      "skipped_rows": len(loaded.bad), "ensemble": train.ensemble, "tta": train.tta,
                      "augment": train.augment,
@@ -189,7 +177,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         preds = predictor.predict([smiles[i] for i in idx], batch_size=train.eval_batch_size)
         p = prediction_matrix(predictor.meta, preds)
         metrics[name] = compute_metrics(predictor.meta, y[idx], p)
-        if spread and regression:
+        if spread:
             metrics[name]["uncertainty"] = _uncertainty(predictor.meta, y[idx], p, preds)
         if name == "test":
             out = table.iloc[idx][["row", "smiles", *targets]].reset_index(drop=True)
@@ -234,7 +222,7 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
     ok = (preds["error"] == "").to_numpy()
     p = prediction_matrix(model.meta, preds)
     metrics = compute_metrics(model.meta, y[ok], p[ok])
-    if has_spread(model.meta) and model.meta.task is Task.regression:
+    if model.meta.has_spread and model.meta.layout.has_interval:
         metrics["uncertainty"] = _uncertainty(model.meta, y[ok], p[ok], preds[ok])
     metrics["invalid_rows"] = int((~ok).sum())
     out_path = None
@@ -250,8 +238,6 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
 def run_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
                 batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
     """Append prediction columns (and ``error``) to a table; same rows, same order; write it to ``out``."""
-    from .streaming import predict_frame
-
     model = load_predictor(model_dir)
     table, col = _read_input(data, smiles_col)
     result = predict_frame(model, table, col, batch_size=batch_size, progress=progress)

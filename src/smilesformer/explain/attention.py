@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..evaluate import length_batches
+from ..tokenization import length_batches
 from .atoms import MoleculeTokens, map_tokens, tokens_to_atoms
 
 __all__ = [

@@ -21,7 +21,7 @@ import torch
 from ..config import Task
 from ..data import SmilesformerError
 from ..descriptors import descriptor_inputs
-from ..evaluate import length_batches
+from ..tokenization import length_batches
 from .atoms import bond_pairs
 from .attention import MoleculeAttention
 

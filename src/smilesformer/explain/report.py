@@ -13,6 +13,8 @@ import pandas as pd
 import torch
 
 from ..data import SmilesformerError, _guess_smiles_col, parse_smiles, read_table, require_columns
+from ..model import SmilesModel
+from ..predictors import TreeBlend
 from .atoms import tokens_to_atoms
 from .attention import MoleculeAttention, atom_attention, attention_rollout, bertviz_format, extract_attention
 from .attribution import Attribution, integrated_gradients
@@ -49,6 +51,12 @@ def _selected_atom_attention(result: MoleculeAttention, layer: int | None, head:
     return per_head[layer, head], f"attention received, layer {layer}, head {head}"
 
 
+def _as_model(model) -> SmilesModel:
+    """Any fine-tuned predictor (``load_predictor``'s) as a ``SmilesModel``: attention and attributions are read
+    from its (first) transformer, predictions from the whole predictor."""
+    return model if isinstance(model, SmilesModel) else SmilesModel.wrap(model)
+
+
 def _prediction(model, smiles: str) -> dict[str, float]:
     row = model.predict([smiles]).iloc[0]
     return {k: float(v) for k, v in row.items() if k != "error"}
@@ -57,13 +65,11 @@ def _prediction(model, smiles: str) -> dict[str, float]:
 def _blend(model, smiles: str, target: int) -> dict | None:
     """With trees blended in: the prediction is ``transformer_weight * output_value + (1 - w) * trees_output``,
     and the attribution explains the transformer's part only."""
-    meta = model.meta
-    if meta.tree_weights is None:
+    blend = model.find(TreeBlend)
+    if blend is None:
         return None
-    from ..trees import blend_columns, tree_outputs
-
-    weight = float(blend_columns(meta.tree_weights, meta.n_classes, meta.task)[target])
-    trees = float(tree_outputs(model.trees, meta.task, meta.n_classes, [smiles.strip()])[0, target])
+    weight = float(blend.weights()[target])
+    trees = float(blend.tree_outputs([smiles.strip()])[0, target])
     return {"transformer_weight": weight, "trees_output": None if np.isnan(trees) else trees,
             "note": "the prediction blends the transformer's output with gradient-boosted trees on RDKit "
                     "descriptors; the attribution explains the transformer's part"}
@@ -98,6 +104,7 @@ def explain_molecule(model, smiles: str, layer: int | None = None, head: int | N
     Raises:
         SmilesformerError: an invalid SMILES (with RDKit's reason), or a layer/head/target out of range.
     """
+    model = _as_model(model)
     return _explain(model, smiles, layer, head, target, n_steps)[0]
 
 
@@ -234,6 +241,7 @@ def explain_dataset(model, smiles: Sequence[str], out_dir: str | Path, labels: n
         target: the output explained by integrated gradients.
         prune: silence this many least-important heads (``bertology.prune_heads``) and save that model.
     """
+    model = _as_model(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     smiles = [s.strip() if isinstance(s, str) else s for s in smiles]
@@ -310,11 +318,9 @@ def run_explain(model_dir: str | Path, out: str | Path, smiles: str | None = Non
     With ``data``, the model's target columns, when the table has them, serve as labels for head
     importance and pruning metrics.
     """
-    from ..model import SmilesModel
-
     if (smiles is None) == (data is None):
         raise SmilesformerError("give either --smiles for one molecule or --data for a file of molecules")
-    model = SmilesModel.from_pretrained(model_dir)
+    model = SmilesModel.from_pretrained(model_dir)  # any fine-tuned folder: one model, ensemble, blend
     if smiles is not None:
         return write_molecule_explanation(model, smiles, out, layer, head, target, n_steps)
     table = read_table(data)

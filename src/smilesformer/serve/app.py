@@ -28,8 +28,9 @@ from pydantic import BaseModel, Field
 
 from .. import __version__
 from ..data import SmilesformerError
-from ..evaluate import predict_table, prediction_columns
-from ..model import META_FILE, SmilesModel
+from ..model import SmilesModel
+from ..predictors import predict_table
+from ..tasks import META_FILE, prediction_columns
 from .batching import MicroBatcher
 
 __all__ = [
@@ -264,8 +265,9 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = SmilesModel.from_pretrained(model_dir)
-        model.model.eval()
+        model = SmilesModel.from_pretrained(model_dir)  # any fine-tuned folder: one model, ensemble, blend
+        for member in model.members:
+            member.model.eval()
         batcher: MicroBatcher[str, dict] = MicroBatcher(
             lambda smiles: predict_rows(model, smiles, settings.batch_size), settings.max_batch, settings.max_wait_ms)
         card = model_dir / "README.md"

@@ -1,0 +1,312 @@
+"""The prediction pipeline and the predictors that compose over it.
+
+Every prediction, from any entry point (Python, CLI, streaming, Ray, the service, explain), goes the same way:
+validate each row with RDKit, predict the valid ones, keep every row in order with the reason where one
+failed (``predict_table``). Underneath, a predictor gives per molecule one or more *passes* (outputs in the
+label scale, see ``tasks.Layout``); their mean is the prediction and their spread an uncertainty:
+
+- ``Transformer``: one fine-tuned network and its tokenizer; one pass (the tokenize, length-batch, forward loop).
+- ``Ensemble``: several transformers of one task; one pass each.
+- ``Augmented``: any predictor, run on the SMILES as written and on ``n`` randomized SMILES (test-time
+  augmentation); their passes together.
+- ``TreeBlend``: any predictor whose mean is blended with gradient-boosted trees on RDKit descriptors.
+
+A model folder says which of these it is (``smilesformer.json``, ``ensemble.json``, ``trees.skops``) and
+``load_predictor`` builds it, so the folder kinds load the same everywhere.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .data import SmilesformerError, randomized_smiles, validate_smiles
+from .descriptors import descriptor_inputs
+from .networks import load_finetuned, resolve_model_source
+from .tasks import ModelMeta, compute_metrics, prediction_columns, prediction_matrix
+from .tokenization import length_batches, warn_truncated, warn_unknown
+from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
+
+__all__ = ["ENSEMBLE_FILE", "Predictor", "Transformer", "Ensemble", "Augmented", "TreeBlend",
+           "predict_table", "load_predictor", "fit_blend"]
+
+logger = logging.getLogger(__name__)
+
+ENSEMBLE_FILE = "ensemble.json"
+
+
+class Predictor:
+    """What every predictor offers. Subclasses give ``meta``, ``members`` and ``passes``."""
+
+    meta: ModelMeta
+
+    @property
+    def members(self) -> list[Transformer]:
+        """The transformers underneath, in order (one for a single model)."""
+        raise NotImplementedError
+
+    def passes(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False,
+               descriptors_of: Sequence[str] | None = None) -> np.ndarray:
+        """(passes, n, num_labels) outputs in the label scale for valid SMILES.
+
+        Args:
+            descriptors_of: SMILES of the same molecules to compute RDKit descriptors from (the SMILES as given,
+                when ``smiles`` are randomized spellings of them); default ``smiles``.
+        """
+        raise NotImplementedError
+
+    def outputs(self, smiles: Sequence[str], batch_size: int = 128,
+                progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Mean (n, num_labels) over the passes, and their standard deviation (None with a single pass)."""
+        passes = self.passes(smiles, batch_size, progress)
+        return passes.mean(axis=0), (passes.std(axis=0) if len(passes) > 1 else None)
+
+    def predict(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
+        """One output row per input, in order, with an ``error`` column (see ``predict_table``)."""
+        return predict_table(self, smiles, batch_size, progress)
+
+    def evaluate(self, smiles: Sequence[str], labels, batch_size: int = 128) -> dict:
+        """Metrics per target and averaged (see ``tasks.compute_metrics``)."""
+        preds = self.predict(smiles, batch_size=batch_size)
+        return compute_metrics(self.meta, np.asarray(labels, dtype=float).reshape(len(preds), -1),
+                               prediction_matrix(self.meta, preds))
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        raise NotImplementedError
+
+    def find(self, kind: type) -> Predictor | None:
+        """This predictor or the one it wraps, at any depth, that is a ``kind`` (a ``TreeBlend``, say), or None."""
+        return self if isinstance(self, kind) else None
+
+    def to(self, device: str | torch.device) -> Predictor:
+        for member in self.members:
+            member.model.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+
+class Transformer(Predictor):
+    """One network with a prediction head, its tokenizer, and what it predicts (``meta``)."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, meta: ModelMeta):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.meta = meta
+
+    @property
+    def members(self) -> list[Transformer]:
+        return [self]
+
+    @torch.inference_mode()
+    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
+        # The Trainer's predict pads batches in input order; sorting by length first cuts the padded tokens
+        # (and time) several-fold on SMILES, whose lengths vary widely, hence this small loop.
+        meta, tok, net = self.meta, self.tokenizer, self.model
+        net.eval()
+        ids = tok(list(smiles), truncation=True, max_length=meta.max_length, add_special_tokens=True)["input_ids"]
+        out = np.zeros((len(ids), meta.num_labels), dtype=np.float32)
+        batches = list(length_batches([len(x) for x in ids], batch_size))
+        if progress:
+            from rich.progress import track
+
+            batches = track(batches, description="predicting")
+        # (n, d) for a head that reads descriptors
+        features = descriptor_inputs(net, smiles if descriptors_of is None else descriptors_of).get("descriptors")
+        for batch in batches:
+            padded = tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
+            if features is not None:
+                padded["descriptors"] = features[torch.as_tensor(batch, device=features.device)]
+            out[batch] = net(**{k: v.to(self.device) for k, v in padded.items()}).logits.float().cpu().numpy()
+        return meta.layout.outputs(meta, out)[None]
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """A standard HF folder (safetensors weights, config, tokenizer) plus smilesformer.json."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        self.meta.save(folder)
+        return folder
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+class Ensemble(Predictor):
+    """Several fine-tuned transformers of one task (the members), one pass each."""
+
+    def __init__(self, members: Sequence[Transformer]):
+        if not members:
+            raise SmilesformerError("an ensemble needs at least one member model")
+        first = members[0].meta
+        for k, m in enumerate(members[1:], 1):
+            if (m.meta.task, m.meta.targets, m.meta.n_classes) != (first.task, first.targets, first.n_classes):
+                raise SmilesformerError(f"member {k} predicts {m.meta.targets} ({m.meta.task.value}), "
+                                        f"member 0 predicts {first.targets} ({first.task.value})")
+        self._members = [m for member in members for m in member.members]
+        self.meta = copy.deepcopy(first)
+        self.meta.ensemble_size = len(self._members)
+
+    @property
+    def members(self) -> list[Transformer]:
+        return self._members
+
+    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
+        return np.concatenate([m.passes(smiles, batch_size, progress, descriptors_of) for m in self._members])
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """``member_<k>/`` model folders, ``ensemble.json`` listing them, and the shared ``smilesformer.json``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        names = []
+        for k, member in enumerate(self._members):
+            member.save_pretrained(folder / f"member_{k}")
+            names.append(f"member_{k}")
+        (folder / ENSEMBLE_FILE).write_text(json.dumps({"members": names}, indent=2))
+        self.meta.save(folder)
+        return folder
+
+
+class _Wrapper(Predictor):
+    """A predictor around another one, whose ``meta`` adds what the wrapper does."""
+
+    def __init__(self, inner: Predictor):
+        self.inner = inner
+        self.meta = copy.deepcopy(inner.meta)
+
+    @property
+    def members(self) -> list[Transformer]:
+        return self.inner.members
+
+    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
+        return self.inner.passes(smiles, batch_size, progress, descriptors_of)
+
+    def find(self, kind: type) -> Predictor | None:
+        return self if isinstance(self, kind) else self.inner.find(kind)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        folder = self.inner.save_pretrained(folder)
+        self.meta.save(folder)  # the outermost meta describes the whole folder
+        return folder
+
+
+class Augmented(_Wrapper):
+    """Test-time augmentation: the inner predictor on each SMILES as written and on ``n`` randomized SMILES of it.
+
+    Descriptors depend on the molecule, not its spelling: they are computed from the SMILES as given.
+    """
+
+    def __init__(self, inner: Predictor, n: int):
+        if n < 1:
+            raise SmilesformerError(f"test-time augmentation needs n >= 1 randomized SMILES, got {n}")
+        super().__init__(inner)
+        self.n = self.meta.tta = n
+
+    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
+        smiles = list(smiles)
+        randomized = randomized_smiles(smiles, self.n)
+        variants = [smiles] + [[r[k] for r in randomized] for k in range(self.n)]
+        descriptors_of = smiles if descriptors_of is None else descriptors_of
+        return np.concatenate([self.inner.passes(v, batch_size, progress, descriptors_of) for v in variants])
+
+
+class TreeBlend(_Wrapper):
+    """The inner predictor's mean blended with gradient-boosted trees on RDKit descriptors (see ``trees``):
+    ``w * inner + (1 - w) * trees`` per target. The spread stays the inner predictor's (the interval scale,
+    fitted on the blended predictions' errors, sets its size)."""
+
+    def __init__(self, inner: Predictor, trees: Trees, weights: Sequence[float]):
+        super().__init__(inner)
+        self.trees = trees
+        self.meta.tree_weights = [float(w) for w in weights]
+
+    def tree_outputs(self, smiles: Sequence[str]) -> np.ndarray:
+        """(n, num_labels) outputs of the trees alone (NaN for a target without trees)."""
+        return tree_outputs(self.trees, self.meta, smiles)
+
+    def weights(self) -> np.ndarray:
+        """The transformer's weight per output column."""
+        return self.meta.layout.output_columns(self.meta, self.meta.tree_weights)
+
+    def outputs(self, smiles, batch_size=128, progress=False) -> tuple[np.ndarray, np.ndarray | None]:
+        mean, sd = self.inner.outputs(smiles, batch_size, progress)
+        trees = np.nan_to_num(self.tree_outputs(smiles))  # a target without trees has weight 1
+        w = self.weights()
+        return w * mean + (1.0 - w) * trees, sd
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        folder = super().save_pretrained(folder)
+        save_trees(self.trees, folder)
+        return folder
+
+
+def fit_blend(predictor: Predictor, smiles: Sequence[str], labels: np.ndarray,
+              valid_smiles: Sequence[str] | None = None, valid_labels: np.ndarray | None = None, seed: int = 0,
+              batch_size: int = 128) -> TreeBlend:
+    """Trees fitted on the training molecules, blended with ``predictor`` with weights chosen on the valid ones."""
+    meta = predictor.meta
+    trees = fit_trees(meta, smiles, labels, seed)
+    y = outputs = trees_out = None
+    if valid_smiles is not None and len(valid_smiles):
+        y = np.asarray(valid_labels, dtype=float).reshape(len(valid_smiles), -1)
+        outputs, _ = predictor.outputs(list(valid_smiles), batch_size)
+        trees_out = tree_outputs(trees, meta, valid_smiles)
+    return TreeBlend(predictor, trees, choose_weights(meta, y, outputs, trees_out))
+
+
+def predict_table(predictor: Predictor, smiles: Sequence[str], batch_size: int = 128,
+                  progress: bool = False) -> pd.DataFrame:
+    """Predictions for every input row, in input order, with the reason in ``error`` where a row fails.
+
+    Columns: see ``tasks.prediction_columns``; with several passes per molecule (members or test-time
+    augmentation) the spread columns are filled too.
+    """
+    meta = predictor.meta
+    clean, errors = validate_smiles(list(smiles))
+    rows = [i for i, s in enumerate(clean) if s is not None]
+    table = pd.DataFrame(np.nan, index=range(len(clean)), columns=prediction_columns(meta))
+    if rows:
+        valid = [clean[i] for i in rows]
+        first = predictor.members[0]
+        warn_truncated(first.tokenizer, valid, meta.max_length)
+        warn_unknown(first.tokenizer, valid)
+        mean, sd = predictor.outputs(valid, batch_size, progress)
+        meta.layout.write(table, rows, meta, mean, sd if meta.has_spread else None)
+    table["error"] = errors
+    return table
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """The predictor a fine-tuned model folder holds: a transformer or an ensemble (``ensemble.json``), with
+    test-time augmentation (``tta`` in smilesformer.json) and a tree blend (``trees.skops``) around it.
+
+    Raises:
+        SmilesformerError: not a fine-tuned model folder, or a part of it is missing.
+    """
+    folder = Path(resolve_model_source(str(path)))
+    if (folder / ENSEMBLE_FILE).is_file():
+        names = json.loads((folder / ENSEMBLE_FILE).read_text())["members"]
+        predictor: Predictor = Ensemble([Transformer(*load_finetuned(folder / name, f"{path}/{name}"))
+                                         for name in names])
+    else:
+        predictor = Transformer(*load_finetuned(folder, str(path)))
+    meta = ModelMeta.load(folder)
+    predictor.meta.tta, predictor.meta.tree_weights = 0, None  # the wrappers below add what the folder says
+    if meta.tta:
+        predictor = Augmented(predictor, meta.tta)
+    if meta.tree_weights is not None:
+        predictor = TreeBlend(predictor, load_trees(folder), meta.tree_weights)
+    predictor.meta = meta
+    return predictor
