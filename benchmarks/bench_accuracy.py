@@ -48,9 +48,8 @@ import pandas as pd
 
 from smilesformer import DataConfig, TrainConfig, load_dataset
 from smilesformer.config import DEFAULT_MODEL, Task
-from smilesformer.evaluate import compute_metrics
-from smilesformer.model import ModelMeta
 from smilesformer.splits import random_split, scaffold_split
+from smilesformer.tasks import ModelMeta, compute_metrics
 from smilesformer.workflow import environment_info, run_finetune
 
 DATASETS = ["aqsoldb", "esol", "lipophilicity", "bbbp", "bace", "clintox"]
@@ -169,8 +168,9 @@ def run_gbm(path: Path, info: dict, seed: int) -> tuple[pd.DataFrame, dict]:
     table = pd.read_csv(path)
     train, test = table[table["split"] == "train"], table[table["split"] == "test"].reset_index(drop=True)
     task = Task(info["task"])
-    trees = fit_trees(task, 2, train["smiles"].tolist(), train[info["targets"]].to_numpy(float), seed)
-    out = tree_outputs(trees, task, 2, test["smiles"].tolist())
+    meta = ModelMeta(task, list(info["targets"]))
+    trees = fit_trees(meta, train["smiles"].tolist(), train[info["targets"]].to_numpy(float), seed)
+    out = tree_outputs(trees, meta, test["smiles"].tolist())
     preds = test[["smiles", *info["targets"]]].copy()
     suffix = "_pred" if task is Task.regression else "_prob"
     for j, t in enumerate(info["targets"]):

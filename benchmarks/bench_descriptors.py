@@ -33,7 +33,7 @@ def main() -> None:
 
     from smilesformer import SmilesModel
     from smilesformer import descriptors as d
-    from smilesformer.config import Task
+    from smilesformer.predictors import TreeBlend
     from smilesformer.streaming import stream_predict
     from smilesformer.trees import fit_trees
 
@@ -56,11 +56,11 @@ def main() -> None:
         d._cached_descriptors.cache_clear()
         for kind in ("none", "rdkit", "rdkit+trees"):
             head = SmilesModel.create("smilesformer-moses", "regression", ["y"], descriptors=kind.split("+")[0])
+            predictor = head.predictor
             if kind.endswith("+trees"):  # trees fitted on 2,000 of the molecules, to predict their Crippen logP
                 logp = d.descriptor_block(smiles[:2000], ["MolLogP"])
-                head.trees = fit_trees(Task.regression, 2, smiles[:2000], logp)
-                head.meta.tree_weights = [0.5]
-            folder = head.save_pretrained(tmp / f"head_{kind}")
+                predictor = TreeBlend(predictor, fit_trees(predictor.meta, smiles[:2000], logp), [0.5])
+            folder = predictor.save_pretrained(tmp / f"head_{kind}")
             d._cached_descriptors.cache_clear()  # every variant computes its descriptors afresh
             started = time.perf_counter()
             stream_predict(folder, data, tmp / f"pred_{kind}.csv", resume=False, precision="fp32")

@@ -21,7 +21,7 @@ import torch
 
 from smilesformer import DataConfig, SmilesModel
 from smilesformer.data import load_dataset
-from smilesformer.model import bundled_model_path
+from smilesformer.networks import bundled_model_path
 from smilesformer.workflow import demo_train_config, run_finetune
 
 

@@ -188,7 +188,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from smilesformer import SmilesModel
-    from smilesformer.model import bundled_model_path
+    from smilesformer.networks import bundled_model_path
 
     model = args.model or str(bundled_model_path() or "")
     if not model:

@@ -30,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from smilesformer import SmilesModel, build_regex_tokenizer
-from smilesformer.model import META_FILE, bundled_model_path
+from smilesformer.networks import bundled_model_path
+from smilesformer.tasks import META_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 INVALID = "C1CC(("

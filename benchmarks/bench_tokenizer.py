@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from smilesformer.data import DATASETS, iter_smiles, locate_dataset
-from smilesformer.model import resolve_model_source
+from smilesformer.networks import resolve_model_source
 from smilesformer.tokenization import count_unknown, load_tokenizer
 
 

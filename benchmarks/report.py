@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smilesformer.model import bundled_model_path
+from smilesformer.networks import bundled_model_path
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -77,7 +77,7 @@ def test_adapt_setting_is_checked():
 def test_adapt_refuses_a_non_roberta_encoder(esol50):
     from transformers import BertConfig, BertForSequenceClassification
 
-    from smilesformer.model import ModelMeta
+    from smilesformer.tasks import ModelMeta
     from smilesformer.tokenization import build_smiles_tokenizer
 
     tok = build_smiles_tokenizer()

@@ -25,7 +25,7 @@ from smilesformer.descriptors import (
 
 from .conftest import needs_shared_data, served_explanation
 
-QUICK = TrainConfig(epochs=2, batch_size=16, progress=False)
+QUICK = TrainConfig(epochs=2, batch_size=16, progress=False, trees="none")  # the transformer alone
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_descriptor_head_learns_what_tokens_alone_do_not(tiny_tokenizer):
     poorly from tokens in a few seconds of training; with the descriptors joined it fits it closely."""
     smiles = load_dataset(DataConfig("esol", bad_input="skip")).table["smiles"].tolist()[:400]
     logp = np.array([Crippen.MolLogP(Chem.MolFromSmiles(s)) for s in smiles])
-    config = TrainConfig(epochs=20, batch_size=32, learning_rate=1e-3, progress=False)
+    config = TrainConfig(epochs=20, batch_size=32, learning_rate=1e-3, progress=False, trees="none")
     scores = {}
     for kind in ("none", "rdkit"):
         model = SmilesModel.from_scratch("tiny", "regression", ["logP"], tokenizer=tiny_tokenizer, seed=0,

@@ -26,7 +26,7 @@ from smilesformer.embeddings import (
     load_encoder,
     token_atoms,
 )
-from smilesformer.model import make_config
+from smilesformer.networks import make_config
 from smilesformer.tokenization import train_bpe_tokenizer
 
 runner = CliRunner()

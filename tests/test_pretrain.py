@@ -13,7 +13,7 @@ import pytest
 from smilesformer import SmilesModel
 from smilesformer.config import PretrainConfig
 from smilesformer.descriptors import descriptor_names
-from smilesformer.model import bundled_model_path
+from smilesformer.networks import bundled_model_path
 from smilesformer.pretrain import MTR_HEAD_FILE, export_model, run_pretrain
 from smilesformer.train import Trainer
 
