@@ -40,6 +40,7 @@ $(CHEMPROP_VENV)/.installed:
 bench-env: $(CHEMPROP_VENV)/.installed
 
 test: install browser bench-env
+	$(BIN)/lint-imports  # the layers in pyproject.toml: no import cycles, no module importing upwards
 	$(BIN)/pytest -q
 
 lint: install

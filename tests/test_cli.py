@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -145,3 +146,63 @@ def test_corpus_command_writes_a_corpus_and_its_report(tmp_path):
     bad = runner.invoke(app, ["corpus", "--source", str(source), "--out", str(tmp_path / "d.smi"),
                               "--transform", "stereo"])
     assert bad.exit_code == 2 and "NAME=P" in bad.output
+
+
+def test_finetune_command_defaults_are_the_config_defaults():
+    """The CLI reads its fine-tuning defaults from TrainConfig and DataConfig: they cannot drift apart."""
+    import dataclasses
+
+    import typer.main
+
+    from smilesformer.config import DataConfig, TrainConfig
+
+    command = typer.main.get_command(app).commands["finetune"]
+    fields = {f.name: f.default for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)}
+    renamed = {"lr": "learning_rate", "patience": "early_stopping_patience", "target": "target_cols"}
+    checked = 0
+    for param in command.params:
+        name = renamed.get(param.name, param.name)
+        if name in fields and fields[name] is not dataclasses.MISSING:
+            default = fields[name].value if hasattr(fields[name], "value") else fields[name]
+            shown = tuple(param.default) if isinstance(param.default, list | tuple) else param.default
+            assert shown == default, (param.name, param.default, default)
+            checked += 1
+    assert checked >= 20
+
+
+def test_python_api_and_cli_fine_tune_the_same_default_model(esol50_path, tmp_path):
+    """The README's Python snippet and `smilesformer finetune`, with the same settings, build the same model:
+    the bundled encoder, the descriptor head, the tree blend, and the same test predictions."""
+    from smilesformer import SmilesModel, TrainConfig
+    from smilesformer.descriptors import uses_descriptors
+
+    result = CliRunner().invoke(app, ["finetune", "--data", str(esol50_path), "--smiles-col", "smiles",
+                                      "--target", "logS", "--epochs", "2", "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    split = pd.read_csv(tmp_path / "cli" / "split.csv")
+    table = pd.read_csv(esol50_path)
+    parts = {name: split.index[split["split"] == name].tolist() for name in ("train", "valid", "test")}
+    smiles, y = table["smiles"].tolist(), table[["logS"]].to_numpy(float)
+    model = SmilesModel.from_pretrained("smilesformer-moses", task="regression", targets=["logS"])
+    model.fit([smiles[i] for i in parts["train"]], y[parts["train"]], [smiles[i] for i in parts["valid"]],
+              y[parts["valid"]], config=TrainConfig(epochs=2))
+    cli_meta = json.loads((tmp_path / "cli" / "model" / "smilesformer.json").read_text())
+    assert model.meta.tree_weights == cli_meta["tree_weights"] and model.meta.tree_weights is not None
+    assert model.meta.max_length == cli_meta["max_length"]
+    assert uses_descriptors(model.model), "the descriptor head, as the CLI builds it"
+    api = model.predict([smiles[i] for i in parts["test"]])["logS_pred"].to_numpy()
+    cli = pd.read_csv(tmp_path / "cli" / "test_predictions.csv")["logS_pred"].to_numpy()
+    assert np.allclose(api, cli, atol=1e-4), np.abs(api - cli).max()
+
+
+def test_fit_refuses_a_setting_it_cannot_honour(make_tiny_model, esol50, tiny_regressor_dir):
+    from smilesformer import SmilesformerError, SmilesModel, TrainConfig
+
+    smiles, y = esol50["smiles"].tolist(), esol50["logS"].to_numpy(float)
+    with pytest.raises(SmilesformerError, match="descriptors='rdkit'"):
+        make_tiny_model().fit(smiles, y, config=TrainConfig(epochs=1, descriptors="rdkit"))
+    with pytest.raises(SmilesformerError, match="ensemble > 1"):
+        SmilesModel.from_pretrained(tiny_regressor_dir).fit(smiles, y, config=TrainConfig(epochs=1, ensemble=2))
+    model = make_tiny_model().fit(smiles, y, config=TrainConfig(epochs=1, max_length=24, trees="none", tta=1))
+    assert model.meta.max_length == 24 and model.members[0].meta.max_length == 24, "max_length is honoured"
+    assert model.meta.tta == 1 and "logS_sd" in model.predict(["CCO"]).columns, "tta is honoured"

@@ -225,5 +225,7 @@ def test_long_inputs_use_a_process_pool_with_the_same_result(monkeypatch, esol50
     module._cached_descriptors.cache_clear()
     pooled = compute_descriptors(smiles, names)
     module._cached_descriptors.cache_clear()
-    assert module._pool.cache_info().currsize == 1, "the pool was used (and is kept for the next call)"
+    assert list(module._POOLS) == [2], "the pool was used (and is kept for the next call)"
     assert np.array_equal(pooled, serial, equal_nan=True) and np.isnan(pooled[-1]).all()
+    module.shutdown_pool()
+    assert not module._POOLS, "the pool's owner stops it"

@@ -12,8 +12,7 @@ from typer.testing import CliRunner
 
 from smilesformer import DataConfig, SmilesEnsemble, SmilesModel, TrainConfig, load_predictor, run_finetune
 from smilesformer.cli import app
-from smilesformer.data import SmilesformerError
-from smilesformer.data import randomized_smiles
+from smilesformer.data import SmilesformerError, randomized_smiles
 from smilesformer.evaluate import calibrate_interval, uncertainty_metrics
 from smilesformer.predictors import Augmented, TreeBlend
 from smilesformer.train import AugmentedDataset, layerwise_param_groups
@@ -146,3 +145,34 @@ def test_evaluate_reports_the_spread_quality_of_an_ensemble(ensemble_run, esol50
     assert quality["n"] == 50 and 0 <= quality["coverage_90"] <= 1 and quality["mean_interval_width"] > 0
     assert -1 <= quality["spearman_sd_abs_error"] <= 1
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["uncertainty"] == result.metrics["uncertainty"]
+
+
+def test_every_entry_point_reads_an_ensemble_with_trees(ensemble_run, tmp_path):
+    """One loader: the Python API, streaming, the service, explain and embed all take the composed folder."""
+    from fastapi.testclient import TestClient
+
+    from smilesformer import embed, stream_predict
+    from smilesformer.serve import ServeConfig, create_app
+
+    folder = ensemble_run.model_dir
+    smiles = ["CCO", "C1CC", "c1ccccc1O"]
+    expected = load_predictor(folder).predict(smiles)
+    pd.DataFrame({"smiles": smiles}).to_csv(tmp_path / "in.csv", index=False)
+    stream_predict(folder, tmp_path / "in.csv", tmp_path / "out.csv")
+    streamed = pd.read_csv(tmp_path / "out.csv", keep_default_na=False)
+    assert np.allclose(pd.to_numeric(streamed["logS_pred"], errors="coerce"), expected["logS_pred"], atol=1e-4,
+                       equal_nan=True)
+    with TestClient(create_app(folder, ServeConfig(torch_threads=1))) as client:
+        served = client.post("/predict", json={"smiles": smiles}).json()["results"]
+    assert served[0]["predictions"]["logS_pred"] == pytest.approx(expected["logS_pred"][0], rel=1e-4)
+    # the spread is a small difference of near-equal outputs: float32 padding noise shows in its last digits
+    assert served[0]["predictions"]["logS_sd"] == pytest.approx(expected["logS_sd"][0], abs=1e-4)
+    assert served[1]["error"].startswith("invalid SMILES")
+    pytest.importorskip("captum")
+    result = CliRunner().invoke(app, ["explain", str(folder), "--smiles", "CCO", "--out", str(tmp_path / "x"),
+                                      "--steps", "8"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "x" / "explanation.json").read_text())
+    assert summary["prediction"]["logS_pred"] == pytest.approx(expected["logS_pred"][0], rel=1e-4)
+    assert summary["blend"]["transformer_weight"] == ensemble_run.metrics["tree_weights"][0]
+    assert embed(str(folder), smiles).valid.tolist() == [True, False, True]

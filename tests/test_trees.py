@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 
 from smilesformer import DataConfig, TrainConfig, load_predictor
 from smilesformer.cli import app
-from smilesformer.config import Task
 from smilesformer.data import SmilesformerError
 from smilesformer.explain import explain_molecule
 from smilesformer.predictors import fit_blend

@@ -67,6 +67,15 @@ def _print_metrics(metrics: dict, title: str) -> None:
     Console().print(table)
 
 
+def _default(cls, name: str):
+    """A config field's default: the dataclass is the one place defaults live."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if callable(f.default_factory) else f.default
+
+
+_D, _T = DataConfig, TrainConfig
+
+
 @app.command()
 def finetune(
     data: Annotated[str, typer.Option(help="Data file (csv/tsv/parquet/sdf/smi) or data set name (see `datasets`).")],
@@ -74,28 +83,28 @@ def finetune(
     smiles_col: Annotated[str | None, typer.Option(help="SMILES column (default: the data set's, or 'smiles').")] = None,
     task: Annotated[Task | None, typer.Option(help="Default: the data set's, else regression.")] = None,
     model: Annotated[str, typer.Option(help="Bundled name, local folder, hub name, or random:<tiny|small|base>.")] = DEFAULT_MODEL,
-    split: Annotated[SplitKind, typer.Option(help="How to split train/valid/test.")] = SplitKind.random,
+    split: Annotated[SplitKind, typer.Option(help="How to split train/valid/test.")] = _default(_D, "split"),
     split_col: Annotated[str | None, typer.Option(help="With --split column: column of train/valid/test.")] = None,
-    fractions: Annotated[tuple[float, float, float], typer.Option(help="Train, valid, test fractions.")] = (0.8, 0.1, 0.1),
-    sample: Annotated[float | None, typer.Option(help="Use only this fraction of the rows.")] = None,
-    bad_input: Annotated[BadInputPolicy, typer.Option(help="error: stop and list bad rows; skip: drop and report.")] = BadInputPolicy.error,
-    duplicates: Annotated[DuplicatePolicy, typer.Option(help="keep, or average labels of repeated molecules.")] = DuplicatePolicy.keep,
-    canonicalize: Annotated[bool, typer.Option(help="Train on RDKit canonical SMILES.")] = False,
-    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = 20,
-    batch_size: Annotated[int, typer.Option()] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
-    max_length: Annotated[int, typer.Option(help="Longest tokenized SMILES; longer ones are truncated and counted.")] = 128,
-    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = 5,
-    precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32.")] = Precision.auto,
-    seed: Annotated[int, typer.Option()] = 0,
-    augment: Annotated[int, typer.Option(help="Randomized SMILES per training molecule (SMILES enumeration); 0 = off.")] = TrainConfig.augment,
-    tta: Annotated[int, typer.Option(help="Randomized SMILES averaged per molecule at predict time; gives a spread.")] = TrainConfig.tta,
-    ensemble: Annotated[int, typer.Option(help="Models trained with seeds seed..seed+n-1 and averaged; gives a spread.")] = TrainConfig.ensemble,
-    layer_lr_decay: Annotated[float, typer.Option(help="Layer-wise learning-rate decay per layer below the head; 1 = off.")] = TrainConfig.layer_lr_decay,
-    descriptors: Annotated[str, typer.Option(help="'rdkit': the head also reads RDKit 2D descriptors; 'none': SMILES only; 'auto': rdkit on RoBERTa encoders.")] = TrainConfig.descriptors,
-    trees: Annotated[str, typer.Option(help="'gbm': blend with gradient-boosted trees on RDKit descriptors (weight chosen on the valid set); 'none': the transformer alone; 'auto': gbm for regression.")] = TrainConfig.trees,
-    adapt: Annotated[str, typer.Option(help="'mtr': first regress RDKit descriptors of the training SMILES (domain adaptation); 'none': off.")] = TrainConfig.adapt,
-    adapt_epochs: Annotated[int, typer.Option(help="Passes of the --adapt step over the training SMILES.")] = TrainConfig.adapt_epochs,
+    fractions: Annotated[tuple[float, float, float], typer.Option(help="Train, valid, test fractions.")] = _default(_D, "fractions"),
+    sample: Annotated[float | None, typer.Option(help="Use only this fraction of the rows.")] = _default(_D, "sample"),
+    bad_input: Annotated[BadInputPolicy, typer.Option(help="error: stop and list bad rows; skip: drop and report.")] = _default(_D, "bad_input"),
+    duplicates: Annotated[DuplicatePolicy, typer.Option(help="keep, or average labels of repeated molecules.")] = _default(_D, "duplicates"),
+    canonicalize: Annotated[bool, typer.Option(help="Train on RDKit canonical SMILES.")] = _default(_D, "canonicalize"),
+    epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = _default(_T, "epochs"),
+    batch_size: Annotated[int, typer.Option()] = _default(_T, "batch_size"),
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = _default(_T, "learning_rate"),
+    max_length: Annotated[int, typer.Option(help="Longest tokenized SMILES; longer ones are truncated and counted.")] = _default(_T, "max_length"),
+    patience: Annotated[int, typer.Option(help="Early-stopping patience in epochs.")] = _default(_T, "early_stopping_patience"),
+    precision: Annotated[Precision, typer.Option(help="auto = bf16 on a GPU that has it, else fp32.")] = _default(_T, "precision"),
+    seed: Annotated[int, typer.Option(help="Seed of the split, the weights and training.")] = _default(_T, "seed"),
+    augment: Annotated[int, typer.Option(help="Randomized SMILES per training molecule (SMILES enumeration); 0 = off.")] = _default(_T, "augment"),
+    tta: Annotated[int, typer.Option(help="Randomized SMILES averaged per molecule at predict time; gives a spread.")] = _default(_T, "tta"),
+    ensemble: Annotated[int, typer.Option(help="Models trained with seeds seed..seed+n-1 and averaged; gives a spread.")] = _default(_T, "ensemble"),
+    layer_lr_decay: Annotated[float, typer.Option(help="Layer-wise learning-rate decay per layer below the head; 1 = off.")] = _default(_T, "layer_lr_decay"),
+    descriptors: Annotated[str, typer.Option(help="'rdkit': the head also reads RDKit 2D descriptors; 'none': SMILES only; 'auto': rdkit on RoBERTa encoders.")] = _default(_T, "descriptors"),
+    trees: Annotated[str, typer.Option(help="'gbm': blend with gradient-boosted trees on RDKit descriptors (weight chosen on the valid set); 'none': the transformer alone; 'auto': gbm for regression.")] = _default(_T, "trees"),
+    adapt: Annotated[str, typer.Option(help="'mtr': first regress RDKit descriptors of the training SMILES (domain adaptation); 'none': off.")] = _default(_T, "adapt"),
+    adapt_epochs: Annotated[int, typer.Option(help="Passes of the --adapt step over the training SMILES.")] = _default(_T, "adapt_epochs"),
     out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
 ) -> None:
     """Fine-tune a model on a labelled table and write a run folder (model, metrics, plots, split).
@@ -119,12 +128,6 @@ def finetune(
         console.print(f"[yellow]note:[/] {note}")
     _print_metrics(result.metrics, f"fine-tuned {model}")
     console.print(f"run folder: {result.out_dir}  (model: {result.model_dir})")
-
-
-def _default(cls, name: str):
-    """A config field's default: the dataclass is the one place defaults live."""
-    f = cls.__dataclass_fields__[name]
-    return f.default_factory() if callable(f.default_factory) else f.default
 
 
 _P = PretrainConfig

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rdkit import Chem, RDLogger, rdBase
+from rdkit import Chem, rdBase
 
 from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Task
 
@@ -267,10 +267,6 @@ def require_columns(table: pd.DataFrame, columns: list[str], source: object = "t
         )
 
 
-# RDKit reports why a SMILES fails only through its log. Routed to Python's sys.stderr, the log can be
-# captured per call (redirect_stderr) so the reason goes into our error messages instead of the terminal.
-rdBase.LogToPythonStderr()
-RDLogger.DisableLog("rdApp.info")
 _TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 
 
@@ -282,11 +278,20 @@ def parse_smiles(smiles: object) -> tuple[Chem.Mol | None, str]:
     """
     if not isinstance(smiles, str) or not smiles.strip():
         return None, "empty SMILES"
-    buffer = io.StringIO()
-    with contextlib.redirect_stderr(buffer):
+    with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(smiles.strip())
     if mol is not None:
         return mol, ""
+    # RDKit says why a SMILES fails only through its log. Only for a failure, and only for this call, the log
+    # goes to Python's sys.stderr, captured here; RDKit's default (C++ streams) is put back after, so importing
+    # or using smilesformer leaves RDKit's logging as the user set it up.
+    buffer = io.StringIO()
+    rdBase.LogToPythonStderr()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            Chem.MolFromSmiles(smiles.strip())
+    finally:
+        rdBase.LogToCppStreams()
     lines = []
     for line in buffer.getvalue().splitlines():
         line = _TIMESTAMP.sub("", line).replace("SMILES Parse Error: ", "").strip()

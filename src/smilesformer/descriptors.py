@@ -15,6 +15,7 @@ descriptor names and scaling travel inside it (config and buffers).
 
 from __future__ import annotations
 
+import atexit
 import functools
 import multiprocessing
 import os
@@ -154,11 +155,23 @@ def descriptor_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-@functools.lru_cache(maxsize=1)
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
 def _pool(workers: int) -> ProcessPoolExecutor:
     # Started once and kept: a spawned worker imports RDKit in about a second, too slow to pay per chunk.
     # spawn, not fork: forking a process whose torch already runs threads can deadlock.
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    if workers not in _POOLS:
+        shutdown_pool()
+        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        atexit.register(shutdown_pool)  # the workers end with the process that started them
+    return _POOLS[workers]
+
+
+def shutdown_pool() -> None:
+    """Stop the descriptor workers, if any were started (the next long input starts them again)."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 
 
 class RobertaWithDescriptorsConfig(RobertaConfig):

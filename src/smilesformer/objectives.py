@@ -16,7 +16,8 @@ from torch import nn
 from transformers import DataCollatorForLanguageModeling, RobertaConfig, RobertaForMaskedLM
 from transformers.modeling_outputs import MaskedLMOutput
 
-__all__ = ["MTR_HEAD_FILE", "RobertaForMlmMtr", "MlmMtrCollator", "MtrCollator", "masked_mse", "masked_lm_model", "mtr_model"]
+__all__ = ["MTR_HEAD_FILE", "RobertaForMlmMtr", "MlmMtrCollator", "MtrCollator", "masked_mse", "masked_lm_model",
+           "mtr_model"]
 
 MTR_HEAD_FILE = "mtr_head.safetensors"  # mlm+mtr: the descriptor head, beside the RobertaForMaskedLM weights
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from scipy import stats  # noqa: E402
-from sklearn import metrics as skm  # noqa: E402
+# Figures are matplotlib.figure.Figure objects written straight to files: no pyplot, so importing this
+# module leaves a notebook's or GUI's matplotlib backend as it was, and no window ever opens.
+import numpy as np
+from matplotlib.figure import Figure
+from scipy import stats
+from sklearn import metrics as skm
 
 __all__ = ["plot_parity", "plot_roc", "plot_training_curve"]
 
@@ -19,7 +18,8 @@ def plot_parity(y: np.ndarray, p: np.ndarray, path: str | Path, title: str = "",
     """The notebook's predicted-vs-actual plot: points, the y = x line, and Pearson r in the figure."""
     keep = np.isfinite(y) & np.isfinite(p)
     y, p = y[keep], p[keep]
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.scatter(y, p, s=12, alpha=0.6, edgecolors="none")
     lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
     pad = 0.05 * (hi - lo or 1)
@@ -34,13 +34,13 @@ def plot_parity(y: np.ndarray, p: np.ndarray, path: str | Path, title: str = "",
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
 def plot_roc(y: np.ndarray, prob: np.ndarray, path: str | Path, names: list[str]) -> Path:
     """ROC curve per binary target, AUC in the legend. ``y`` and ``prob`` are (n, targets)."""
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     for j, name in enumerate(names):
         keep = np.isfinite(y[:, j])
         if len(np.unique(y[keep, j])) < 2:
@@ -52,7 +52,6 @@ def plot_roc(y: np.ndarray, prob: np.ndarray, path: str | Path, names: list[str]
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
@@ -60,7 +59,8 @@ def plot_training_curve(history: list[dict], path: str | Path, title: str = "") 
     """Training loss per logging step and validation loss per epoch, from the Trainer's log history."""
     train = [(h["epoch"], h["loss"]) for h in history if "loss" in h and "epoch" in h]
     valid = [(h["epoch"], h["eval_loss"]) for h in history if "eval_loss" in h]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     if train:
         ax.plot(*zip(*train), label="train loss")
     if valid:
@@ -69,5 +69,4 @@ def plot_training_curve(history: list[dict], path: str | Path, title: str = "") 
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)

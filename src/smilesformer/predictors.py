@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -216,7 +217,9 @@ class Augmented(_Wrapper):
 
     def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
         smiles = list(smiles)
-        randomized = randomized_smiles(smiles, self.n)
+        # each molecule's spellings are drawn from a seed of its own SMILES: its prediction does not depend on
+        # which other molecules share its batch or where it stands in it
+        randomized = [randomized_smiles([s], self.n, seed=zlib.crc32(s.encode()))[0] for s in smiles]
         variants = [smiles] + [[r[k] for r in randomized] for k in range(self.n)]
         descriptors_of = smiles if descriptors_of is None else descriptors_of
         return np.concatenate([self.inner.passes(v, batch_size, progress, descriptors_of) for v in variants])

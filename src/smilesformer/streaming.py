@@ -473,7 +473,8 @@ def stream_embed(model: str | Path | Predictor | Encoder, data: str | Path, out:
     and the reason for an invalid SMILES). See ``embeddings.embeddings_table``.
 
     Args:
-        model: a model folder (fine-tuned or pretrained encoder), bundled name, ``SmilesModel`` (any predictor) or ``Encoder``.
+        model: a model folder (fine-tuned or pretrained encoder), bundled name, ``SmilesModel`` (any predictor)
+            or ``Encoder``.
         config: pooling, layer(s), per-token and per-layer outputs.
         chunk_size: rows per chunk; default 10,000 (1,000 with per-token output).
         Other arguments as ``stream_predict``.

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
 from .config import Task
 from .data import SmilesformerError
 from .evaluate import (
@@ -26,6 +25,7 @@ from .evaluate import (
     multiclass_metrics,
     regression_metrics,
 )
+from .version import __version__
 
 __all__ = ["META_FILE", "ModelMeta", "Layout", "Regression", "Binary", "Multiclass", "layout_for",
            "compute_metrics", "prediction_columns", "prediction_matrix"]

@@ -41,8 +41,8 @@ from .tokenization import warn_truncated, warn_unknown
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["finetune", "fit_predictor", "adapt_mtr", "run_pretraining", "training_arguments", "distributed_state", "EncodedDataset",
-           "MaskedLossTrainer"]
+__all__ = ["finetune", "fit_predictor", "adapt_mtr", "run_pretraining", "training_arguments", "distributed_state",
+           "EncodedDataset", "MaskedLossTrainer"]
 
 logger = logging.getLogger(__name__)
 

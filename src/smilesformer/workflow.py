@@ -7,7 +7,6 @@ with tokenizer and smilesformer.json that reloads on its own for predict).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import platform

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; no display on servers and in CI
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+# Figures are matplotlib.figure.Figure objects written straight to files: no pyplot, so importing this
+# module leaves a notebook's or GUI's matplotlib backend as it was, and no window ever opens.
+from matplotlib.figure import Figure  # noqa: E402
 from rdkit.Chem import rdDepictor  # noqa: E402
 from rdkit.Chem.Draw import rdMolDraw2D  # noqa: E402
 
@@ -115,7 +116,8 @@ def plot_head_grid(values: np.ndarray, path: str | Path, title: str, label: str,
         label: colour-bar label.
     """
     layers, heads = values.shape
-    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * heads, 1.2 + 0.5 * layers))
+    fig = Figure(figsize=(1.2 + 0.6 * heads, 1.2 + 0.5 * layers))
+    ax = fig.subplots()
     image = ax.imshow(values, cmap=cmap, aspect="auto")
     for i in range(layers):
         for j in range(heads):
@@ -126,5 +128,4 @@ def plot_head_grid(values: np.ndarray, path: str | Path, title: str, label: str,
     fig.colorbar(image, ax=ax, label=label)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return Path(path)

@@ -26,11 +26,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
-from .. import __version__
 from ..data import SmilesformerError
 from ..model import SmilesModel
 from ..predictors import predict_table
 from ..tasks import META_FILE, prediction_columns
+from ..version import __version__
 from .batching import MicroBatcher
 
 __all__ = [
