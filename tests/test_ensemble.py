@@ -116,7 +116,8 @@ def test_ensemble_predicts_every_row_with_a_spread(ensemble_run):
     members = [m.predict(["CCO"])["logS_pred"][0] for m in predictor.members]
     assert not np.isclose(members[0], members[1]), "members differ (different seeds)"
     same = SmilesModel.from_pretrained(ensemble_run.model_dir).predict(["CCO", "C1CC", "c1ccccc1O"])
-    pd.testing.assert_frame_equal(same, out)
+    # float32 noise of a first forward pass shows in the spread, and the interval scale multiplies it
+    pd.testing.assert_frame_equal(same, out, check_exact=False, rtol=1e-3)
 
 
 def test_predict_cli_on_an_ensemble_keeps_rows(ensemble_run, tmp_path):
