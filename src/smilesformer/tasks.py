@@ -122,6 +122,16 @@ class Layout:
         per_item = self._per_item(logits, torch.nan_to_num(labels.float()))
         return (per_item * mask).sum() / mask.sum().clamp(min=1)
 
+    def per_example_loss(self, meta: ModelMeta, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(batch,) training loss per molecule for labels in the label scale; NaN labels are left out."""
+        target = self._scaled(meta, labels)
+        mask = torch.isfinite(target)
+        per_item = self._per_item(logits, torch.nan_to_num(target))
+        return (per_item * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+    def _scaled(self, meta: ModelMeta, labels: torch.Tensor) -> torch.Tensor:
+        return labels
+
     def _per_item(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -188,6 +198,13 @@ class Regression(Layout):
 
     def training_labels(self, meta: ModelMeta, y: np.ndarray) -> np.ndarray:
         return ((y - np.asarray(meta.label_mean)) / np.asarray(meta.label_std)).astype(np.float32)
+
+    def _scaled(self, meta: ModelMeta, labels: torch.Tensor) -> torch.Tensor:
+        if meta.label_mean is None:
+            return labels
+        mean = torch.tensor(meta.label_mean, device=labels.device, dtype=labels.dtype)
+        std = torch.tensor(meta.label_std, device=labels.device, dtype=labels.dtype)
+        return (labels - mean) / std  # the head was trained on standardized labels
 
     def _per_item(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return (logits - target) ** 2
@@ -280,6 +297,10 @@ class Multiclass(Layout):
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.cross_entropy(logits, labels.long().view(-1))
+
+    def per_example_loss(self, meta, logits, labels) -> torch.Tensor:
+        classes = torch.where(torch.isfinite(labels[:, 0]), labels[:, 0], -100).long()  # -100: no label
+        return torch.nn.functional.cross_entropy(logits, classes, ignore_index=-100, reduction="none")
 
     def outputs(self, meta, logits) -> np.ndarray:
         return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()

@@ -18,7 +18,6 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..config import Task
 from ..data import SmilesformerError
 from ..descriptors import descriptor_inputs
 from ..tokenization import length_batches
@@ -122,20 +121,7 @@ def head_gates(net, gates: torch.Tensor) -> Iterator[None]:
 
 def _per_example_loss(meta, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(batch,) training loss per molecule; NaN labels are left out, as in fine-tuning."""
-    if meta.task is Task.regression:
-        if meta.label_mean is not None:
-            mean = torch.tensor(meta.label_mean, device=labels.device)
-            std = torch.tensor(meta.label_std, device=labels.device)
-            labels = (labels - mean) / std  # the head was trained on standardized labels
-        known = torch.isfinite(labels)
-        err = torch.where(known, logits - torch.nan_to_num(labels), torch.zeros_like(logits))
-        return (err ** 2).sum(-1) / known.sum(-1).clamp(min=1)
-    if meta.n_classes > 2:
-        classes = torch.where(torch.isfinite(labels[:, 0]), labels[:, 0], -100).long()  # -100: no label
-        return torch.nn.functional.cross_entropy(logits, classes, ignore_index=-100, reduction="none")
-    known = torch.isfinite(labels)
-    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.nan_to_num(labels), reduction="none")
-    return (bce * known).sum(-1) / known.sum(-1).clamp(min=1)
+    return meta.layout.per_example_loss(meta, logits, labels)
 
 
 def head_importance(model, smiles: Sequence[str], labels: np.ndarray | None = None,
