@@ -161,3 +161,14 @@ def test_registered_data_set_loads_from_the_data_folder():
     loaded = load_dataset(DataConfig("esol"))
     assert len(loaded.table) == 1128 and loaded.target_cols == ["measured log solubility in mols per litre"]
     assert not loaded.table["smiles"].str.endswith(" ").any()
+
+
+def test_write_table_writes_what_read_table_reads_and_refuses_other_formats(tmp_path):
+    from smilesformer.data import write_table
+
+    table = pd.DataFrame({"smiles": ["CCO", "c1ccccc1[nH]"], "y": ["1.5", "2"]})
+    for name in ("t.csv", "t.tsv", "t.parquet", "t.csv.gz"):
+        back = read_table(write_table(table, tmp_path / "sub" / name))
+        assert back.astype(str).equals(table), name
+    with pytest.raises(SmilesformerError, match=r"\.csv, \.tsv or \.parquet"):
+        write_table(table, tmp_path / "t.xlsx")

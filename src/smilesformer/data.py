@@ -32,9 +32,11 @@ __all__ = [
     "BadInputError",
     "resolve_dataset",
     "read_table",
+    "write_table",
     "iter_smiles",
     "parse_smiles",
     "validate_smiles",
+    "parse_molecule",
     "randomized_smiles",
     "clean_smiles",
     "clean_labels",
@@ -171,6 +173,36 @@ def _suffixes(path: Path) -> list[str]:
     return suffixes[:-1] if suffixes and suffixes[-1] == ".gz" else suffixes
 
 
+WRITABLE = (".csv", ".tsv", ".parquet")
+
+
+def writable_kind(path: str | Path) -> str:
+    """The format ``write_table`` writes ``path`` in (checked before any work is done).
+
+    Raises:
+        SmilesformerError: another extension (naming the ones that work).
+    """
+    kind = (_suffixes(Path(path)) or [""])[-1]
+    if kind not in WRITABLE:
+        raise SmilesformerError(f"cannot write {path}: give the output a .csv, .tsv or .parquet name")
+    return kind
+
+
+def write_table(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write a table as its extension says: .csv, .tsv or .parquet (``.gz`` after csv/tsv compresses it).
+
+    Raises:
+        SmilesformerError: another extension (naming the ones that work).
+    """
+    path, kind = Path(path), writable_kind(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == ".parquet":
+        table.to_parquet(path, index=False)
+    else:
+        table.to_csv(path, index=False, sep="\t" if kind == ".tsv" else ",")
+    return path
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a molecule table: .csv, .tsv, .parquet, .sdf, .smi/.txt (gzip allowed for text formats).
 
@@ -298,6 +330,21 @@ def parse_smiles(smiles: object) -> tuple[Chem.Mol | None, str]:
         if line and line not in lines and not line.startswith("Failed parsing SMILES"):
             lines.append(line)
     return None, "; ".join(lines[:2]) or "RDKit cannot parse it"
+
+
+def parse_molecule(smiles: str) -> Chem.Mol:
+    """Parse a SMILES keeping explicit hydrogens, so atom k is the k-th atom written.
+
+    Raises:
+        SmilesformerError: with the SMILES and RDKit's reason when it does not parse.
+    """
+    mol, reason = parse_smiles(smiles)
+    if mol is None:
+        raise SmilesformerError(f"invalid SMILES {smiles!r}: {reason}; fix or remove it")
+    # Default parsing removes written [H] atoms and renumbers the rest; keep them to keep the string's order.
+    params = Chem.SmilesParserParams()
+    params.removeHs = False
+    return Chem.MolFromSmiles(smiles.strip(), params)
 
 
 def randomized_smiles(smiles: Sequence[str], n: int, seed: int = 0) -> list[list[str]]:

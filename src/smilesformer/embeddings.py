@@ -38,12 +38,12 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from .config import Precision
-from .data import SmilesformerError, validate_smiles
+from .data import SmilesformerError, parse_molecule, validate_smiles
 from .descriptors import descriptor_inputs
 from .networks import offline_error, resolve_model_source
 from .predictors import ENSEMBLE_FILE, Predictor
 from .tasks import META_FILE
-from .tokenization import ATOM_TOKEN_REGEX, length_batches, load_tokenizer, tokenize_smiles, warn_unknown
+from .tokenization import char_atom_index, length_batches, load_tokenizer, warn_unknown
 
 __all__ = [
     "Pooling",
@@ -313,22 +313,15 @@ def _capture_head_input(module: torch.nn.Module) -> Iterator[dict]:
 
 
 def atom_index(smiles: str) -> tuple[np.ndarray, int]:
-    """Atom number of every character of a SMILES (-1 for characters that spell no atom).
+    """Atom number of every character of a SMILES (-1 for characters that spell no atom), and the atom count.
 
-    Atoms are numbered in the order they are written: each token that ``ATOM_TOKEN_REGEX`` matches
-    (bracket atom, organic-subset element, ``*``) is the next atom, which is how RDKit numbers them.
+    The same mapping explain uses (``tokenization.char_atom_index``), checked against RDKit's atoms.
 
-    Returns:
-        ((characters,) int array, number of atoms).
+    Raises:
+        SmilesformerError: the SMILES does not parse, or its atom tokens do not line up with RDKit's atoms.
     """
-    index = np.full(len(smiles), -1, dtype=np.int64)
-    pos = atom = 0
-    for token in tokenize_smiles(smiles):
-        if ATOM_TOKEN_REGEX.match(token):
-            index[pos:pos + len(token)] = atom
-            atom += 1
-        pos += len(token)
-    return index, atom
+    mol = parse_molecule(smiles)
+    return char_atom_index(smiles, mol), mol.GetNumAtoms()
 
 
 def token_atoms(smiles: str, offsets: Sequence[tuple[int, int]], special: Sequence[int]) -> list[list[int]]:

@@ -18,7 +18,10 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from tokenizers.implementations import ByteLevelBPETokenizer
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from .data import SmilesformerError
+
 __all__ = [
+    "char_atom_index",
     "length_batches",
     "warn_unknown",
     "warn_truncated",
@@ -112,6 +115,43 @@ def count_unknown(tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str]) -> 
         return []
     ids = tokenizer(list(smiles), add_special_tokens=False)["input_ids"]
     return [i for i, row in enumerate(ids) if unk in row]
+
+
+def _element(token: str) -> str:
+    """Element letters of an atom token: ``[13CH3+]`` -> ``c``... lower-cased for comparison."""
+    body = token.strip("[]").lstrip("0123456789")
+    return body.lower()
+
+
+def char_atom_index(smiles: str, mol) -> np.ndarray:
+    """Atom index of every character of ``smiles`` (-1 where the character spells no atom).
+
+    Characters inside a bracket atom, brackets included, belong to that atom. ``mol`` is the RDKit molecule
+    parsed with its written hydrogens kept (``data.parse_molecule``), so atom k is the k-th atom written.
+
+    Raises:
+        SmilesformerError: if the atom tokens do not line up with RDKit's atoms (a SMILES feature
+            this mapping does not know), rather than return a silently wrong map.
+    """
+    index = np.full(len(smiles), -1, dtype=np.int64)
+    pos = atom = 0
+    for token in tokenize_smiles(smiles):
+        if ATOM_TOKEN_REGEX.match(token):
+            if atom < mol.GetNumAtoms():
+                symbol = mol.GetAtomWithIdx(atom).GetSymbol().lower()
+                if not _element(token).startswith(symbol):
+                    raise SmilesformerError(
+                        f"cannot map tokens to atoms in {smiles!r}: token {token!r} at character {pos} "
+                        f"is atom {atom} ({symbol}) for RDKit"
+                    )
+            index[pos:pos + len(token)] = atom
+            atom += 1
+        pos += len(token)
+    if atom != mol.GetNumAtoms():
+        raise SmilesformerError(
+            f"cannot map tokens to atoms in {smiles!r}: {atom} atom tokens but RDKit reads {mol.GetNumAtoms()} atoms"
+        )
+    return index
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:

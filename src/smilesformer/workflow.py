@@ -20,7 +20,16 @@ import numpy as np
 import pandas as pd
 
 from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, save_config
-from .data import SmilesformerError, _guess_smiles_col, file_sha256, load_dataset, read_table, require_columns
+from .data import (
+    SmilesformerError,
+    _guess_smiles_col,
+    file_sha256,
+    load_dataset,
+    read_table,
+    require_columns,
+    writable_kind,
+    write_table,
+)
 from .descriptors import uses_descriptors
 from .evaluate import GAUSSIAN_Z90, uncertainty_metrics
 from .model import SmilesModel
@@ -237,15 +246,11 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
 def run_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
                 batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
     """Append prediction columns (and ``error``) to a table; same rows, same order; write it to ``out``."""
+    writable_kind(out)
     model = load_predictor(model_dir)
     table, col = _read_input(data, smiles_col)
     result = predict_frame(model, table, col, batch_size=batch_size, progress=progress)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        result.to_parquet(out, index=False)
-    else:
-        result.to_csv(out, index=False, sep="\t" if out.suffix == ".tsv" else ",")
+    write_table(result, out)
     return result
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from rdkit import Chem
 
-from ..data import SmilesformerError, parse_smiles
-from ..tokenization import ATOM_TOKEN_REGEX, tokenize_smiles
+from ..data import parse_molecule
+from ..tokenization import char_atom_index
 
 __all__ = ["MoleculeTokens", "parse_molecule", "char_atom_index", "map_tokens", "tokens_to_atoms", "bond_pairs"]
 
@@ -45,57 +45,6 @@ class MoleculeTokens:
     @property
     def n_atoms(self) -> int:
         return self.mol.GetNumAtoms()
-
-
-def parse_molecule(smiles: str) -> Chem.Mol:
-    """Parse a SMILES keeping explicit hydrogens, so atom k is the k-th atom written.
-
-    Raises:
-        SmilesformerError: with the SMILES and RDKit's reason when it does not parse.
-    """
-    mol, reason = parse_smiles(smiles)
-    if mol is None:
-        raise SmilesformerError(f"invalid SMILES {smiles!r}: {reason}; fix or remove it")
-    # Default parsing removes written [H] atoms and renumbers the rest; keep them to keep the string's order.
-    params = Chem.SmilesParserParams()
-    params.removeHs = False
-    return Chem.MolFromSmiles(smiles.strip(), params)
-
-
-def _element(token: str) -> str:
-    """Element letters of an atom token: ``[13CH3+]`` -> ``c``... lower-cased for comparison."""
-    body = token.strip("[]").lstrip("0123456789")
-    return body.lower()
-
-
-def char_atom_index(smiles: str, mol: Chem.Mol) -> np.ndarray:
-    """Atom index of every character of ``smiles`` (-1 where the character spells no atom).
-
-    Characters inside a bracket atom, brackets included, belong to that atom.
-
-    Raises:
-        SmilesformerError: if the atom tokens do not line up with RDKit's atoms (a SMILES feature
-            this mapping does not know), rather than return a silently wrong map.
-    """
-    index = np.full(len(smiles), -1, dtype=np.int64)
-    pos = atom = 0
-    for token in tokenize_smiles(smiles):
-        if ATOM_TOKEN_REGEX.match(token):
-            if atom < mol.GetNumAtoms():
-                symbol = mol.GetAtomWithIdx(atom).GetSymbol().lower()
-                if not _element(token).startswith(symbol):
-                    raise SmilesformerError(
-                        f"cannot map tokens to atoms in {smiles!r}: token {token!r} at character {pos} "
-                        f"is atom {atom} ({symbol}) for RDKit"
-                    )
-            index[pos:pos + len(token)] = atom
-            atom += 1
-        pos += len(token)
-    if atom != mol.GetNumAtoms():
-        raise SmilesformerError(
-            f"cannot map tokens to atoms in {smiles!r}: {atom} atom tokens but RDKit reads {mol.GetNumAtoms()} atoms"
-        )
-    return index
 
 
 def map_tokens(smiles: str, tokenizer, max_length: int | None = None) -> MoleculeTokens:
