@@ -206,3 +206,13 @@ def test_fit_refuses_a_setting_it_cannot_honour(make_tiny_model, esol50, tiny_re
     model = make_tiny_model().fit(smiles, y, config=TrainConfig(epochs=1, max_length=24, trees="none", tta=1))
     assert model.meta.max_length == 24 and model.members[0].meta.max_length == 24, "max_length is honoured"
     assert model.meta.tta == 1 and "logS_sd" in model.predict(["CCO"]).columns, "tta is honoured"
+
+
+def test_errors_print_square_brackets_as_written(tmp_path):
+    """Rich reads [..] as markup: bracket atoms and package extras must survive into the message."""
+    pd.DataFrame({"smiles": ["CCO", "c1ccccc1[nH]", "[bold]C"], "y": [1, 2, 3]}).to_csv(tmp_path / "b.csv",
+                                                                                        index=False)
+    result = runner.invoke(app, ["finetune", "--data", str(tmp_path / "b.csv"), "--target", "y",
+                                 "--model", "random:tiny", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert "'c1ccccc1[nH]'" in result.output and "'[bold]C'" in result.output, result.output

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from .config import (
@@ -45,7 +46,9 @@ def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show de
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    # user data (a SMILES such as c1ccccc1[nH]) and extras (smilesformer[serve]) hold square brackets: escaped,
+    # so rich prints them as written instead of reading them as markup
+    console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -125,9 +128,9 @@ def finetune(
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     _print_metrics(result.metrics, f"fine-tuned {model}")
-    console.print(f"run folder: {result.out_dir}  (model: {result.model_dir})")
+    console.print(f"run folder: {result.out_dir}  (model: {result.model_dir})", markup=False)
 
 
 _P = PretrainConfig
@@ -271,7 +274,7 @@ def predict(
         _fail(exc)
     n_bad = result.invalid
     console.print(f"wrote {result.rows} rows to {out}" + (f" ({n_bad} invalid, see the error column)" if n_bad else ""),
-                  soft_wrap=True)
+                  soft_wrap=True, markup=False)
 
 
 def _data_path(data: str) -> str:
@@ -311,7 +314,7 @@ def demo(
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     test = result.metrics["test"]["per_target"]["Solubility"]
     print(f"test MSE = {test['mse']:.4f}   test Pearson r = {test['pearson_r']:.4f}   "
           f"(n_train = {result.metrics['n_train']}, n_test = {result.metrics['n_test']}, "
@@ -346,7 +349,7 @@ def explain(
               f"{result['completeness_gap']:.2g}\nwrote {len(result['files'])} files to {out} (open attention.html)")
     else:
         print(json.dumps(result, indent=2))
-        console.print(f"wrote molecules.csv, atoms.csv, elements.csv, heads.csv and head_*.png to {out}")
+        console.print(f"wrote molecules.csv, atoms.csv, elements.csv, heads.csv and head_*.png to {out}", markup=False)
 
 
 
@@ -385,7 +388,7 @@ def embed(
         _fail(exc)
     n_bad = result.invalid
     console.print(f"wrote {result.rows} embeddings to {out}" + (f" ({n_bad} invalid, see the error column)" if n_bad else ""),
-                  soft_wrap=True)
+                  soft_wrap=True, markup=False)
 
 
 
