@@ -66,7 +66,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     """How long a request waits for others to share its model call."""
     batch_size: int = 64
-    """Molecules per forward pass inside a model call (length-sorted, see ``evaluate.predict_outputs``)."""
+    """Molecules per forward pass inside a model call (length-sorted, see ``predictors.Transformer.passes``)."""
     torch_threads: int | None = None
     """CPU threads of the model (``torch.set_num_threads``); None keeps PyTorch's default, one per core. On a
     machine whose cores are busy with other work, 1 avoids threads waiting on each other (many times faster
