@@ -43,7 +43,7 @@ from .descriptors import descriptor_inputs
 from .networks import offline_error, resolve_model_source
 from .predictors import ENSEMBLE_FILE, Predictor
 from .tasks import META_FILE
-from .tokenization import char_atom_index, length_batches, load_tokenizer, warn_unknown
+from .tokenization import atoms_per_token, char_atom_index, length_batches, load_tokenizer, warn_unknown
 
 __all__ = [
     "Pooling",
@@ -332,9 +332,7 @@ def token_atoms(smiles: str, offsets: Sequence[tuple[int, int]], special: Sequen
         offsets: (start, end) character span per token.
         special: 1 for special tokens (they spell nothing), 0 otherwise.
     """
-    chars, _ = atom_index(smiles)
-    return [[] if s else sorted({int(a) for a in chars[start:end] if a >= 0})
-            for (start, end), s in zip(offsets, special)]
+    return atoms_per_token(atom_index(smiles)[0], offsets, special)
 
 
 def _atom_vectors(atoms_per_token: list[list[int]], n_atoms: int, vectors: np.ndarray) -> np.ndarray:
@@ -431,11 +429,12 @@ def embed(source: str | Path | Predictor | Encoder, smiles: Sequence[str],
             for b, j in enumerate(batch):
                 length = len(ids[j])
                 text = clean[valid[j]]
-                atoms = token_atoms(text, enc["offset_mapping"][j], enc["special_tokens_mask"][j])
+                chars, n_atoms = atom_index(text)  # one RDKit parse per molecule
+                atoms = atoms_per_token(chars, enc["offset_mapping"][j], enc["special_tokens_mask"][j])
                 per_token = chosen[b, :length]
                 tokens[valid[j]] = TokenEmbedding(
                     tok.convert_ids_to_tokens(ids[j]), [tuple(o) for o in enc["offset_mapping"][j]], atoms, per_token,
-                    _atom_vectors(atoms, atom_index(text)[1], per_token),
+                    _atom_vectors(atoms, n_atoms, per_token),
                     every[b, :, :length] if every is not None else None)
     return Embeddings(smiles, error, vectors, truncated, layer_vectors, tokens)
 

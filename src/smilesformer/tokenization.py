@@ -22,6 +22,7 @@ from .data import SmilesformerError
 
 __all__ = [
     "char_atom_index",
+    "atoms_per_token",
     "length_batches",
     "warn_unknown",
     "warn_truncated",
@@ -152,6 +153,19 @@ def char_atom_index(smiles: str, mol) -> np.ndarray:
             f"cannot map tokens to atoms in {smiles!r}: {atom} atom tokens but RDKit reads {mol.GetNumAtoms()} atoms"
         )
     return index
+
+
+def atoms_per_token(chars, offsets: Sequence[tuple[int, int]], special: Sequence[int]) -> list[list[int]]:
+    """Atoms each token spells: those of the characters its (start, end) span covers (works for regex and BPE
+    tokens); a special token spells none.
+
+    Args:
+        chars: (characters,) atom index per character, from ``char_atom_index``.
+        offsets: (start, end) character span per token.
+        special: 1 for special tokens, 0 otherwise.
+    """
+    return [[] if s else sorted({int(a) for a in chars[start:end] if a >= 0})
+            for (start, end), s in zip(offsets, special)]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> Iterator[np.ndarray]:

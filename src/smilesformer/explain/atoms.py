@@ -17,7 +17,7 @@ import numpy as np
 from rdkit import Chem
 
 from ..data import parse_molecule
-from ..tokenization import char_atom_index
+from ..tokenization import atoms_per_token, char_atom_index
 
 __all__ = ["MoleculeTokens", "parse_molecule", "char_atom_index", "map_tokens", "tokens_to_atoms", "bond_pairs"]
 
@@ -60,10 +60,7 @@ def map_tokens(smiles: str, tokenizer, max_length: int | None = None) -> Molecul
     chars = char_atom_index(smiles, mol)
     enc = tokenizer(smiles, return_offsets_mapping=True, truncation=max_length is not None,
                     max_length=max_length, return_special_tokens_mask=True)
-    token_atoms = []
-    for (start, end), special in zip(enc["offset_mapping"], enc["special_tokens_mask"]):
-        span = chars[start:end] if not special else chars[:0]
-        token_atoms.append(sorted({int(a) for a in span if a >= 0}))
+    token_atoms = atoms_per_token(chars, enc["offset_mapping"], enc["special_tokens_mask"])
     return MoleculeTokens(smiles, mol, tokenizer.convert_ids_to_tokens(enc["input_ids"]), list(enc["input_ids"]),
                           [tuple(o) for o in enc["offset_mapping"]], token_atoms)
 
