@@ -80,7 +80,7 @@ def test_bad_input_exits_with_the_listed_rows(tmp_path):
     result = runner.invoke(app, ["finetune", "--data", str(tmp_path / "bad.csv"), "--target", "y",
                                  "--model", "random:tiny", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
-    assert "row 1, column 'smiles': 'C1CC'" in result.output
+    assert "data row 2, column 'smiles': 'C1CC'" in result.output
     result = runner.invoke(app, ["finetune", "--data", str(tmp_path / "bad.csv"), "--target", "logS",
                                  "--model", "random:tiny", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "available columns: 'smiles', 'y'" in result.output
@@ -94,7 +94,7 @@ def test_skip_policy_writes_a_report(tmp_path, esol50):
                                  "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "skipped 2 bad row(s)" in result.output
-    assert pd.read_csv(tmp_path / "run" / "bad_rows.csv")["row"].tolist() == [50, 51]
+    assert pd.read_csv(tmp_path / "run" / "bad_rows.csv")["data_row"].tolist() == [51, 52], "counted from 1"
 
 
 @needs_shared_data

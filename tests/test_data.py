@@ -69,8 +69,9 @@ def test_invalid_smiles_stop_with_row_value_and_reason(tmp_path):
     with pytest.raises(BadInputError) as info:
         load_dataset(DataConfig(str(path), target_cols=["y"]))
     message = str(info.value)
-    assert "row 1, column 'smiles': 'C1CC': unclosed ring" in message
-    assert "row 3, column 'smiles': 'not_a_smiles('" in message
+    assert "data rows counted from 1" in message
+    assert "data row 2, column 'smiles': 'C1CC': unclosed ring" in message
+    assert "data row 4, column 'smiles': 'not_a_smiles('" in message
     assert "--bad-input skip" in message
     assert info.value.bad["row"].tolist() == [1, 3]
 
@@ -96,7 +97,7 @@ def test_trailing_spaces_are_stripped_and_canonicalization_is_optional(tmp_path)
 
 def test_multitask_rows_keep_partial_labels_but_not_empty_ones(tmp_path):
     path = _write(tmp_path, {"smiles": ["CCO", "CCN", "CCC"], "a": ["1", "", ""], "b": ["", "0", ""]})
-    with pytest.raises(BadInputError, match="row 2.*every label missing"):
+    with pytest.raises(BadInputError, match="data row 3.*every label missing"):
         load_dataset(DataConfig(str(path), target_cols=["a", "b"], task="classification"))
     loaded = load_dataset(DataConfig(str(path), target_cols=["a", "b"], task="classification", bad_input="skip"))
     assert loaded.table["row"].tolist() == [0, 1]
@@ -105,7 +106,7 @@ def test_multitask_rows_keep_partial_labels_but_not_empty_ones(tmp_path):
 
 def test_classification_labels_must_be_class_ids(tmp_path):
     path = _write(tmp_path, {"smiles": ["CCO", "CCN"], "y": ["1", "0.5"]})
-    with pytest.raises(BadInputError, match="row 1, column 'y': '0.5': classification labels"):
+    with pytest.raises(BadInputError, match="data row 2, column 'y': '0.5': classification labels"):
         load_dataset(DataConfig(str(path), target_cols=["y"], task="classification"))
 
 
@@ -172,3 +173,54 @@ def test_write_table_writes_what_read_table_reads_and_refuses_other_formats(tmp_
         assert back.astype(str).equals(table), name
     with pytest.raises(SmilesformerError, match=r"\.csv, \.tsv or \.parquet"):
         write_table(table, tmp_path / "t.xlsx")
+
+
+def test_molecules_over_the_size_limits_are_bad_rows_not_stalls(monkeypatch):
+    from smilesformer.data import MoleculeLimits, parse_smiles, set_molecule_limits, validate_smiles
+
+    monkeypatch.delenv("SMILESFORMER_MAX_ATOMS", raising=False)
+    monkeypatch.delenv("SMILESFORMER_MAX_CHARS", raising=False)
+    limits = MoleculeLimits.current()
+    assert limits == MoleculeLimits()
+    clean, errors = validate_smiles(["CCO", "C" * (limits.max_atoms + 1), "C" * (limits.max_chars + 1)])
+    assert clean[0] == "CCO" and clean[1] is None and clean[2] is None
+    assert errors[1].startswith(f"invalid SMILES: too large: {limits.max_atoms + 1} atoms, over the limit")
+    assert "--max-atoms" in errors[1]
+    assert f"{limits.max_chars + 1} characters" in errors[2] and "--max-chars" in errors[2]
+    # the limits can be changed, and reach worker processes through the environment
+    monkeypatch.setenv("SMILESFORMER_MAX_ATOMS", "5")
+    assert parse_smiles("CCCCCC")[0] is None and parse_smiles("CCCCC")[0] is not None
+    assert set_molecule_limits(max_atoms=10).max_atoms == 10
+    assert parse_smiles("CCCCCC")[0] is not None
+    monkeypatch.setenv("SMILESFORMER_MAX_ATOMS", "ten")
+    with pytest.raises(SmilesformerError, match="SMILESFORMER_MAX_ATOMS='ten' is not a whole number"):
+        parse_smiles("CCO")
+
+
+def test_a_lone_surrogate_is_a_bad_row():
+    from smilesformer.data import validate_smiles
+
+    clean, errors = validate_smiles(["CCO", "\ud800", "C\udfffC"])
+    assert clean == ["CCO", None, None]
+    assert errors[1].startswith("invalid SMILES: not valid text") and "character 1" in errors[1]
+    assert "character 2" in errors[2]
+
+
+def test_damaged_and_mis_encoded_tables_name_the_problem_and_the_line(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("smiles,y\n" + "".join(f"{'C' * (i % 7 + 1)}O,{i}\n" for i in range(5000)))
+    whole = gzip.compress(good.read_bytes())
+    (tmp_path / "cut.csv.gz").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(SmilesformerError, match="damaged or cut short.*download or compress it again"):
+        read_table(tmp_path / "cut.csv.gz")
+    (tmp_path / "fake.csv.gz").write_bytes(b"smiles\nCCO\n")
+    with pytest.raises(SmilesformerError, match="damaged or cut short"):
+        read_table(tmp_path / "fake.csv.gz")
+    (tmp_path / "latin1.csv").write_bytes("smiles,name\nCCO,ethanol\nCO,m\xe9thanol\n".encode("latin-1"))
+    with pytest.raises(SmilesformerError, match=r"not UTF-8 text: line 3 \(data row 2 .*m\\xe9thanol.*Save the file"):
+        read_table(tmp_path / "latin1.csv")
+    (tmp_path / "twice.csv").write_text("smiles,y,smiles\nCCO,1,CC\n")
+    with pytest.raises(SmilesformerError, match="names column\\(s\\) 'smiles' more than once"):
+        read_table(tmp_path / "twice.csv")
+    with pytest.raises(SmilesformerError, match="names column\\(s\\) 'smiles' more than once"):
+        load_dataset(DataConfig(str(tmp_path / "twice.csv"), target_cols=["y"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import threading
@@ -64,7 +65,7 @@ def test_too_long_smiles_is_422_naming_row_and_limit(client):
     response = client.post("/predict", json={"smiles": ["CCO", "C" * 101]})
     assert response.status_code == 422
     detail = response.json()["detail"]
-    assert "row 1" in detail and "101 characters" in detail and "limit is 100" in detail
+    assert "SMILES 2 of the request (smiles[1])" in detail and "101 characters" in detail and "limit is 100" in detail
 
 
 @pytest.mark.parametrize("body", [{"smiles": []}, {"smiles": "CCO"}, {"smiles": [None]}, {}])
@@ -80,7 +81,8 @@ def test_health_and_model_card(client, served_dir):
     assert info["meta"]["targets"] == ["logS"]
     assert info["config"]["num_hidden_layers"] == 2 and info["config"]["n_parameters"] > 0
     assert info["card"].startswith("# tiny ESOL regressor")
-    assert info["limits"] == {"max_smiles_per_request": 8, "max_smiles_length": 100}
+    assert info["limits"] == {"max_smiles_per_request": 8, "max_smiles_length": 100, "max_atoms": 200,
+                              "request_timeout_s": 60.0, "max_body_bytes": 8 * (6 * 100 + 4) + 65536}
 
 
 def test_page_and_its_assets_are_local(client):
@@ -122,6 +124,9 @@ def test_concurrent_requests_share_model_calls(served_dir, esol50):
 
 
 def test_create_app_rejects_a_folder_that_is_not_a_model(tmp_path):
+    with pytest.raises(SmilesformerError, match="not a model folder"):
+        create_app(tmp_path)
+    (tmp_path / "config.json").write_text("{}")
     with pytest.raises(SmilesformerError, match="smilesformer.json"):
         create_app(tmp_path)
     with pytest.raises(SmilesformerError, match="does not exist"):
@@ -144,6 +149,11 @@ def test_micro_batcher_merges_splits_and_propagates_errors():
             results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(4)))
             with pytest.raises(ValueError, match="boom"):
                 await batcher.submit([-1])
+            # a bad item fails its own request only, not the requests merged into its batch
+            mixed = await asyncio.gather(batcher.submit([5]), batcher.submit([-1, 6]), batcher.submit([7]),
+                                         return_exceptions=True)
+            assert mixed[0] == [25] and mixed[2] == [49]
+            assert isinstance(mixed[1], ValueError)
             after = await batcher.submit([3])
         finally:
             await batcher.stop()
@@ -153,8 +163,9 @@ def test_micro_batcher_merges_splits_and_propagates_errors():
     assert results == [[i * i, (i + 100) ** 2] for i in range(4)]
     assert after == [9]
     assert all(len(c) <= 5 for c in calls)  # no call above max_batch
-    assert len(calls) < 5  # 4 requests merged into fewer calls (plus the one after the error)
-    assert sorted(np.concatenate(calls[:-1]).tolist()) == sorted([i for j in range(4) for i in (j, j + 100)])
+    merged = [c for c in calls if c not in ([5], [7], [3])]
+    assert len(merged) < 4  # 4 requests merged into fewer calls
+    assert sorted(np.concatenate(merged).tolist()) == sorted([i for j in range(4) for i in (j, j + 100)])
 
 
 def test_cli_serve_reports_a_bad_model_folder(tmp_path):
@@ -164,7 +175,7 @@ def test_cli_serve_reports_a_bad_model_folder(tmp_path):
 
     result = CliRunner().invoke(app, ["serve", str(tmp_path), "--port", "0"])
     assert result.exit_code == 2
-    assert "smilesformer.json" in result.output
+    assert "not a model folder" in result.output
 
 
 def test_explain_gives_attribution_svg_and_attention(client):
@@ -197,3 +208,50 @@ def test_explain_and_draw_refuse_bad_input_without_500(client):
     wrong_count = client.post("/draw", json={"smiles": "CCO", "atom_weights": [1.0, 2.0]})
     assert wrong_count.status_code == 422 and "3 atoms" in wrong_count.json()["detail"]
     assert client.post("/draw", json={"smiles": INVALID, "atom_weights": [1.0]}).status_code == 422
+
+
+def test_one_bad_request_does_not_fail_its_neighbours(served_dir, esol50):
+    """A lone surrogate (valid JSON, not valid text) sent beside valid requests: its row fails, theirs do not."""
+    smiles = list(esol50["smiles"][:5])
+    with TestClient(create_app(served_dir, ServeConfig(max_wait_ms=100))) as c:
+        answers: dict[int, object] = {}
+
+        def call(i: int, body: bytes) -> None:
+            answers[i] = c.post("/predict", content=body, headers={"content-type": "application/json"})
+
+        bodies = [json.dumps({"smiles": [s]}).encode() for s in smiles] + [b'{"smiles": ["\\ud800", "CCO"]}']
+        threads = [threading.Thread(target=call, args=(i, b)) for i, b in enumerate(bodies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert all(answers[i].status_code == 200 for i in range(6)), [answers[i].text for i in range(6)]
+    for i, s in enumerate(smiles):
+        assert answers[i].json()["results"][0]["error"] is None
+    lone, ethanol = answers[5].json()["results"]
+    assert lone["error"].startswith("invalid SMILES: not valid text") and ethanol["error"] is None
+
+
+def test_size_and_time_limits(served_dir):
+    config = ServeConfig(max_smiles_per_request=4, max_smiles_length=50, max_atoms=10, torch_threads=1)
+    with TestClient(create_app(served_dir, config)) as c:
+        rows = c.post("/predict", json={"smiles": ["CCO", "C" * 11]}).json()["results"]
+        assert rows[0]["error"] is None
+        assert rows[1]["error"].startswith("invalid SMILES: too large: 11 atoms, over the limit of 10")
+        assert "too large" in c.post("/explain", json={"smiles": "C" * 11}).json()["error"]
+        drawn = c.post("/draw", json={"smiles": "C" * 11, "atom_weights": [0.0] * 11})
+        assert drawn.status_code == 422 and "too large" in drawn.json()["detail"]
+        legend = c.post("/draw", json={"smiles": "CCO", "atom_weights": [0.0] * 3, "legend": "x" * 201})
+        assert legend.status_code == 422
+        # a body over the limit is refused before it is read, whether its length is declared or not
+        big = json.dumps({"smiles": ["C" * 50] * 10_000}).encode()
+        assert len(big) > config.max_body_bytes
+        declared = c.post("/predict", content=big, headers={"content-type": "application/json"})
+        assert declared.status_code == 413 and "max_body_bytes" in declared.json()["detail"]
+        streamed = c.post("/predict", content=(big[i:i + 65536] for i in range(0, len(big), 65536)),
+                          headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+        assert c.post("/predict", json={"smiles": ["CCO"]}).status_code == 200
+    with TestClient(create_app(served_dir, ServeConfig(request_timeout_s=0.001, max_wait_ms=50))) as c:
+        late = c.post("/predict", json={"smiles": ["CCO"]})
+        assert late.status_code == 503 and "request_timeout_s" in late.json()["detail"]

@@ -32,8 +32,10 @@ def test_scaffold_split_keeps_scaffolds_together(esol50):
 def test_column_split_and_its_errors():
     train, valid, test = column_split(["train", "Valid", "TEST", "train"])
     assert train.tolist() == [0, 3] and valid.tolist() == [1] and test.tolist() == [2]
-    with pytest.raises(SmilesformerError, match="row 1 .*'holdout'"):
+    with pytest.raises(SmilesformerError, match="data row 2 .*'holdout'"):
         column_split(["train", "holdout", "test"])
+    with pytest.raises(SmilesformerError, match="data row 8 .*'holdout'"):
+        column_split(["train", "holdout", "test"], rows=[3, 7, 9])
 
 
 def test_too_few_molecules_for_a_test_set():

@@ -23,12 +23,22 @@ from .config import (
     Objective,
     Precision,
     PretrainConfig,
+    ServeConfig,
     SplitKind,
     Task,
     TokenizerKind,
     TrainConfig,
 )
-from .data import DATA_ENV, DATASETS, SmilesformerError, locate_dataset
+from .data import (
+    DATA_ENV,
+    DATASETS,
+    MAX_ATOMS_ENV,
+    MAX_CHARS_ENV,
+    MoleculeLimits,
+    SmilesformerError,
+    locate_dataset,
+    set_molecule_limits,
+)
 
 app = typer.Typer(help="Chemical language models on SMILES: fine-tune, evaluate, predict and more.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -70,6 +80,18 @@ def _print_metrics(metrics: dict, title: str) -> None:
     Console().print(table)
 
 
+MaxAtoms = Annotated[int | None, typer.Option(
+    help=f"Largest molecule, in atoms; larger ones are bad rows, not a stall (default {MoleculeLimits.max_atoms}, "
+         f"or ${MAX_ATOMS_ENV}).")]
+MaxChars = Annotated[int | None, typer.Option(
+    help=f"Longest SMILES, in characters (default {MoleculeLimits.max_chars}, or ${MAX_CHARS_ENV}).")]
+
+
+def _set_limits(max_atoms: int | None, max_chars: int | None) -> None:
+    if max_atoms is not None or max_chars is not None:
+        set_molecule_limits(max_chars=max_chars, max_atoms=max_atoms)
+
+
 def _default(cls, name: str):
     """A config field's default: the dataclass is the one place defaults live."""
     f = cls.__dataclass_fields__[name]
@@ -109,6 +131,8 @@ def finetune(
     adapt: Annotated[str, typer.Option(help="'mtr': first regress RDKit descriptors of the training SMILES (domain adaptation); 'none': off.")] = _default(_T, "adapt"),
     adapt_epochs: Annotated[int, typer.Option(help="Passes of the --adapt step over the training SMILES.")] = _default(_T, "adapt_epochs"),
     out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
+    max_atoms: MaxAtoms = None,
+    max_chars: MaxChars = None,
 ) -> None:
     """Fine-tune a model on a labelled table and write a run folder (model, metrics, plots, split).
 
@@ -118,6 +142,7 @@ def finetune(
     from .workflow import run_finetune
 
     try:
+        _set_limits(max_atoms, max_chars)
         data_config = DataConfig(data, smiles_col, list(target or []), task, split, split_col, fractions, seed,
                                  sample, bad_input, duplicates, canonicalize)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length,
@@ -237,11 +262,14 @@ def evaluate(
     data: Annotated[str, typer.Option(help="Labelled table with the model's target columns.")],
     smiles_col: Annotated[str | None, typer.Option()] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for metrics.json, predictions and plots.")] = None,
+    max_atoms: MaxAtoms = None,
+    max_chars: MaxChars = None,
 ) -> None:
     """Score a fine-tuned model on a labelled table."""
     from .workflow import run_evaluate
 
     try:
+        _set_limits(max_atoms, max_chars)
         result = run_evaluate(model_dir, _data_path(data), smiles_col, out)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
@@ -263,11 +291,14 @@ def predict(
     engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = "local",
     workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster, else one per CPU).")] = None,
     precision: Annotated[Precision, typer.Option(help="auto = bf16 where the GPU or CPU (AVX512-BF16, AMX) does it in hardware, else fp32; fp32 for exact results.")] = Precision.auto,
+    max_atoms: MaxAtoms = None,
+    max_chars: MaxChars = None,
 ) -> None:
     """Append predictions to a table: same rows in the same order, with an `error` column; streamed in chunks."""
     from .streaming import stream_predict
 
     try:
+        _set_limits(max_atoms, max_chars)
         result = stream_predict(model_dir, _data_path(data), out, smiles_col, batch_size, chunk_size, progress=True,
                                 resume=resume, engine=engine, workers=workers, precision=precision)
     except (SmilesformerError, ValueError) as exc:
@@ -375,12 +406,15 @@ def embed(
     engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = Engine.local,
     workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster, else one per CPU).")] = None,
     precision: Annotated[Precision, typer.Option(help="auto = bf16 where the GPU or CPU (AVX512-BF16, AMX) does it in hardware, else fp32; fp32 for exact results.")] = Precision.auto,
+    max_atoms: MaxAtoms = None,
+    max_chars: MaxChars = None,
 ) -> None:
     """Embed molecules: pooled, per-token (aligned to atoms) or per-layer encoder outputs; streamed in chunks."""
     from .embeddings import EmbedConfig
     from .streaming import stream_embed
 
     try:
+        _set_limits(max_atoms, max_chars)
         config = EmbedConfig(pooling, layer, last_k, per_token, all_layers, batch_size, precision)
         result = stream_embed(model, _data_path(data), out, smiles_col, config, chunk_size, progress=True,
                               resume=resume, engine=engine, workers=workers)
@@ -398,20 +432,29 @@ def serve(
     model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
     host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 to accept other machines.")] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
-    max_smiles: Annotated[int, typer.Option(help="Most SMILES per /predict request (413 above).")] = 1000,
-    max_smiles_length: Annotated[int, typer.Option(help="Most characters per SMILES (422 above).")] = 500,
-    max_batch: Annotated[int, typer.Option(help="Most SMILES the micro-batcher puts in one model call.")] = 256,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits to share a model call.")] = 5.0,
+    max_smiles: Annotated[int, typer.Option(help="Most SMILES per /predict request (413 above).")] = _default(
+        ServeConfig, "max_smiles_per_request"),
+    max_smiles_length: Annotated[int, typer.Option(help="Most characters per SMILES (422 above).")] = _default(
+        ServeConfig, "max_smiles_length"),
+    max_atoms: Annotated[int, typer.Option(help="Most atoms per molecule (a per-row error above).")] = _default(
+        ServeConfig, "max_atoms"),
+    timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its results (503 after).")] = _default(
+        ServeConfig, "request_timeout_s"),
+    max_batch: Annotated[int, typer.Option(help="Most SMILES the micro-batcher puts in one model call.")] = _default(
+        ServeConfig, "max_batch"),
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request waits to share a model call.")] = _default(
+        ServeConfig, "max_wait_ms"),
     threads: Annotated[int | None, typer.Option(help="CPU threads of the model (default: one per core).")] = None,
 ) -> None:
     """Serve a model over HTTP: a web page at /, the API (/predict, /explain, /model, /health), docs at /docs."""
     try:
-        from .serve import ServeConfig, run_server
+        from .serve import run_server
     except ImportError as exc:
         _fail(SmilesformerError(f"serving needs the serve extra: pip install 'smilesformer[serve]' ({exc})"))
     try:
         config = ServeConfig(max_smiles_per_request=max_smiles, max_smiles_length=max_smiles_length,
-                             max_batch=max_batch, max_wait_ms=max_wait_ms, torch_threads=threads)
+                             max_atoms=max_atoms, request_timeout_s=timeout, max_batch=max_batch,
+                             max_wait_ms=max_wait_ms, torch_threads=threads)
         run_server(model_dir, host, port, config)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)

@@ -18,6 +18,7 @@ __all__ = [
     "DataConfig",
     "TrainConfig",
     "PretrainConfig",
+    "ServeConfig",
     "Objective",
     "TokenizerKind",
     "DEFAULT_MODEL",
@@ -313,3 +314,47 @@ def _jsonable(obj: Any) -> Any:
 def save_config(path: str | Path, **sections: Any) -> None:
     """Write dataclasses (and plain values) as one JSON document, one key per section."""
     Path(path).write_text(json.dumps({k: _jsonable(v) for k, v in sections.items()}, indent=2))
+
+
+@dataclass
+class ServeConfig:
+    """Request limits (larger requests are refused with a 4xx naming the limit) and batching settings."""
+
+    max_smiles_per_request: int = 1000
+    """SMILES in one ``/predict`` request (413 above it)."""
+    max_smiles_length: int = 500
+    """Characters in one SMILES (422 above it); SMILES longer than the model's token limit are truncated."""
+    max_atoms: int = 200
+    """Atoms in one molecule; a larger one gets a per-row ``error`` (its RDKit descriptors would hold the model
+    thread for seconds: 0.3 s at 200 atoms, 3 s at 400). Every molecule of the public data sets but a few
+    AqSolDB salts and polymers fits."""
+    request_timeout_s: float = 60.0
+    """A request still waiting for its results after this long is answered 503 (and not computed if its batch
+    has not started), so no client waits without bound."""
+    max_batch: int = 256
+    """Most SMILES the micro-batcher puts in one model call."""
+    max_wait_ms: float = 5.0
+    """How long a request waits for others to share its model call."""
+    batch_size: int = 64
+    """Molecules per forward pass inside a model call (length-sorted, see ``predictors.Transformer.passes``)."""
+    torch_threads: int | None = None
+    """CPU threads of the model (``torch.set_num_threads``); None keeps PyTorch's default, one per core. On a
+    machine whose cores are busy with other work, 1 avoids threads waiting on each other (many times faster
+    for the small batches a service sees)."""
+
+    @property
+    def max_body_bytes(self) -> int:
+        """The largest request body read (413 above it, before it is read): a full /predict request written as
+        JSON with every character escaped (\\uXXXX, 6 bytes), plus room for the rest of the body."""
+        return self.max_smiles_per_request * (6 * self.max_smiles_length + 4) + 65536
+
+    def __post_init__(self) -> None:
+        for name in ("max_smiles_per_request", "max_smiles_length", "max_atoms", "max_batch", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.request_timeout_s <= 0:
+            raise ValueError(f"request_timeout_s must be > 0, got {self.request_timeout_s}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")

@@ -2,18 +2,26 @@
 
 The policy: a row that cannot be used is never lost silently. With ``error`` the first bad rows are
 listed (row number, value, reason, fix); with ``skip`` they are dropped, counted and returned so the
-caller can write them to a report. Row numbers are the 0-based position of the row in the input table.
+caller can write them to a report. Messages and ``bad_rows.csv`` name a row as "data row N", counted from 1
+among the data rows (the header is not counted: in a CSV, data row N is line N + 1). Internally rows keep their
+0-based position.
+
+Every SMILES is held to a size limit (``MoleculeLimits``: characters, then atoms) before any RDKit work beyond
+parsing: descriptors and drawings of a huge molecule take minutes, and one such row must not stall a batch job
+or the service. A molecule over the limit is a bad row like any other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import gzip
 import hashlib
 import io
 import os
 import re
 import urllib.request
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +40,16 @@ __all__ = [
     "BadInputError",
     "resolve_dataset",
     "read_table",
+    "read_error",
+    "check_header",
+    "READ_ERRORS",
     "write_table",
     "iter_smiles",
     "parse_smiles",
+    "MoleculeLimits",
+    "set_molecule_limits",
+    "data_row",
+    "bad_rows_report",
     "validate_smiles",
     "parse_molecule",
     "randomized_smiles",
@@ -64,6 +79,60 @@ class BadInputError(SmilesformerError):
     def __init__(self, message: str, bad: pd.DataFrame):
         super().__init__(message)
         self.bad = bad
+
+
+MAX_CHARS_ENV = "SMILESFORMER_MAX_CHARS"
+MAX_ATOMS_ENV = "SMILESFORMER_MAX_ATOMS"
+
+
+@dataclass(frozen=True)
+class MoleculeLimits:
+    """The largest molecule smilesformer works on; larger ones are bad rows ("too large"), never a stall.
+
+    The defaults hold every molecule of the public data sets (the largest: 783 characters and 388 atoms, in
+    AqSolDB). RDKit's 2D descriptors grow steeply with size (measured: 0.05 s at 100 atoms, 3.1 s at 400, 141 s at
+    1,000), so the atom limit bounds the time one row can take. Change them with ``--max-atoms`` /
+    ``--max-chars``, or the environment variables ``SMILESFORMER_MAX_ATOMS`` / ``SMILESFORMER_MAX_CHARS``
+    (which worker processes inherit).
+    """
+
+    max_chars: int = 2000
+    """Characters in one SMILES (checked before parsing)."""
+    max_atoms: int = 400
+    """Heavy atoms in one molecule (checked after parsing, before any other RDKit work)."""
+
+    def __post_init__(self) -> None:
+        if self.max_chars < 1 or self.max_atoms < 1:
+            raise SmilesformerError(f"molecule limits must be >= 1, got max_chars={self.max_chars}, "
+                                    f"max_atoms={self.max_atoms}")
+
+    @classmethod
+    def current(cls) -> MoleculeLimits:
+        """The limits in force: the environment's, else the defaults."""
+        values = {}
+        for field_name, env in (("max_chars", MAX_CHARS_ENV), ("max_atoms", MAX_ATOMS_ENV)):
+            raw = os.environ.get(env)
+            if raw:
+                try:
+                    values[field_name] = int(raw)
+                except ValueError:
+                    raise SmilesformerError(f"{env}={raw!r} is not a whole number; set it to, say, "
+                                            f"{getattr(cls, field_name)}") from None
+        return cls(**values)
+
+
+def set_molecule_limits(max_chars: int | None = None, max_atoms: int | None = None) -> MoleculeLimits:
+    """Set the limits for this process and the workers it starts (through the environment); None keeps one."""
+    limits = MoleculeLimits.current()
+    limits = MoleculeLimits(max_chars if max_chars is not None else limits.max_chars,
+                            max_atoms if max_atoms is not None else limits.max_atoms)
+    os.environ[MAX_CHARS_ENV], os.environ[MAX_ATOMS_ENV] = str(limits.max_chars), str(limits.max_atoms)
+    return limits
+
+
+def data_row(row: int) -> str:
+    """How a message names a row: counted from 1 among the data rows, the header not counted."""
+    return f"data row {row + 1}"
 
 
 @dataclass(frozen=True)
@@ -203,6 +272,52 @@ def write_table(table: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
+READ_ERRORS = (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError, zlib.error)
+"""What reading a damaged or mis-encoded table raises; ``read_error`` turns each into a message."""
+
+
+def _first_undecodable_line(path: Path) -> tuple[int, bytes] | None:
+    """The first line (counted from 1) that is not UTF-8, and its bytes; None when every line decodes."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number, line
+    return None
+
+
+def read_error(path: Path, exc: Exception) -> SmilesformerError:
+    """A message for a table that cannot be read: which line, or what is damaged, and what to do."""
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return SmilesformerError(f"{path} is empty: it has no header and no rows")
+    if isinstance(exc, UnicodeDecodeError):
+        try:
+            found = _first_undecodable_line(path)
+        except READ_ERRORS:
+            found = None
+        where = (f"line {found[0]} ({data_row(found[0] - 2)} after a header line) holds {found[1][:80]!r}, "
+                 if found else "")
+        return SmilesformerError(f"cannot read {path}: it is not UTF-8 text: {where}({exc.reason}). Save the file "
+                                 "as UTF-8 (in a spreadsheet: CSV UTF-8) and try again")
+    if isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)):
+        return SmilesformerError(f"cannot read {path}: the compressed file is damaged or cut short ({exc}); "
+                                 "download or compress it again (gzip -t checks a .gz file)")
+    return SmilesformerError(f"cannot read {path}: {exc}")
+
+
+def check_header(path: Path, columns: Sequence[object]) -> None:
+    """Refuse a table whose header names a column twice: pandas would silently rename the second (``x.1``)."""
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as fh:
+        header = next(csv.reader(fh, delimiter="\t" if ".tsv" in _suffixes(path) else ","), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise SmilesformerError(f"{path}: the header names column(s) {', '.join(map(repr, repeated))} more than "
+                                "once; rename them so each column has its own name")
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read a molecule table: .csv, .tsv, .parquet, .sdf, .smi/.txt (gzip allowed for text formats).
 
@@ -252,10 +367,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
             raise SmilesformerError(
                 f"cannot read {path}: unknown extension {kind or '(none)'}; use .csv, .tsv, .parquet, .sdf or .smi"
             )
-    except pd.errors.EmptyDataError as exc:
-        raise SmilesformerError(f"{path} is empty: it has no header and no rows") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
-        raise SmilesformerError(f"cannot read {path}: {exc}") from exc
+    except READ_ERRORS as exc:
+        raise read_error(path, exc) from exc
+    if kind in (".csv", ".tsv"):
+        check_header(path, table.columns)
     if len(table) == 0:
         raise SmilesformerError(f"{path} has no data rows (columns: {', '.join(map(str, table.columns))})")
     return table.reset_index(drop=True)
@@ -302,17 +417,28 @@ def require_columns(table: pd.DataFrame, columns: list[str], source: object = "t
 _TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 
 
-def parse_smiles(smiles: object) -> tuple[Chem.Mol | None, str]:
-    """Parse one SMILES with RDKit.
+def parse_smiles(smiles: object, limits: MoleculeLimits | None = None) -> tuple[Chem.Mol | None, str]:
+    """Parse one SMILES with RDKit, within the size limits (``MoleculeLimits.current()`` unless given).
 
     Returns:
-        (mol, "") when it parses, else (None, reason) with RDKit's own message.
+        (mol, "") when it parses, else (None, reason) with RDKit's own message or the limit it breaks.
     """
     if not isinstance(smiles, str) or not smiles.strip():
         return None, "empty SMILES"
+    limits = limits or MoleculeLimits.current()
+    if len(smiles.strip()) > limits.max_chars:
+        return None, (f"too large: {len(smiles.strip())} characters, over the limit of {limits.max_chars} "
+                      f"(raise it with --max-chars or {MAX_CHARS_ENV})")
+    try:
+        smiles.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800", which JSON can carry
+        return None, f"not valid text: {exc.reason} at character {exc.start + 1} ({smiles[exc.start]!r})"
     with rdBase.BlockLogs():
         mol = Chem.MolFromSmiles(smiles.strip())
     if mol is not None:
+        if mol.GetNumAtoms() > limits.max_atoms:
+            return None, (f"too large: {mol.GetNumAtoms()} atoms, over the limit of {limits.max_atoms} "
+                          f"(raise it with --max-atoms or {MAX_ATOMS_ENV})")
         return mol, ""
     # RDKit says why a SMILES fails only through its log. Only for a failure, and only for this call, the log
     # goes to Python's sys.stderr, captured here; RDKit's default (C++ streams) is put back after, so importing
@@ -357,19 +483,21 @@ def randomized_smiles(smiles: Sequence[str], n: int, seed: int = 0) -> list[list
     for i, s in enumerate(smiles):
         mol = Chem.MolFromSmiles(s)
         if mol is None:
-            raise SmilesformerError(f"row {i}: cannot randomize invalid SMILES {s!r}; validate inputs first")
+            raise SmilesformerError(f"SMILES {i + 1}: cannot randomize invalid SMILES {s!r}; validate inputs first")
         out.append(list(Chem.MolToRandomSmilesVect(mol, n, randomSeed=seed + i)))
     return out
 
 
-def validate_smiles(smiles: Sequence[object]) -> tuple[list[str | None], list[str]]:
+def validate_smiles(smiles: Sequence[object],
+                    limits: MoleculeLimits | None = None) -> tuple[list[str | None], list[str]]:
     """Every row parsed with RDKit: the stripped SMILES (None where it fails) and the reason ("" where it parses).
 
     The rule every prediction path follows: keep every row, predict the valid ones, say why the others failed.
     """
+    limits = limits or MoleculeLimits.current()
     clean, errors = [], []
     for s in smiles:
-        mol, reason = parse_smiles(s)
+        mol, reason = parse_smiles(s, limits)
         clean.append(s.strip() if mol is not None else None)
         errors.append("" if mol is not None else f"invalid SMILES: {reason}")
     return clean, errors
@@ -379,10 +507,15 @@ def _bad_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["row", "column", "value", "reason"])
 
 
+def bad_rows_report(bad: pd.DataFrame) -> pd.DataFrame:
+    """Bad rows as written to ``bad_rows.csv``: ``data_row`` counted from 1 (the header not counted)."""
+    return bad.assign(row=bad["row"] + 1).rename(columns={"row": "data_row"})
+
+
 def _describe(bad: pd.DataFrame, what: str, fix: str) -> str:
-    lines = [f"{len(bad)} row(s) with {what}:"]
+    lines = [f"{len(bad)} row(s) with {what} (data rows counted from 1, the header not counted):"]
     for r in bad.head(MAX_LISTED).itertuples():
-        lines.append(f"  row {r.row}, column {r.column!r}: {r.value!r}: {r.reason}")
+        lines.append(f"  {data_row(r.row)}, column {r.column!r}: {r.value!r}: {r.reason}")
     if len(bad) > MAX_LISTED:
         lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
     lines.append(fix)

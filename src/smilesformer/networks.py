@@ -8,11 +8,16 @@ head we add reads RDKit descriptors beside the encoder (``descriptors``).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
+import socket
+import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -24,13 +29,15 @@ from transformers import (
 from .config import DEFAULT_MODEL
 from .data import SmilesformerError
 from .descriptors import DESCRIPTOR_SETS, ENCODER_TYPES, descriptor_model_from_config, with_descriptor_head
-from .tasks import META_FILE, ModelMeta
+from .tasks import ENSEMBLE_FILE, META_FILE, ModelMeta
 from .tokenization import build_regex_tokenizer, load_tokenizer
 
-__all__ = ["PRESETS", "BUNDLED_DIR", "bundled_model_path", "resolve_model_source", "offline_error", "make_config",
-           "seeded", "load_finetuned", "network_with_new_head", "random_network"]
+__all__ = ["PRESETS", "BUNDLED_DIR", "bundled_model_path", "resolve_model_source", "download_model", "hub_reachable",
+           "offline_error", "check_model_folder", "loading", "make_config", "seeded", "load_finetuned",
+           "network_with_new_head", "random_network"]
 
 BUNDLED_DIR = Path(__file__).parent / "models"
+HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a hub repository id: name or owner/name
 
 # RoBERTa shapes. `small` has the layers, width and heads of ChemBERTa-2's smallest (3 layers, hidden 384,
 # 12 heads; feed-forward 2x hidden to keep the shipped weights under 25 MB), the bundled model's;
@@ -48,8 +55,18 @@ def bundled_model_path(name: str = DEFAULT_MODEL) -> Path | None:
     return path if (path / "config.json").is_file() else None
 
 
+def _looks_like_path(name: str) -> bool:
+    """A name that can only be a local path: a hub id is ``name`` or ``owner/name`` of letters, digits, ``-_.``."""
+    return (name.startswith((".", "/", "~")) or name.endswith("/") or "\\" in name or name.count("/") > 1
+            or not HUB_ID.fullmatch(name))
+
+
 def resolve_model_source(name: str) -> str:
-    """Turn a model name into something ``from_pretrained`` can load: bundled name, local folder or hub name."""
+    """Turn a model name into something ``from_pretrained`` can load: bundled name, local folder or hub name.
+
+    A run folder (``smilesformer finetune --out``) stands for its ``model/``. A path that does not exist, and
+    cannot be a hub name, is reported as missing rather than looked up on the hub.
+    """
     bundled = bundled_model_path(name)
     if bundled is not None:
         return str(bundled)
@@ -58,18 +75,124 @@ def resolve_model_source(name: str) -> str:
             f"the bundled model {DEFAULT_MODEL!r} is not in this installation ({BUNDLED_DIR}); "
             "pass --model random:small to start from random weights, or a checkpoint path"
         )
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise SmilesformerError(f"{name!r} is a file; give the model folder that holds it ({path.parent})")
+    if path.is_dir():
+        weights = any(path.glob("*.safetensors")) or any(path.glob("*.bin")) or (path / ENSEMBLE_FILE).is_file()
+        if not weights and (path / "model" / "config.json").is_file():  # a run folder: its model is in model/
+            return str(path / "model")
+        if (path / "config.json").is_file() or (path / ENSEMBLE_FILE).is_file():
+            return str(path)
+        raise SmilesformerError(f"{name!r} is a folder but not a model folder (no config.json in it); give the "
+                                "folder a model was saved to (a fine-tuning run keeps it in <run>/model)")
+    if _looks_like_path(name):
+        raise SmilesformerError(f"no such folder: {name!r}; check the path (a fine-tuning run keeps its model in "
+                                f"<run>/model), or give a hub name such as 'owner/model'")
+    _go_offline_if_hub_unreachable()
     return name
+
+
+def download_model(name: str) -> Path:
+    """A hub model's folder in the local Hugging Face cache (downloaded when reachable and not cached)."""
+    from huggingface_hub import snapshot_download
+
+    with loading(name, name):
+        return Path(snapshot_download(name))
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint (``HF_ENDPOINT``) accepts a TCP connection within ``timeout`` seconds."""
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+_WENT_OFFLINE = False  # set when this process turned offline mode on itself
+
+
+def _go_offline_if_hub_unreachable() -> None:
+    """Without a network the hub client retries for about a minute before it falls back to its cache; one quick
+    connection test instead turns on offline mode for this process, so a cached model loads at once and a
+    missing one gets ``offline_error`` at once."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or hub_reachable():
+        return
+    global _WENT_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    _WENT_OFFLINE = True
 
 
 def offline_error(name: str, exc: Exception) -> SmilesformerError:
     """The error for a model that is neither here nor reachable, saying what to do."""
+    from huggingface_hub import constants
+
     offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
-    why = "HF_HUB_OFFLINE=1 is set" if offline else "the Hugging Face hub could not be reached"
+    why = ("the Hugging Face hub could not be reached" if _WENT_OFFLINE or not offline
+           else "HF_HUB_OFFLINE=1 is set")
     return SmilesformerError(
-        f"cannot load model {name!r}: it is not a local folder, not a bundled model, not in the Hugging Face "
-        f"cache, and {why}. Download it where there is network (`hf download {name}`) and copy the cache "
-        f"(HF_HOME) here, pass a local folder, or use the bundled model {DEFAULT_MODEL!r}. ({exc})"
+        f"cannot load model {name!r}: there is no folder of that name here, it is not a bundled model, and as a "
+        f"Hugging Face hub name it is not in the cache ({constants.HF_HUB_CACHE}) and {why}. Download it where "
+        f"there is network (`hf download {name}`) and copy the cache (HF_HOME) here, pass a local folder, or use "
+        f"the bundled model {DEFAULT_MODEL!r}. ({type(exc).__name__}: {exc})"
     )
+
+
+def check_model_folder(folder: Path) -> None:
+    """Read the header of every file a model folder holds, so a damaged one is named instead of surfacing as a
+    library's traceback (a JSON parser's "line 1 column 35", a safetensors or zip error).
+
+    Raises:
+        SmilesformerError: naming the first damaged file and what to do.
+    """
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_file() or path.suffix not in (".json", ".safetensors", ".skops"):
+            continue
+        try:
+            if path.suffix == ".json":
+                json.loads(path.read_text(encoding="utf-8"))
+            elif path.suffix == ".safetensors":
+                with safe_open(str(path), framework="pt") as f:
+                    f.keys()
+            elif not zipfile.is_zipfile(path):  # skops files are zip archives
+                raise ValueError("not a zip archive")
+        except (ValueError, OSError, SafetensorError) as exc:  # JSONDecodeError and UnicodeDecodeError too
+            raise SmilesformerError(
+                f"model file {path} is damaged or incomplete ({type(exc).__name__}: {exc}); copy or download the "
+                "model folder again, or save the model again") from exc
+
+
+@contextlib.contextmanager
+def loading(name: str, source: str | Path) -> Iterator[None]:
+    """Turn a failure to load ``source`` into an error that says what is wrong: the damaged file of a local
+    folder (checked before loading), or, for a hub name, that it is neither cached nor reachable."""
+    local = Path(source).is_dir()
+    if local:
+        check_model_folder(Path(source))
+    try:
+        yield
+    except SmilesformerError:
+        raise
+    except OSError as exc:
+        if not local:
+            raise offline_error(name, exc) from exc
+        raise SmilesformerError(f"cannot load the model in {source}: {exc}; copy or save the model folder "
+                                "again") from exc
+    except (ValueError, TypeError, KeyError) as exc:  # a config or tokenizer with wrong contents
+        raise SmilesformerError(f"cannot load model {name!r} ({source}): {type(exc).__name__}: {exc}; it is not a "
+                                "model folder smilesformer or transformers can read") from exc
 
 
 def make_config(preset: str, vocab_size: int, max_length: int, pad_token_id: int, **overrides) -> RobertaConfig:
@@ -114,12 +237,11 @@ def load_finetuned(folder: Path, name: str) -> tuple[PreTrainedModel, PreTrained
     if not (folder / META_FILE).is_file():
         raise SmilesformerError(f"{name} is not a fine-tuned smilesformer model (no {META_FILE}); "
                                 "give task and targets to put a new head on it")
-    try:
+    with loading(name, folder):
         tokenizer = load_tokenizer(str(folder))
         network = AutoModelForSequenceClassification.from_pretrained(str(folder))
-    except OSError as exc:
-        raise offline_error(name, exc) from exc
-    return network, tokenizer, ModelMeta.load(folder)
+        meta = ModelMeta.load(folder)
+    return network, tokenizer, meta
 
 
 def network_with_new_head(name: str, meta: ModelMeta, max_length: int | None, descriptors: str,
@@ -131,7 +253,7 @@ def network_with_new_head(name: str, meta: ModelMeta, max_length: int | None, de
     """
     check_descriptors(descriptors)
     source = resolve_model_source(name)
-    try:
+    with loading(name, source):
         tokenizer = load_tokenizer(source)
         config = AutoConfig.from_pretrained(source)
         limit = min(getattr(config, "max_position_embeddings", 514) - 2, 512)
@@ -145,8 +267,6 @@ def network_with_new_head(name: str, meta: ModelMeta, max_length: int | None, de
                 # ignore_mismatched_sizes: an MTR-pretrained head (one output per descriptor) is replaced
                 network = AutoModelForSequenceClassification.from_pretrained(
                     source, num_labels=meta.num_labels, problem_type=meta.problem_type, ignore_mismatched_sizes=True)
-    except OSError as exc:
-        raise offline_error(name, exc) from exc
     return network, tokenizer
 
 
@@ -172,11 +292,9 @@ def random_network(preset: str, meta: ModelMeta, tokenizer: PreTrainedTokenizerB
                              num_labels=meta.num_labels, problem_type=meta.problem_type)
     else:
         source = resolve_model_source(preset)
-        try:
+        with loading(preset, source):
             tokenizer = tokenizer or load_tokenizer(source)
             config = AutoConfig.from_pretrained(source, num_labels=meta.num_labels, problem_type=meta.problem_type)
-        except OSError as exc:
-            raise offline_error(preset, exc) from exc
         meta.max_length = min(meta.max_length, config.max_position_embeddings - 2)
     descriptors = _resolve_descriptors(descriptors, config)
     with seeded(seed):

@@ -29,10 +29,10 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import SmilesformerError, randomized_smiles, validate_smiles
+from .data import MoleculeLimits, SmilesformerError, randomized_smiles, validate_smiles
 from .descriptors import descriptor_inputs
-from .networks import load_finetuned, resolve_model_source
-from .tasks import ModelMeta, compute_metrics, prediction_columns, prediction_matrix
+from .networks import check_model_folder, download_model, load_finetuned, resolve_model_source
+from .tasks import ENSEMBLE_FILE, ModelMeta, compute_metrics, prediction_columns, prediction_matrix
 from .tokenization import length_batches, warn_truncated, warn_unknown
 from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
 
@@ -40,8 +40,6 @@ __all__ = ["ENSEMBLE_FILE", "Predictor", "Transformer", "Ensemble", "Augmented",
            "predict_table", "load_predictor", "fit_blend"]
 
 logger = logging.getLogger(__name__)
-
-ENSEMBLE_FILE = "ensemble.json"
 
 
 class Predictor:
@@ -270,14 +268,15 @@ def fit_blend(predictor: Predictor, smiles: Sequence[str], labels: np.ndarray,
 
 
 def predict_table(predictor: Predictor, smiles: Sequence[str], batch_size: int = 128,
-                  progress: bool = False) -> pd.DataFrame:
+                  progress: bool = False, limits: MoleculeLimits | None = None) -> pd.DataFrame:
     """Predictions for every input row, in input order, with the reason in ``error`` where a row fails.
 
     Columns: see ``tasks.prediction_columns``; with several passes per molecule (members or test-time
-    augmentation) the spread columns are filled too.
+    augmentation) the spread columns are filled too. A molecule over ``limits`` (default: those in force,
+    ``MoleculeLimits.current()``) is a failed row.
     """
     meta = predictor.meta
-    clean, errors = validate_smiles(list(smiles))
+    clean, errors = validate_smiles(list(smiles), limits)
     rows = [i for i, s in enumerate(clean) if s is not None]
     table = pd.DataFrame(np.nan, index=range(len(clean)), columns=prediction_columns(meta))
     if rows:
@@ -299,6 +298,9 @@ def load_predictor(path: str | Path) -> Predictor:
         SmilesformerError: not a fine-tuned model folder, or a part of it is missing.
     """
     folder = Path(resolve_model_source(str(path)))
+    if not folder.is_dir():  # a hub name: its files in the local cache
+        folder = download_model(str(path))
+    check_model_folder(folder)
     if (folder / ENSEMBLE_FILE).is_file():
         names = json.loads((folder / ENSEMBLE_FILE).read_text())["members"]
         predictor: Predictor = Ensemble([Transformer(*load_finetuned(folder / name, f"{path}/{name}"))

@@ -9,7 +9,7 @@ import numpy as np
 from rdkit import Chem
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
-from .data import SmilesformerError
+from .data import SmilesformerError, data_row
 
 __all__ = ["Split", "random_split", "scaffold_split", "column_split", "bemis_murcko_scaffold"]
 
@@ -71,15 +71,19 @@ def scaffold_split(smiles: Sequence[str], fractions: Sequence[float] = (0.8, 0.1
     return np.sort(train), np.sort(valid), np.sort(test)
 
 
-def column_split(values: Sequence[str]) -> Split:
-    """Use a user's split column: values train / valid (or val, validation) / test, case-insensitive."""
+def column_split(values: Sequence[str], rows: Sequence[int] | None = None) -> Split:
+    """Use a user's split column: values train / valid (or val, validation) / test, case-insensitive.
+
+    ``rows`` (each value's 0-based row in the source table) name a bad value's row in the error.
+    """
     names = {"train": 0, "training": 0, "valid": 1, "val": 1, "validation": 1, "dev": 1, "test": 2, "testing": 2}
     parts: list[list[int]] = [[], [], []]
     for i, v in enumerate(values):
         key = str(v).strip().lower()
         if key not in names:
             raise SmilesformerError(
-                f"row {i} of the split column has {v!r}; use train, valid or test in that column"
+                f"{data_row(rows[i] if rows is not None else i)} of the split column has {v!r}; use train, valid "
+                "or test in that column"
             )
         parts[names[key]].append(i)
     if not parts[0] or not parts[2]:

@@ -34,7 +34,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .config import Precision
-from .data import SmilesformerError, _guess_smiles_col, _suffixes, read_table, require_columns
+from .data import (
+    READ_ERRORS,
+    SmilesformerError,
+    _guess_smiles_col,
+    _suffixes,
+    check_header,
+    read_error,
+    read_table,
+    require_columns,
+)
 from .embeddings import (
     EmbedConfig,
     Encoder,
@@ -102,16 +111,21 @@ def parts_dir(out: str | Path) -> Path:
 
 # reading ----------------------------------------------------------------------------------------------------
 def _iter_frames(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+    try:
+        yield from _read_frames(path, chunk_size)
+    except READ_ERRORS as exc:  # a damaged .gz, or a line that is not UTF-8, found mid-file
+        raise read_error(path, exc) from exc
+
+
+def _read_frames(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
     kind = (_suffixes(path) or [""])[-1]
     if kind in (".csv", ".tsv"):
-        try:
-            with pd.read_csv(path, sep="\t" if kind == ".tsv" else ",", dtype=str, keep_default_na=False,
-                             chunksize=chunk_size) as reader:
-                yield from reader
-        except pd.errors.EmptyDataError as exc:
-            raise SmilesformerError(f"{path} is empty: it has no header and no rows") from exc
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise SmilesformerError(f"cannot read {path}: {exc}") from exc
+        with pd.read_csv(path, sep="\t" if kind == ".tsv" else ",", dtype=str, keep_default_na=False,
+                         chunksize=chunk_size) as reader:
+            for i, frame in enumerate(reader):
+                if i == 0:
+                    check_header(path, frame.columns)
+                yield frame
     elif kind == ".parquet":
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
             yield batch.to_pandas()

@@ -9,6 +9,7 @@ the metrics, and how a tree model's outputs line up with the head's.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,10 +28,11 @@ from .evaluate import (
 )
 from .version import __version__
 
-__all__ = ["META_FILE", "ModelMeta", "Layout", "Regression", "Binary", "Multiclass", "layout_for",
+__all__ = ["META_FILE", "ENSEMBLE_FILE", "ModelMeta", "Layout", "Regression", "Binary", "Multiclass", "layout_for",
            "compute_metrics", "prediction_columns", "prediction_matrix"]
 
 META_FILE = "smilesformer.json"
+ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder lists its member folders here
 
 
 @dataclass
@@ -248,6 +250,20 @@ class Regression(Layout):
         return model.predict(x)
 
 
+def _check_classes(meta: ModelMeta, present: list[np.ndarray], expected: int) -> None:
+    """Refuse a target whose training labels hold one class (a classifier learns nothing from it, and accuracy and
+    F1 of 1.0 would say nothing); warn when some classes are missing."""
+    for target, classes in zip(meta.targets, present, strict=True):
+        shown = ", ".join(f"{c:g}" for c in classes)
+        if len(classes) < 2:
+            raise SmilesformerError(
+                f"target {target!r} has a single class ({shown or 'no labels'}) in the training rows: a classifier "
+                "cannot learn from it. Check the label column and the split, or train on data with both classes")
+        if len(classes) < expected:
+            warnings.warn(f"target {target!r}: only classes {shown} of {expected} are in the training rows; the "
+                          "model cannot predict the others", stacklevel=3)
+
+
 class Binary(Layout):
     """One or more binary targets: one logit each, trained with binary cross-entropy."""
 
@@ -255,6 +271,10 @@ class Binary(Layout):
 
     def _per_item(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+
+    def fit_scaling(self, meta, y) -> None:
+        super().fit_scaling(meta, y)
+        _check_classes(meta, [np.unique(y[~np.isnan(y[:, j]), j]) for j in range(y.shape[1])], 2)
 
     def outputs(self, meta, logits) -> np.ndarray:
         return torch.sigmoid(torch.from_numpy(logits)).numpy()
@@ -291,6 +311,10 @@ class Multiclass(Layout):
 
     def num_labels(self, meta) -> int:
         return meta.n_classes
+
+    def fit_scaling(self, meta, y) -> None:
+        super().fit_scaling(meta, y)
+        _check_classes(meta, [np.unique(y[~np.isnan(y[:, 0]), 0])], meta.n_classes)
 
     def training_labels(self, meta, y) -> np.ndarray:
         return y[:, 0].astype(np.float32)

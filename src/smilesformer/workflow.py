@@ -23,6 +23,7 @@ from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, sav
 from .data import (
     SmilesformerError,
     _guess_smiles_col,
+    bad_rows_report,
     file_sha256,
     load_dataset,
     read_table,
@@ -111,7 +112,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
     table, targets = loaded.table, loaded.target_cols
     if len(loaded.bad):
         if main:
-            loaded.bad.to_csv(out_dir / "bad_rows.csv", index=False)
+            bad_rows_report(loaded.bad).to_csv(out_dir / "bad_rows.csv", index=False)
         notes.append(f"skipped {len(loaded.bad)} bad row(s); listed in {out_dir / 'bad_rows.csv'}")
     if loaded.n_duplicates:
         verb = "averaged" if data.duplicates.value == "average" else "kept (use --duplicates average to merge)"
@@ -123,7 +124,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
     elif data.split is SplitKind.scaffold:
         parts = scaffold_split(smiles, data.fractions, data.seed)
     else:
-        parts = column_split(loaded.raw.loc[table.index, data.split_col].tolist())
+        parts = column_split(loaded.raw.loc[table.index, data.split_col].tolist(), table.index.tolist())
     split_names = np.empty(len(table), dtype=object)
     for name, idx in zip(("train", "valid", "test"), parts):
         split_names[idx] = name

@@ -10,14 +10,15 @@ Endpoints: ``POST /predict`` (many SMILES), ``POST /explain`` (one SMILES: attri
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from fastapi import FastAPI, HTTPException, Request
@@ -26,12 +27,16 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, Field
 
-from ..data import SmilesformerError
+from ..config import ServeConfig
+from ..data import MoleculeLimits, SmilesformerError, parse_smiles
 from ..model import SmilesModel
+from ..networks import resolve_model_source
 from ..predictors import predict_table
 from ..tasks import META_FILE, prediction_columns
 from ..version import __version__
 from .batching import MicroBatcher
+
+T = TypeVar("T")
 
 __all__ = [
     "DrawRequest",
@@ -51,35 +56,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-@dataclass
-class ServeConfig:
-    """Request limits (larger requests are refused with a 4xx naming the limit) and batching settings."""
-
-    max_smiles_per_request: int = 1000
-    """SMILES in one ``/predict`` request (413 above it)."""
-    max_smiles_length: int = 500
-    """Characters in one SMILES (422 above it); SMILES longer than the model's token limit are truncated."""
-    max_batch: int = 256
-    """Most SMILES the micro-batcher puts in one model call."""
-    max_wait_ms: float = 5.0
-    """How long a request waits for others to share its model call."""
-    batch_size: int = 64
-    """Molecules per forward pass inside a model call (length-sorted, see ``predictors.Transformer.passes``)."""
-    torch_threads: int | None = None
-    """CPU threads of the model (``torch.set_num_threads``); None keeps PyTorch's default, one per core. On a
-    machine whose cores are busy with other work, 1 avoids threads waiting on each other (many times faster
-    for the small batches a service sees)."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_smiles_per_request", "max_smiles_length", "max_batch", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if self.torch_threads is not None and self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
 
 
 # request and response bodies (they are the OpenAPI schema) ----------------------------------------------------
@@ -147,8 +123,8 @@ class ExplainResponse(BaseModel):
 
 class DrawRequest(BaseModel):
     smiles: str
-    atom_weights: list[float] = Field(description="One weight per atom, in RDKit atom order.")
-    legend: str = ""
+    atom_weights: list[float] = Field(max_length=2000, description="One weight per atom, in RDKit atom order.")
+    legend: str = Field(default="", max_length=200)
     width: int = Field(default=400, ge=50, le=2000)
     height: int = Field(default=300, ge=50, le=2000)
 
@@ -182,10 +158,11 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def predict_rows(model: SmilesModel, smiles: list[str], batch_size: int) -> list[dict[str, Any]]:
+def predict_rows(model: SmilesModel, smiles: list[str], batch_size: int,
+                 limits: MoleculeLimits | None = None) -> list[dict[str, Any]]:
     """One result dict per SMILES (the micro-batcher's batch function); invalid SMILES get an ``error``."""
     columns = prediction_columns(model.meta)
-    table = predict_table(model, smiles, batch_size=batch_size)
+    table = predict_table(model, smiles, batch_size=batch_size, limits=limits)
     values = table[columns].to_numpy(float)  # (n, columns)
     valid = [i for i, e in enumerate(table["error"]) if not e]
     lengths = dict(zip(valid, model.tokenizer([smiles[i].strip() for i in valid], add_special_tokens=True,
@@ -197,9 +174,14 @@ def predict_rows(model: SmilesModel, smiles: list[str], batch_size: int) -> list
         if lengths.get(i, 0) > model.meta.max_length:
             warning = (f"{lengths[i]} tokens, more than the model's {model.meta.max_length}: the SMILES was "
                        "truncated and its prediction is less reliable")
-        rows.append({"smiles": s, "predictions": {c: _finite(v) for c, v in zip(columns, values[i])},
+        rows.append({"smiles": _as_text(s), "predictions": {c: _finite(v) for c, v in zip(columns, values[i])},
                      "uncertainty": None, "error": error, "warning": warning})
     return rows
+
+
+def _as_text(smiles: str) -> str:
+    """The SMILES as sent, with what UTF-8 cannot carry (a lone surrogate) written as its escape (\\ud800)."""
+    return smiles.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _json_safe(value: Any) -> Any:
@@ -231,21 +213,87 @@ class _Service:
     info: ModelInfo
 
 
-def _check_model_dir(model_dir: Path) -> None:
-    if not model_dir.is_dir():
+def _model_folder(model_dir: Path) -> Path:
+    """The fine-tuned model folder to serve (a run folder stands for its model/)."""
+    if not model_dir.exists():
         raise SmilesformerError(f"model folder {model_dir} does not exist; pass a fine-tuned model folder "
                                 "(a run's model/ folder, written by `smilesformer finetune`)")
-    if not (model_dir / META_FILE).is_file():
+    folder = Path(resolve_model_source(str(model_dir)))
+    if not (folder / META_FILE).is_file():
         raise SmilesformerError(f"{model_dir} has no {META_FILE}, so it is not a fine-tuned smilesformer model; "
                                 "pass a run's model/ folder (written by `smilesformer finetune`)")
+    return folder
 
 
 def _too_long(smiles: str, row: int | None, settings: ServeConfig) -> HTTPException | None:
     if len(smiles) <= settings.max_smiles_length:
         return None
-    where = f"SMILES at row {row}" if row is not None else "the SMILES"
+    where = f"SMILES {row + 1} of the request (smiles[{row}])" if row is not None else "the SMILES"
     return HTTPException(422, f"{where} has {len(smiles)} characters; the limit is {settings.max_smiles_length} "
                               f"characters per SMILES (max_smiles_length). Shorten or drop it.")
+
+
+def _limits(settings: ServeConfig) -> MoleculeLimits:
+    return MoleculeLimits(max_chars=settings.max_smiles_length, max_atoms=settings.max_atoms)
+
+
+async def _in_time(work: Awaitable[T], settings: ServeConfig) -> T:
+    try:
+        return await asyncio.wait_for(work, settings.request_timeout_s)
+    except TimeoutError:
+        raise HTTPException(503, f"no result within {settings.request_timeout_s:g} s (request_timeout_s): the "
+                                 "service is busy or the molecules are large; retry, or send fewer SMILES per "
+                                 "request") from None
+
+
+class BodyLimit:
+    """ASGI middleware refusing a request body over ``max_bytes`` with 413 before it is read into memory.
+
+    Written by hand because Starlette and uvicorn have no body-size limit (uvicorn's h11 limit is for headers):
+    without one a 60 MB body costs about 800 MB of memory before the request's own limits can refuse it.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(send)
+        seen, refused = 0, False
+
+        async def counted() -> dict:
+            # a body without a declared length, counted as it arrives: at the limit the 413 goes out and the app
+            # sees the client leave (FastAPI would turn an exception raised here into a 400)
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes and not refused:
+                refused = True
+                await self._refuse(send)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def send_unless_refused(message: dict) -> None:
+            if not refused:
+                await send(message)
+
+        try:
+            await self.app(scope, counted, send_unless_refused)
+        except Exception:
+            if not refused:
+                raise
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps({"detail": f"request body over {self.max_bytes} bytes (max_body_bytes, from "
+                                     "max_smiles_per_request and max_smiles_length); send fewer SMILES per "
+                                     "request"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 # the app -----------------------------------------------------------------------------------------------------
@@ -259,8 +307,7 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
     Raises:
         SmilesformerError: ``model_dir`` is not a fine-tuned model folder.
     """
-    model_dir = Path(model_dir)
-    _check_model_dir(model_dir)
+    model_dir = _model_folder(Path(model_dir))
     settings = config or ServeConfig()
 
     @asynccontextmanager
@@ -269,14 +316,16 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
         for member in model.members:
             member.model.eval()
         batcher: MicroBatcher[str, dict] = MicroBatcher(
-            lambda smiles: predict_rows(model, smiles, settings.batch_size), settings.max_batch, settings.max_wait_ms)
+            lambda smiles: predict_rows(model, smiles, settings.batch_size, _limits(settings)), settings.max_batch,
+            settings.max_wait_ms)
         card = model_dir / "README.md"
         info = ModelInfo(
             name=model_dir.resolve().name, task=model.meta.task.value, targets=model.meta.targets,
             columns=prediction_columns(model.meta), meta=json.loads((model_dir / META_FILE).read_text()),
             config=_config_summary(model), card=card.read_text() if card.is_file() else None,
             limits={"max_smiles_per_request": settings.max_smiles_per_request,
-                    "max_smiles_length": settings.max_smiles_length},
+                    "max_smiles_length": settings.max_smiles_length, "max_atoms": settings.max_atoms,
+                    "request_timeout_s": settings.request_timeout_s, "max_body_bytes": settings.max_body_bytes},
             version=__version__,
         )
         await batcher.start()
@@ -298,6 +347,8 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
         lifespan=lifespan,
     )
 
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
     def service(request: Request) -> _Service:
         return request.app.state.service
 
@@ -314,7 +365,7 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
         for row, s in enumerate(body.smiles):
             if (problem := _too_long(s, row, settings)) is not None:
                 raise problem
-        rows = await svc.batcher.submit(body.smiles)
+        rows = await _in_time(svc.batcher.submit(body.smiles), settings)
         return PredictResponse(model=svc.info.name, task=svc.info.task, targets=svc.info.targets,
                                columns=svc.info.columns,
                                results=[RowPrediction(row=i, **r) for i, r in enumerate(rows)])
@@ -337,9 +388,12 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
                                ("target", body.target, svc.info.config["num_labels"])):
             if value is not None and not 0 <= value < n:
                 raise HTTPException(422, f"{name} {value} is out of range: this model has {n} ({name} 0..{n - 1})")
+        mol, reason = parse_smiles(body.smiles, _limits(settings))
+        if mol is None:
+            return ExplainResponse(smiles=_as_text(body.smiles), error=f"invalid SMILES: {reason}")
         try:
-            result = await svc.batcher.run(explain_molecule, svc.model, body.smiles, body.layer, body.head,
-                                           body.target)
+            result = await _in_time(svc.batcher.run(explain_molecule, svc.model, body.smiles, body.layer, body.head,
+                                                    body.target), settings)
         except SmilesformerError as exc:
             return ExplainResponse(smiles=body.smiles, error=str(exc))
         return ExplainResponse(**_json_safe(result))
@@ -352,6 +406,9 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
 
         if (problem := _too_long(body.smiles, None, settings)) is not None:
             raise problem
+        mol, reason = parse_smiles(body.smiles, _limits(settings))
+        if mol is None:
+            raise HTTPException(422, f"invalid SMILES {body.smiles!r}: {reason}")
         try:
             svg = draw_atom_heatmap(body.smiles, body.atom_weights, fmt="svg", size=(body.width, body.height),
                                     legend=body.legend)

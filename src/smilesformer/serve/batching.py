@@ -60,7 +60,8 @@ class MicroBatcher(Generic[Item, Result]):
 
     Args:
         batch_fn: maps a list of items to a list of results of the same length and order. It runs in the
-            worker thread; an exception it raises is given to every caller of that batch.
+            worker thread. When it raises on a batch merged from several requests, each request is run again on
+            its own, so only the request that holds the bad item gets the exception.
         max_batch: most items per call; a request is never split, so one larger than this runs alone.
         max_wait_ms: how long the first item of a batch waits for company. While a batch runs, new requests
             queue up and form the next batch at once, so under load batches fill without waiting.
@@ -152,6 +153,21 @@ class MicroBatcher(Generic[Item, Result]):
             size += len(pending.items)
         return batch
 
+    async def _run_alone(self, batch: list[_Pending[Item, Result]]) -> None:
+        loop = asyncio.get_running_loop()
+        for p in batch:
+            if p.future.done():
+                continue
+            try:
+                results = await loop.run_in_executor(self._executor, self.batch_fn, p.items)
+            except Exception as exc:
+                logger.exception("a request of %d items failed", len(p.items))
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            else:
+                if not p.future.done():
+                    p.future.set_result(list(results))
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -166,11 +182,15 @@ class MicroBatcher(Generic[Item, Result]):
                 results = await loop.run_in_executor(self._executor, self.batch_fn, items)
                 if len(results) != len(items):
                     raise RuntimeError(f"batch function returned {len(results)} results for {len(items)} items")
-            except Exception as exc:  # any failure goes to the callers of this batch, whose requests then fail
-                logger.exception("batch of %d items failed", len(items))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+            except Exception as exc:
+                if len(batch) == 1:
+                    logger.exception("a request of %d items failed", len(items))
+                    if not batch[0].future.done():
+                        batch[0].future.set_exception(exc)
+                else:  # one request's bad item must not fail its neighbours: run each request on its own
+                    logger.warning("batch of %d items from %d requests failed (%s); retrying each request alone",
+                                   len(items), len(batch), exc)
+                    await self._run_alone(batch)
                 continue
             finally:
                 self.stats.batches += 1
