@@ -308,7 +308,8 @@ class SmilesClassifier(ClassifierMixin, _SmilesEstimator):
 
     def predict(self, X) -> np.ndarray:
         """(n,) the most probable class label of each molecule."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
+        return self.classes_[proba.argmax(axis=1)]
 
 
 class SmilesEmbedder(TransformerMixin, BaseEstimator):
