@@ -284,5 +284,9 @@ def test_bad_input_is_named_with_row_value_and_fix(regressor, embedder, smiles):
         SmilesRegressor(**FAST).fit(["CCO", "CCN"], [1.0, 2.0, 3.0])
     with pytest.raises(SmilesformerError, match=r"one column of SMILES .*shape \(2, 2\)"):
         regressor.predict(pd.DataFrame({"a": ["CCO", "CCN"], "b": ["C", "N"]}))
+    with pytest.raises(SmilesformerError, match=r"shape \(\).*a list such as \['CCO'\]"):
+        regressor.predict("CCO")  # a bare string is not a column
+    with pytest.raises(SmilesformerError, match="X is empty"):
+        SmilesRegressor(**FAST).fit([], [])
     with pytest.raises(SmilesformerError, match="validation_fraction must be in"):
         SmilesRegressor(**FAST, validation_fraction=1.0).fit(["CCO", "CCN"], [1.0, 2.0])

@@ -44,8 +44,8 @@ TRAIN_FIELDS_LEFT_OUT = {
 }
 """The other ``TrainConfig`` fields, and why they are not parameters (a test checks the two cover every field)."""
 
-_train, _valid, _ = DataConfig.__dataclass_fields__["fractions"].default
-VALIDATION_FRACTION = _valid / (_train + _valid)
+_FRACTIONS = DataConfig.__dataclass_fields__["fractions"].default  # train, valid, test
+VALIDATION_FRACTION = _FRACTIONS[1] / (_FRACTIONS[0] + _FRACTIONS[1])
 """The CLI's default share of validation molecules among those it trains with (0.1 / (0.8 + 0.1))."""
 
 
@@ -63,6 +63,8 @@ def _column(X, what: str) -> tuple[list, str]:
         raise SmilesformerError(f"{what} takes one column of SMILES (a list, a 1-D array, a Series or a one-column "
                                 f"frame); got an array of shape {values.shape}. Pass the SMILES column alone, "
                                 "e.g. table['smiles'], or a list such as ['CCO']")
+    if len(values) == 0:
+        raise SmilesformerError(f"{what} got no SMILES (X is empty); pass at least one")
     return list(values), name
 
 
