@@ -4,6 +4,7 @@ evaluate, predict, embed, explain and serve."""
 from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Precision, SplitKind, Task, TrainConfig  # noqa: E402
 from .data import DATASETS, BadInputError, SmilesformerError, load_dataset, read_table  # noqa: E402
 from .embeddings import EmbedConfig, Pooling, embed  # noqa: E402
+from .estimators import SmilesClassifier, SmilesEmbedder, SmilesRegressor  # noqa: E402
 from .model import PRESETS, SmilesEnsemble, SmilesModel  # noqa: E402
 from .predictors import load_predictor  # noqa: E402
 from .splits import random_split, scaffold_split  # noqa: E402
@@ -23,8 +24,11 @@ __all__ = [
     "PRESETS",
     "Pooling",
     "Precision",
+    "SmilesClassifier",
+    "SmilesEmbedder",
     "SmilesEnsemble",
     "SmilesModel",
+    "SmilesRegressor",
     "SmilesformerError",
     "SplitKind",
     "Task",
