@@ -227,7 +227,7 @@ def test_one_bad_request_does_not_fail_its_neighbours(served_dir, esol50):
             t.join()
     assert all(answers[i].status_code == 200 for i in range(6)), [answers[i].text for i in range(6)]
     for i, s in enumerate(smiles):
-        assert answers[i].json()["results"][0]["error"] is None
+        assert answers[i].json()["results"][0] == {**answers[i].json()["results"][0], "smiles": s, "error": None}
     lone, ethanol = answers[5].json()["results"]
     assert lone["error"].startswith("invalid SMILES: not valid text") and ethanol["error"] is None
 

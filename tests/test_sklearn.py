@@ -265,18 +265,19 @@ def test_embedder_gives_embed_vectors(embedder, smiles, regressor):
 
 
 def test_bad_input_is_named_with_row_value_and_fix(regressor, embedder, smiles):
-    with pytest.raises(BadInputError, match=r"(?s)row 1, column 'X': 'C1CC': .*unclosed ring.*Fix or remove") as info:
+    with pytest.raises(BadInputError,
+                       match=r"(?s)position 1, column 'X': 'C1CC': .*unclosed ring.*Fix or remove") as info:
         SmilesRegressor(**FAST).fit(["CCO", "C1CC", "c1ccccc1"], [1.0, 2.0, 3.0])
     assert info.value.bad["row"].tolist() == [1]
-    with pytest.raises(BadInputError, match=r"(?s)row 2, column 'smiles': ' '.*model_\.predict"):
+    with pytest.raises(BadInputError, match=r"(?s)position 2, column 'smiles': ' '.*model_\.predict"):
         regressor.predict(pd.Series(["CCO", "c1ccccc1", " "], name="smiles"))
-    with pytest.raises(BadInputError, match=r"(?s)row 0, column 'X': 'xyz'.*embeddings\.embed keeps every row"):
+    with pytest.raises(BadInputError, match=r"(?s)position 0, column 'X': 'xyz'.*embeddings\.embed keeps every row"):
         embedder.transform(["xyz"])
-    with pytest.raises(BadInputError, match=r"(?s)row 1, column 'y': nan: missing label"):
+    with pytest.raises(BadInputError, match=r"(?s)position 1, column 'y': nan: missing label"):
         SmilesRegressor(**FAST).fit(["CCO", "CCN"], [1.0, np.nan])
-    with pytest.raises(BadInputError, match=r"(?s)row 0, column 'y': 'high': not a number"):
+    with pytest.raises(BadInputError, match=r"(?s)position 0, column 'y': 'high': not a number"):
         SmilesRegressor(**FAST).fit(["CCO", "CCN"], ["high", 2.0])
-    with pytest.raises(BadInputError, match=r"(?s)row 1, column 'y'.*missing label.*Give every molecule a class"):
+    with pytest.raises(BadInputError, match=r"(?s)position 1, column 'y'.*missing label.*Give every molecule a class"):
         SmilesClassifier(**FAST).fit(["CCO", "CCN", "CCC"], ["a", None, "b"])
     with pytest.raises(SmilesformerError, match="single class \\('a'\\)"):
         SmilesClassifier(**FAST).fit(["CCO", "CCN"], ["a", "a"])

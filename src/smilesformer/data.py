@@ -22,7 +22,7 @@ import os
 import re
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -512,10 +512,13 @@ def bad_rows_report(bad: pd.DataFrame) -> pd.DataFrame:
     return bad.assign(row=bad["row"] + 1).rename(columns={"row": "data_row"})
 
 
-def _describe(bad: pd.DataFrame, what: str, fix: str) -> str:
-    lines = [f"{len(bad)} row(s) with {what} (data rows counted from 1, the header not counted):"]
+def _describe(bad: pd.DataFrame, what: str, fix: str, name_row: Callable[[int], str] = data_row) -> str:
+    """The bad rows listed for a message; ``name_row`` names a row from its 0-based position (default: data row N
+    counted from 1, for tables; the scikit-learn estimators name positions in X)."""
+    counted = " (data rows counted from 1, the header not counted)" if name_row is data_row else ""
+    lines = [f"{len(bad)} row(s) with {what}{counted}:"]
     for r in bad.head(MAX_LISTED).itertuples():
-        lines.append(f"  {data_row(r.row)}, column {r.column!r}: {r.value!r}: {r.reason}")
+        lines.append(f"  {name_row(r.row)}, column {r.column!r}: {r.value!r}: {r.reason}")
     if len(bad) > MAX_LISTED:
         lines.append(f"  ... and {len(bad) - MAX_LISTED} more")
     lines.append(fix)

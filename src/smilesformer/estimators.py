@@ -49,6 +49,10 @@ VALIDATION_FRACTION = _FRACTIONS[1] / (_FRACTIONS[0] + _FRACTIONS[1])
 """The CLI's default share of validation molecules among those it trains with (0.1 / (0.8 + 0.1))."""
 
 
+def _position(i: int) -> str:
+    return f"position {i}"
+
+
 def _column(X, what: str) -> tuple[list, str]:
     """X as a list of values, and the name its errors use (a Series' or a one-column frame's, else "X")."""
     name = "X"
@@ -73,7 +77,7 @@ def _valid_smiles(X, what: str, fix: str) -> list[str]:
     values, name = _column(X, what)
     clean, bad = clean_smiles(pd.Series(values, dtype=object), column=name)
     if len(bad):
-        raise BadInputError(_describe(bad, f"invalid SMILES in {what}", fix), bad)
+        raise BadInputError(_describe(bad, f"invalid SMILES in {what}", fix, _position), bad)
     return clean.tolist()
 
 
@@ -249,7 +253,7 @@ class SmilesRegressor(RegressorMixin, _SmilesEstimator):
         if len(bad):
             raise BadInputError(_describe(bad, "labels that cannot be used in y", "Fix or remove these rows; with "
                                           "several targets a missing label (NaN) is allowed and left out of the "
-                                          "loss."), bad)
+                                          "loss.", _position), bad)
         self.model_ = self._fit(smiles, labels.to_numpy(float), targets)
         self.targets_ = targets
         self._y_is_1d = np.ndim(y) == 1
@@ -295,7 +299,7 @@ class SmilesClassifier(ClassifierMixin, _SmilesEstimator):
             bad = pd.DataFrame({"row": missing, "column": column, "value": table.loc[missing, column].to_numpy(),
                                 "reason": "missing label"})
             raise BadInputError(_describe(bad, "missing labels in y", "Give every molecule a class, or remove "
-                                          "its row."), bad)
+                                          "its row.", _position), bad)
         classes, codes = np.unique(table[column].to_numpy(), return_inverse=True)
         if len(classes) < 2:
             raise SmilesformerError(f"y has a single class ({classes[0]!r}); a classifier needs at least two")
