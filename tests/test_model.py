@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,6 +122,35 @@ def test_resume_after_interruption_continues_from_checkpoint(tmp_path, esol50, m
     assert resumed["n"] == 2  # only the unfinished epoch was trained again
     steps = [h["step"] for h in model.history if "loss" in h]
     assert steps == [1, 2, 3, 4, 5, 6]  # the history carries on from the checkpoint
+
+
+def test_checkpoints_of_another_run_are_refused_not_resumed(tmp_path, esol50, make_tiny_model, monkeypatch):
+    """An interrupted run's folder reused for other data (or settings) must not silently continue that run."""
+    config = TrainConfig(epochs=2, batch_size=25, progress=False, trees="none", logging_steps=1)
+    original = MaskedLossTrainer.training_step
+    calls = {"n": 0}
+
+    def crash_in_epoch_two(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MaskedLossTrainer, "training_step", crash_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        make_tiny_model().fit(esol50["smiles"], esol50["logS"], config=config, output_dir=tmp_path)
+    monkeypatch.setattr(MaskedLossTrainer, "training_step", original)
+    assert (tmp_path / "checkpoint-2").is_dir()
+    other = esol50["logS"] + 1.0
+    with pytest.raises(SmilesformerError, match=r"another run .*training data differs.*--fresh"):
+        make_tiny_model().fit(esol50["smiles"], other, config=config, output_dir=tmp_path)
+    with pytest.raises(SmilesformerError, match=r"setting learning_rate was 0.0001, now 0.001"):
+        make_tiny_model().fit(esol50["smiles"], esol50["logS"], output_dir=tmp_path,
+                              config=dataclasses.replace(config, learning_rate=1e-3))
+    fresh = make_tiny_model().fit(esol50["smiles"], other, config=dataclasses.replace(config, resume=False),
+                                  output_dir=tmp_path)
+    steps = [h["step"] for h in fresh.history if "loss" in h]
+    assert steps[0] == 1 and len(steps) == 4, "started over: both epochs trained on the new data"
 
 
 def test_loads_a_plain_encoder_checkpoint_with_a_new_head(tmp_path, tiny_tokenizer):

@@ -131,6 +131,7 @@ def finetune(
     adapt: Annotated[str, typer.Option(help="'mtr': first regress RDKit descriptors of the training SMILES (domain adaptation); 'none': off.")] = _default(_T, "adapt"),
     adapt_epochs: Annotated[int, typer.Option(help="Passes of the --adapt step over the training SMILES.")] = _default(_T, "adapt_epochs"),
     out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
+    resume: Annotated[bool, typer.Option("--resume/--fresh", help="Continue an interrupted run in --out (only when its data and settings match), or delete its checkpoints and start over.")] = _default(_T, "resume"),
     max_atoms: MaxAtoms = None,
     max_chars: MaxChars = None,
 ) -> None:
@@ -148,7 +149,8 @@ def finetune(
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length,
                                    early_stopping_patience=patience, precision=precision, seed=seed,
                                    augment=augment, tta=tta, ensemble=ensemble, layer_lr_decay=layer_lr_decay,
-                                   descriptors=descriptors, trees=trees, adapt=adapt, adapt_epochs=adapt_epochs)
+                                   descriptors=descriptors, trees=trees, adapt=adapt, adapt_epochs=adapt_epochs,
+                                   resume=resume)
         result = run_finetune(data_config, model, train_config, out)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)

@@ -142,7 +142,8 @@ class TrainConfig:
     pad_to_max_length: bool = False
     """Pad every batch to max_length, as simpletransformers does; only for speed comparisons."""
     resume: bool = True
-    """Continue from the last checkpoint in the output folder, if any."""
+    """Continue from the last checkpoint in the output folder when it was written with the same data, settings
+    and model (another run's checkpoints are refused, naming the difference); False deletes them and starts over."""
     logging_steps: int = 10
     """Log the training loss every this many steps."""
     progress: bool = True

@@ -278,7 +278,8 @@ def finetune(
         callbacks=callbacks,
         optimizers=(optimizer, None),  # None: the Trainer builds its AdamW and, always, the schedule
     )
-    last = get_last_checkpoint(str(output_dir)) if config.resume and output_dir.is_dir() else None
+    last = _checkpoint_to_resume(output_dir, _run_fingerprint(model, smiles, y, valid_smiles, valid_labels, config),
+                                 config.resume)
     if last:
         logger.warning("resuming from %s", last)
     elif config.adapt == "mtr":  # a checkpoint already holds the adapted encoder
@@ -288,6 +289,66 @@ def finetune(
     if tmp is not None:
         tmp.cleanup()
     return trainer.state.log_history
+
+
+FINGERPRINT_FILE = "run_fingerprint.json"
+_NOT_SETTINGS = ("resume", "progress", "logging_steps")  # TrainConfig fields that do not change the model
+
+
+def _digest(*parts: object) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else json.dumps(part).encode())
+    return h.hexdigest()[:16]
+
+
+def _run_fingerprint(model: Transformer, smiles, y: np.ndarray, valid_smiles, valid_labels,
+                     config: TrainConfig) -> dict:
+    """What a checkpoint was trained on: the data, the settings and the starting model."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_SETTINGS}
+    valid = None
+    if valid_smiles is not None and len(valid_smiles):
+        valid = _digest(list(valid_smiles), np.asarray(valid_labels, dtype=float))
+    return {"training data": _digest(list(smiles), y.astype(float)), "validation data": valid,
+            "model": model.meta.base_model, "task": model.meta.task.value, "targets": list(model.meta.targets),
+            "settings": json.loads(json.dumps(settings, default=str))}
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    out = []
+    for key, value in new.items():
+        if key == "settings":
+            out += [f"setting {k} was {old.get(key, {}).get(k)!r}, now {v!r}" for k, v in value.items()
+                    if old.get(key, {}).get(k) != v]
+        elif old.get(key) != value:
+            out.append(f"{key} differs" if key.endswith("data") else f"{key} was {old.get(key)!r}, now {value!r}")
+    return out
+
+
+def _checkpoint_to_resume(output_dir: Path, fingerprint: dict, resume: bool) -> str | None:
+    """The checkpoint to continue from: the last one in ``output_dir`` when it was written by the same run (same
+    data, settings and model). Checkpoints of another run are refused, naming the difference, unless ``resume``
+    is off, which deletes them and starts over. The fingerprint is written for the run about to start."""
+    last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    path = output_dir / FINGERPRINT_FILE
+    if last and not resume:
+        logger.warning("starting over: deleting the checkpoints in %s", output_dir)
+        for old in output_dir.glob("checkpoint-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        last = None
+    if last:
+        differences = (_differences(json.loads(path.read_text()), fingerprint) if path.is_file()
+                       else ["data and settings (no record of them: written by an older smilesformer)"])
+        if differences:
+            raise SmilesformerError(
+                f"{output_dir.parent} holds checkpoints of another run ({last}): {'; '.join(differences)}. "
+                "Resuming would mix two runs: pass another --out, or --fresh (TrainConfig(resume=False)) to delete "
+                "those checkpoints and start over")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(fingerprint, indent=2))
+    return last
 
 
 def fit_predictor(make_member: Callable[[int], Transformer], smiles: Sequence[str], labels,
