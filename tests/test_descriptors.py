@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -229,3 +234,46 @@ def test_long_inputs_use_a_process_pool_with_the_same_result(monkeypatch, esol50
     assert np.array_equal(pooled, serial, equal_nan=True) and np.isnan(pooled[-1]).all()
     module.shutdown_pool()
     assert not module._POOLS, "the pool's owner stops it"
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads processes from /proc (Linux)")
+def test_descriptor_workers_end_when_their_parent_is_killed(tmp_path):
+    """A SIGKILLed predict must not leave its descriptor workers running (atexit does not run on SIGKILL)."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "from smilesformer import descriptors as d\n"
+        "if __name__ == '__main__':  # spawned workers import this module again\n"
+        "    d.allow_process_pool()\n"
+        "    names = d.descriptor_names('fast')\n"
+        "    smiles = ['CCO', 'c1ccccc1O', 'CC(=O)Nc1ccc(O)cc1'] * (d.PARALLEL_MIN // 3 + 1)\n"
+        "    d.compute_descriptors(smiles, names)\n"
+        "    print(' '.join(str(p) for p in d._POOLS[2]._processes), flush=True)\n"
+        "    while True:\n"
+        "        smiles = [s + 'C' for s in smiles]\n"
+        "        d.compute_descriptors(smiles, names)\n"
+    )
+    env = {**os.environ, "SMILESFORMER_DESCRIPTOR_WORKERS": "2", "OMP_NUM_THREADS": "1"}
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    workers: list[int] = []
+    try:
+        workers = [int(p) for p in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(p) for p in workers), "descriptor workers outlived their parent"
+    finally:
+        parent.kill()
+        for pid in filter(_alive, workers):  # when the test fails, do not leave them running
+            os.kill(pid, signal.SIGKILL)

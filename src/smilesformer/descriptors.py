@@ -163,9 +163,39 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     # spawn, not fork: forking a process whose torch already runs threads can deadlock.
     if workers not in _POOLS:
         shutdown_pool()
-        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_die_with_parent, initargs=(os.getpid(),))
         atexit.register(shutdown_pool)  # the workers end with the process that started them
     return _POOLS[workers]
+
+
+def _die_with_parent(parent: int) -> None:
+    """A worker's start: end when the process that started it ends, even by SIGKILL (atexit never runs then, and
+    a worker inside a long RDKit call would run on for minutes holding its memory).
+
+    On Linux the kernel sends SIGKILL (prctl PR_SET_PDEATHSIG); elsewhere a thread checks the parent every
+    second, which works between RDKit calls.
+    """
+    import ctypes
+    import signal
+    import sys
+    import threading
+    import time
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="smilesformer-parent-watch").start()
 
 
 def shutdown_pool() -> None:
