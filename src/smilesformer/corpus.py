@@ -40,7 +40,7 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import AllChem
 from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
 
-from .data import DATASETS, SmilesformerError, iter_smiles, locate_dataset, read_table
+from .data import DATASETS, SmilesformerError, iter_smiles, locate_dataset, mol_from_smiles, read_table
 
 __all__ = ["TRANSFORMS", "CorpusConfig", "benchmark_keys", "connectivity_key", "transform_molecule", "build_corpus"]
 
@@ -123,7 +123,7 @@ def _keys_of_smiles(smiles: Sequence[str]) -> set[str]:
 
 def _collect_keys(smiles: Sequence[str], keys: set[str]) -> set[str]:
     for s in smiles:
-        mol = Chem.MolFromSmiles(s.strip()) if isinstance(s, str) else None
+        mol = mol_from_smiles(s.strip()) if isinstance(s, str) else None
         if mol is not None:
             keys |= _keys(mol)
     return keys
@@ -272,14 +272,14 @@ def _transform_each(args: tuple[int, list[str], dict[str, float], int]) -> list[
     out = []
     for offset, text in enumerate(smiles):
         rng = random.Random(seed * 1_000_003 + start + offset)  # each molecule's draw depends on nothing else
-        mol = Chem.MolFromSmiles(text)
+        mol = mol_from_smiles(text)
         if mol is None:
             out.append(("", ["invalid"], set()))
             continue
         keys = _keys(mol)
         try:
             new_smiles, applied = transform_molecule(mol, transforms, rng)
-            new = Chem.MolFromSmiles(new_smiles)
+            new = mol_from_smiles(new_smiles)
         except Exception:  # noqa: BLE001 - RDKit can fail on an odd molecule: keep it as it was
             new = None
         if new is None:  # a transformation RDKit cannot read back: keep the original

@@ -46,6 +46,7 @@ __all__ = [
     "write_table",
     "iter_smiles",
     "parse_smiles",
+    "mol_from_smiles",
     "MoleculeLimits",
     "set_molecule_limits",
     "data_row",
@@ -417,6 +418,13 @@ def require_columns(table: pd.DataFrame, columns: list[str], source: object = "t
 _TIMESTAMP = re.compile(r"^\[\d\d:\d\d:\d\d\] ")
 
 
+def mol_from_smiles(smiles: str, params: Chem.SmilesParserParams | None = None) -> Chem.Mol | None:
+    """``Chem.MolFromSmiles`` without RDKit's log lines (warnings such as "not removing hydrogen atom without
+    neighbors" on molecules already validated; a failure's reason comes from ``parse_smiles``)."""
+    with rdBase.BlockLogs():
+        return Chem.MolFromSmiles(smiles, params) if params is not None else Chem.MolFromSmiles(smiles)
+
+
 def parse_smiles(smiles: object, limits: MoleculeLimits | None = None) -> tuple[Chem.Mol | None, str]:
     """Parse one SMILES with RDKit, within the size limits (``MoleculeLimits.current()`` unless given).
 
@@ -470,7 +478,7 @@ def parse_molecule(smiles: str) -> Chem.Mol:
     # Default parsing removes written [H] atoms and renumbers the rest; keep them to keep the string's order.
     params = Chem.SmilesParserParams()
     params.removeHs = False
-    return Chem.MolFromSmiles(smiles.strip(), params)
+    return mol_from_smiles(smiles.strip(), params)
 
 
 def randomized_smiles(smiles: Sequence[str], n: int, seed: int = 0) -> list[list[str]]:
@@ -481,7 +489,7 @@ def randomized_smiles(smiles: Sequence[str], n: int, seed: int = 0) -> list[list
     """
     out = []
     for i, s in enumerate(smiles):
-        mol = Chem.MolFromSmiles(s)
+        mol = mol_from_smiles(s)
         if mol is None:
             raise SmilesformerError(f"SMILES {i + 1}: cannot randomize invalid SMILES {s!r}; validate inputs first")
         out.append(list(Chem.MolToRandomSmilesVect(mol, n, randomSeed=seed + i)))
@@ -600,7 +608,7 @@ def merge_duplicates(table: pd.DataFrame, target_cols: list[str], policy: Duplic
         (table, n_duplicates): the table (merged rows keep the first row's number and the mean label)
         and the number of rows that repeat an earlier molecule.
     """
-    canonical = table["smiles"].map(lambda s: Chem.MolToSmiles(Chem.MolFromSmiles(s)))
+    canonical = table["smiles"].map(lambda s: Chem.MolToSmiles(mol_from_smiles(s)))
     n_dup = int(canonical.duplicated().sum())
     if policy is DuplicatePolicy.keep or n_dup == 0:
         return table, n_dup

@@ -333,15 +333,17 @@ def _descriptor_config(base: RobertaConfig, descriptor_set: str, **overrides) ->
     return RobertaWithDescriptorsConfig(descriptor_set=descriptor_set, descriptor_names=names, **values)
 
 
-def with_descriptor_head(source: str, descriptor_set: str, **config_overrides) -> torch.nn.Module:
-    """The encoder weights of ``source`` (a RoBERTa checkpoint) under a new, randomly initialized descriptor head."""
+def with_descriptor_head(source: str, descriptor_set: str, output_loading_info: bool = False,
+                         **config_overrides) -> torch.nn.Module | tuple[torch.nn.Module, dict]:
+    """The encoder weights of ``source`` (a RoBERTa checkpoint) under a new, randomly initialized descriptor head
+    (with ``output_loading_info``, also transformers' record of missing and unused weights)."""
     base = AutoConfig.from_pretrained(source)
     if base.model_type not in ENCODER_TYPES:
         raise SmilesformerError(f"the descriptor head is built for RoBERTa encoders; {source} is a "
                                 f"{base.model_type!r} model. Leave descriptors at 'none' for it")
     config = _descriptor_config(base, descriptor_set, **config_overrides)
-    return RobertaWithDescriptorsForSequenceClassification.from_pretrained(source, config=config,
-                                                                          ignore_mismatched_sizes=True)
+    return RobertaWithDescriptorsForSequenceClassification.from_pretrained(
+        source, config=config, ignore_mismatched_sizes=True, output_loading_info=output_loading_info)
 
 
 def descriptor_model_from_config(base: RobertaConfig, descriptor_set: str) -> torch.nn.Module:

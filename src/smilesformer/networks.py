@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import socket
@@ -25,6 +26,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     RobertaConfig,
 )
+from transformers.utils import logging as hf_logging
 
 from .config import DEFAULT_MODEL
 from .data import SmilesformerError
@@ -33,8 +35,10 @@ from .tasks import ENSEMBLE_FILE, META_FILE, ModelMeta
 from .tokenization import build_regex_tokenizer, load_tokenizer
 
 __all__ = ["PRESETS", "BUNDLED_DIR", "bundled_model_path", "resolve_model_source", "download_model", "hub_reachable",
-           "offline_error", "check_model_folder", "loading", "make_config", "seeded", "load_finetuned",
-           "network_with_new_head", "random_network"]
+           "offline_error", "check_model_folder", "loading", "quiet_transformers", "report_loading", "make_config",
+           "seeded", "load_finetuned", "network_with_new_head", "random_network"]
+
+logger = logging.getLogger(__name__)
 
 BUNDLED_DIR = Path(__file__).parent / "models"
 HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a hub repository id: name or owner/name
@@ -51,6 +55,8 @@ PRESETS: dict[str, dict[str, int]] = {
 
 def bundled_model_path(name: str = DEFAULT_MODEL) -> Path | None:
     """Folder of a model shipped inside the package, or None if it is not there."""
+    if not name or Path(name).name != name:  # a path, not a name (BUNDLED_DIR / "/abs" would be "/abs")
+        return None
     path = BUNDLED_DIR / name
     return path if (path / "config.json").is_file() else None
 
@@ -175,6 +181,41 @@ def check_model_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
+def quiet_transformers(logs: bool = True) -> Iterator[None]:
+    """transformers without its file progress bars ("Loading weights", "Writing model shards": files of a few MB)
+    and, with ``logs``, without its LOAD REPORT table: the weights left out or added are read from
+    ``output_loading_info`` and said in one line (``report_loading``)."""
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    if logs:
+        hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+HEAD_WEIGHTS = ("classifier.", "descriptor_", "lm_head.", "pooler.", "mtr_head.")
+"""Weight names of heads: a checkpoint's pretraining head left out, or a new task head, are expected."""
+
+
+def report_loading(name: str, info: dict, new_head: bool) -> None:
+    """Say in one line what loading ``name`` did with its weights; warn only about encoder weights."""
+    missing, unused = info.get("missing_keys", []), info.get("unexpected_keys", [])
+    mismatched = [k for k, *_ in info.get("mismatched_keys", [])]
+    odd = [k for k in [*missing, *unused, *mismatched] if not k.startswith(HEAD_WEIGHTS)]
+    if odd or (not new_head and (missing or unused or mismatched)):
+        logger.warning("loading %s: %d weight(s) missing, unused or of another shape, beyond a task head: %s",
+                       name, len(odd or [*missing, *unused, *mismatched]),
+                       ", ".join((odd or [*missing, *unused, *mismatched])[:8]))
+    elif new_head:
+        logger.info("loaded the encoder of %s under a new task head (random weights: %d tensors); its own "
+                    "pretraining head (%d tensors) is left out", name, len(missing) + len(mismatched), len(unused))
+
+
+@contextlib.contextmanager
 def loading(name: str, source: str | Path) -> Iterator[None]:
     """Turn a failure to load ``source`` into an error that says what is wrong: the damaged file of a local
     folder (checked before loading), or, for a hub name, that it is neither cached nor reachable."""
@@ -182,7 +223,8 @@ def loading(name: str, source: str | Path) -> Iterator[None]:
     if local:
         check_model_folder(Path(source))
     try:
-        yield
+        with quiet_transformers():
+            yield
     except SmilesformerError:
         raise
     except OSError as exc:
@@ -239,8 +281,9 @@ def load_finetuned(folder: Path, name: str) -> tuple[PreTrainedModel, PreTrained
                                 "give task and targets to put a new head on it")
     with loading(name, folder):
         tokenizer = load_tokenizer(str(folder))
-        network = AutoModelForSequenceClassification.from_pretrained(str(folder))
+        network, info = AutoModelForSequenceClassification.from_pretrained(str(folder), output_loading_info=True)
         meta = ModelMeta.load(folder)
+    report_loading(name, info, new_head=False)
     return network, tokenizer, meta
 
 
@@ -261,12 +304,14 @@ def network_with_new_head(name: str, meta: ModelMeta, max_length: int | None, de
         descriptors = _resolve_descriptors(descriptors, config)
         with seeded(seed):
             if descriptors != "none":
-                network = with_descriptor_head(source, descriptors, num_labels=meta.num_labels,
-                                               problem_type=meta.problem_type)
+                network, info = with_descriptor_head(source, descriptors, output_loading_info=True,
+                                                     num_labels=meta.num_labels, problem_type=meta.problem_type)
             else:
                 # ignore_mismatched_sizes: an MTR-pretrained head (one output per descriptor) is replaced
-                network = AutoModelForSequenceClassification.from_pretrained(
-                    source, num_labels=meta.num_labels, problem_type=meta.problem_type, ignore_mismatched_sizes=True)
+                network, info = AutoModelForSequenceClassification.from_pretrained(
+                    source, num_labels=meta.num_labels, problem_type=meta.problem_type, ignore_mismatched_sizes=True,
+                    output_loading_info=True)
+    report_loading(name, info, new_head=True)
     return network, tokenizer
 
 

@@ -31,7 +31,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import MoleculeLimits, SmilesformerError, randomized_smiles, validate_smiles
 from .descriptors import descriptor_inputs
-from .networks import check_model_folder, download_model, load_finetuned, resolve_model_source
+from .networks import (
+    check_model_folder,
+    download_model,
+    load_finetuned,
+    quiet_transformers,
+    resolve_model_source,
+)
 from .tasks import ENSEMBLE_FILE, ModelMeta, compute_metrics, prediction_columns, prediction_matrix
 from .tokenization import length_batches, warn_truncated, warn_unknown
 from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
@@ -133,8 +139,9 @@ class Transformer(Predictor):
         """A standard HF folder (safetensors weights, config, tokenizer) plus smilesformer.json."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(folder)
-        self.tokenizer.save_pretrained(folder)
+        with quiet_transformers():  # no "Writing model shards" bar for a file of a few MB
+            self.model.save_pretrained(folder)
+            self.tokenizer.save_pretrained(folder)
         self.meta.save(folder)
         return folder
 

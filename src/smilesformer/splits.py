@@ -6,10 +6,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
-from rdkit import Chem
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
-from .data import SmilesformerError, data_row
+from .data import SmilesformerError, data_row, mol_from_smiles
 
 __all__ = ["Split", "random_split", "scaffold_split", "column_split", "bemis_murcko_scaffold"]
 
@@ -34,7 +33,7 @@ def random_split(n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int
 
 def bemis_murcko_scaffold(smiles: str) -> str:
     """The Bemis-Murcko scaffold (ring systems and linkers) as canonical SMILES; "" for acyclic molecules."""
-    mol = Chem.MolFromSmiles(smiles)
+    mol = mol_from_smiles(smiles)
     if mol is None:
         raise SmilesformerError(f"cannot compute a scaffold for invalid SMILES {smiles!r}")
     return MurckoScaffold.MurckoScaffoldSmiles(mol=mol, includeChirality=False)

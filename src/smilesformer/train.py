@@ -22,6 +22,8 @@ from accelerate import PartialState
 from torch.utils.data import Dataset
 from transformers import (
     EarlyStoppingCallback,
+    PrinterCallback,
+    ProgressCallback,
     Trainer,
     TrainerCallback,
     TrainingArguments,
@@ -32,7 +34,7 @@ from .config import Objective, Precision, PretrainConfig, TrainConfig
 from .data import SmilesformerError, randomized_smiles
 from .descriptors import ENCODER_TYPES, compute_descriptors, descriptor_names, uses_descriptors
 from .evaluate import calibrate_interval
-from .networks import bundled_model_path
+from .networks import bundled_model_path, quiet_transformers
 from .objectives import MTR_HEAD_FILE, MlmMtrCollator, MtrCollator, mtr_model
 from .predictors import Augmented, Ensemble, Predictor, Transformer, fit_blend
 from .tasks import layout_of_problem
@@ -278,17 +280,30 @@ def finetune(
         callbacks=callbacks,
         optimizers=(optimizer, None),  # None: the Trainer builds its AdamW and, always, the schedule
     )
+    # The Trainer prints each log dict under its bar (or, without bars, alone); fine-tuning keeps them in the
+    # history (history.json, training_curve.png) instead, so a fit prints bars and the metrics table only.
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarsWithoutLogs)
     last = _checkpoint_to_resume(output_dir, _run_fingerprint(model, smiles, y, valid_smiles, valid_labels, config),
                                  config.resume)
     if last:
         logger.warning("resuming from %s", last)
     elif config.adapt == "mtr":  # a checkpoint already holds the adapted encoder
         adapt_mtr(model, smiles, config, output_dir / "adapt")
-    trainer.train(resume_from_checkpoint=last)
+    with quiet_transformers(logs=False):  # checkpoints are saved without a bar of their own
+        trainer.train(resume_from_checkpoint=last)
     model.model = trainer.model
     if tmp is not None:
         tmp.cleanup()
     return trainer.state.log_history
+
+
+class BarsWithoutLogs(ProgressCallback):
+    """The Trainer's progress bars, without the dicts of losses it writes under them."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs) -> None:
+        pass
 
 
 FINGERPRINT_FILE = "run_fingerprint.json"
