@@ -39,6 +39,7 @@ from .data import (
     locate_dataset,
     set_molecule_limits,
 )
+from .threads import THREADS_ENV, set_threads
 
 app = typer.Typer(help="Chemical language models on SMILES: fine-tune, evaluate, predict and more.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -46,7 +47,14 @@ console = Console(stderr=True)
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
+    threads: Annotated[str, typer.Option(envvar=THREADS_ENV, help="CPU threads: 'auto' takes the cores other processes leave free when the command starts (a busy machine then slows it in proportion, not 5-13x), or a number.")] = "auto",
+) -> None:
+    try:
+        set_threads(threads)
+    except ValueError as exc:
+        _fail(exc)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
     logging.getLogger("smilesformer").setLevel(logging.INFO if not verbose else logging.DEBUG)

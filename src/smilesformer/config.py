@@ -339,9 +339,9 @@ class ServeConfig:
     batch_size: int = 64
     """Molecules per forward pass inside a model call (length-sorted, see ``predictors.Transformer.passes``)."""
     torch_threads: int | None = None
-    """CPU threads of the model (``torch.set_num_threads``); None keeps PyTorch's default, one per core. On a
-    machine whose cores are busy with other work, 1 avoids threads waiting on each other (many times faster
-    for the small batches a service sees)."""
+    """CPU threads of the model (``torch.set_num_threads``); None: as many as the process uses (the CLI chooses
+    them with its ``--threads`` policy, by default the cores left free by other processes). On a machine whose
+    cores are busy with other work, 1 avoids threads waiting on each other."""
 
     @property
     def max_body_bytes(self) -> int:

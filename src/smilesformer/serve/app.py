@@ -329,9 +329,9 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
             version=__version__,
         )
         await batcher.start()
-        if settings.torch_threads is not None:
-            # set on the model thread itself: OpenMP keeps the thread count per calling thread
-            await batcher.run(torch.set_num_threads, settings.torch_threads)
+        # set on the model thread itself: OpenMP keeps the thread count per calling thread (None: the count this
+        # process chose, e.g. the CLI's --threads policy)
+        await batcher.run(torch.set_num_threads, settings.torch_threads or torch.get_num_threads())
         app.state.service = _Service(model, batcher, info)
         logger.info("serving %s (%s, targets %s)", info.name, info.task, ", ".join(info.targets))
         try:
