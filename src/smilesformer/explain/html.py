@@ -38,7 +38,7 @@ _XMLNS = re.compile(r"""\s+xmlns(:\w+)?=(['"])[^'"]*\2""")
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px;color:#222}
-h1{font-size:18px;margin:0 0 6px} code{font-size:14px;background:#f3f3f3;padding:1px 4px}
+h1{font-size:18px;margin:0 0 6px} code{font-size:14px;background:#f3f3f3;padding:1px 4px;word-break:break-all}
 .caveat{font-size:12px;color:#555;max-width:900px} .hint{font-size:12px;color:#666;margin-left:12px}
 .tabs button{border:1px solid #bbb;background:#f7f7f7;padding:4px 12px;cursor:pointer}
 .tabs button.on{background:#fff;border-bottom-color:#fff;font-weight:600}
@@ -298,4 +298,4 @@ def attention_iframe(result: MoleculeAttention, prediction: dict | None = None, 
     return (f'<iframe class="smilesformer-attention" srcdoc="{html.escape(page, quote=True)}" '
             f'sandbox="allow-scripts" style="width:100%;height:{_frame_height(result, view)}px;border:1px solid #ddd" '
             f'title="{html.escape(title)}"></iframe>'
-            f'<div style="font-size:11px;color:#777">{html.escape(caption)}</div>')
+            f'<div style="font-size:11px;color:#777;word-break:break-all">{html.escape(caption)}</div>')
