@@ -77,6 +77,14 @@ def _attribution_legend(attr: Attribution) -> str:
 class Explanation(dict):
     """``explain_molecule``'s result: a plain JSON-ready dict that a notebook shows as its atom heat maps."""
 
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        # IPython's plain-text form (beside the HTML one): a summary, not every weight and drawing
+        head = (f"{self['attributed_output']}: prediction {self['prediction']}, completeness gap "
+                f"{self['completeness_gap']:.1e}" if self.get("attributed_output") is not None
+                else "encoder without a head: attention only")
+        printer.text(f"Explanation({self['smiles']!r}, {self['n_atoms']} atoms, {len(self['tokens'])} tokens; {head}; "
+                     f"keys: {', '.join(self)})")
+
     def _repr_html_(self) -> str:
         # Static SVG and text only (no script), so it shows in every notebook front end, trusted or not,
         # and on GitHub.

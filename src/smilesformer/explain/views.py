@@ -17,7 +17,7 @@ from .loading import load_explainable, predict_one
 __all__ = ["AttentionView", "head_view", "model_view"]
 
 
-@dataclass
+@dataclass(repr=False)
 class AttentionView:
     """One molecule's attention page, opened on the head view or the model view.
 
@@ -44,6 +44,11 @@ class AttentionView:
         path = Path(path)
         path.write_text(self.html, encoding="utf-8")
         return path
+
+    def __repr__(self) -> str:
+        layers, heads, n, _ = self.attention.weights.shape
+        smiles = self.attention.molecule.smiles
+        return f"AttentionView({self.view} view of {smiles!r}: {layers} layers x {heads} heads, {n} tokens)"
 
     def _repr_html_(self) -> str:
         return attention_iframe(self.attention, self.prediction, "Attention", self.view, self.layer, self.head)
