@@ -281,7 +281,7 @@ def _frame_height(result: MoleculeAttention, view: str) -> int:
         body = max(n * 20, MOLECULE_SIZE[1] + 60)
     else:
         body = layers * (min(160, max(60, n * 4)) + 22)
-    return min(900, 190 + body)
+    return min(900, 240 + body)
 
 
 def attention_iframe(result: MoleculeAttention, prediction: dict | None = None, title: str = "Attention",
