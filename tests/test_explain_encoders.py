@@ -7,6 +7,7 @@ import base64
 import html
 import json
 import re
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -139,6 +140,24 @@ def test_encoder_data_set_statistics_and_what_needs_a_head(bpe_roberta_dir, esol
     bad = CliRunner().invoke(app, ["explain", str(bpe_roberta_dir), "--data", "x.csv", "--out", str(tmp_path),
                                    "--prune", "1"])
     assert bad.exit_code == 2 and "fine-tune it first" in bad.output
+
+
+def test_a_hub_name_loads_from_the_hugging_face_cache(bpe_roberta_dir, tmp_path, monkeypatch):
+    """A hub name whose files are in the local Hugging Face cache explains offline (the cache's layout:
+    models--owner--name/refs/main names the snapshot holding the files)."""
+    from huggingface_hub import constants
+
+    repo = tmp_path / "hub" / "models--someone--tiny-chemberta"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(bpe_roberta_dir, repo / "snapshots" / commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    view = head_view("someone/tiny-chemberta", "c1ccccc1CCN")
+    direct = extract_attention(load_explainable(bpe_roberta_dir), "c1ccccc1CCN")[0]
+    assert view.attention.tokens == direct.tokens
+    assert np.allclose(view.attention.weights, direct.weights)
 
 
 def test_a_hub_name_offline_says_what_to_do(tmp_path, monkeypatch):

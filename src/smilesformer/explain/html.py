@@ -9,6 +9,7 @@ In a notebook the same page is shown inside an ``<iframe srcdoc=...>`` (``attent
 script runs in its own document, so it needs no requirejs, no network and no notebook extension, several
 views on one page cannot clash over element ids or styles, and Jupyter Notebook, JupyterLab and VS Code all
 show it (in a trusted notebook: untrusted HTML outputs lose their iframes and scripts in every front end).
+folium shows its maps in notebooks the same way.
 
 The attention weights travel as one byte each (0..255 for 0..1, base64): a 12-layer, 12-head model on a
 200-token molecule has 5.8 million of them, about 35 MB as decimal JSON and 7.7 MB this way. Lines are

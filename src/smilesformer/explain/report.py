@@ -113,7 +113,7 @@ class Explanation(dict):
 
 
 def explain_molecule(model, smiles: str, layer: int | None = None, head: int | None = None, target: int = 0,
-                     n_steps: int = 50) -> dict:
+                     n_steps: int = 50) -> Explanation:
     """Attention and integrated-gradients attribution of one molecule, as JSON-ready data.
 
     Args:
