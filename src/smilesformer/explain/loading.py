@@ -45,10 +45,11 @@ def load_explainable(source: str | Path | Predictor | Encoder, device: str = "cp
         return source
     if isinstance(source, Predictor):
         return SmilesModel.wrap(source)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     folder = Path(resolve_model_source(str(source)))
     if (folder / META_FILE).is_file() or (folder / ENSEMBLE_FILE).is_file():
-        model = SmilesModel.from_pretrained(folder)
-        return model.to(device) if device != "auto" else model
+        return SmilesModel.from_pretrained(folder).to(device)
     return load_encoder(source, device=device)
 
 
