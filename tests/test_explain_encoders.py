@@ -30,6 +30,7 @@ from smilesformer.explain import (
     load_explainable,
     model_view,
 )
+from smilesformer.explain.loading import load_masked_lm
 
 NOTEBOOK_MOLECULE = "CCCCC[C@@H](Br)CC"  # the seed notebook's molecule
 
@@ -102,9 +103,10 @@ def test_cli_explains_a_bpe_encoder_without_a_head(bpe_roberta_dir, tmp_path):
     assert result.exit_code == 0, result.output
     assert "without a prediction head" in result.output
     for name in ("attention.html", "attention_bertviz.pt", "attention_L1_H1.png", "attention_L1_mean.svg",
-                 "attention_rollout.svg", "head_entropy.png", "head_bond_share.png", "tokens.csv", "atoms.csv"):
+                 "attention_rollout.svg", "head_entropy.png", "head_bond_share.png", "head_importance.png",
+                 "tokens.csv", "atoms.csv"):
         assert (out / name).stat().st_size > 0, name
-    for name in ("attribution.svg", "attribution.png", "head_importance.png"):  # these need a head
+    for name in ("attribution.svg", "attribution.png"):  # these need a prediction head
         assert not (out / name).exists(), name
     saved = json.loads((out / "explanation.json").read_text())
     assert saved["prediction"] is None and saved["atom_attributions"] is None and saved["completeness_gap"] is None
@@ -130,9 +132,10 @@ def test_cli_explains_the_bundled_pretrained_model(tmp_path):
 def test_encoder_data_set_statistics_and_what_needs_a_head(bpe_roberta_dir, esol50, tmp_path):
     smiles = list(esol50["smiles"][:4]) + ["C1CC"]
     summary = explain_dataset(str(bpe_roberta_dir), smiles, tmp_path / "set")
-    assert summary["n_invalid"] == 1 and summary["head_importance_objective"] is None and "note" in summary
+    assert summary["n_invalid"] == 1 and summary["head_importance_objective"] == "masked_lm_loss"
     heads = pd.read_csv(tmp_path / "set" / "heads.csv")
-    assert list(heads.columns) == ["layer", "head", "entropy", "bond_share"] and len(heads) == 4
+    assert list(heads.columns) == ["layer", "head", "entropy", "bond_share", "importance"] and len(heads) == 4
+    assert (heads["importance"] > 0).all()
     molecules = pd.read_csv(tmp_path / "set" / "molecules.csv")
     assert molecules["smiles"].tolist() == smiles and molecules["error"].fillna("").astype(bool).sum() == 1
     with pytest.raises(SmilesformerError, match="pruning .* needs a fine-tuned model"):
@@ -166,6 +169,51 @@ def test_a_hub_name_offline_says_what_to_do(tmp_path, monkeypatch):
                                       "--out", str(tmp_path)])
     assert result.exit_code == 2
     assert "no-such-chemberta" in result.output and "HF_HUB_OFFLINE=1" in result.output
+
+
+def test_masked_lm_head_importance_is_the_gradient_of_the_masked_lm_loss(bpe_roberta_dir):
+    """|d L / d gate| from one backward pass equals a finite difference of the masked-LM loss in the gate."""
+    from transformers import RobertaForMaskedLM
+
+    from smilesformer.explain.bertology import head_gates, masked_lm_head_importance
+
+    encoder = load_explainable(bpe_roberta_dir)
+    net = load_masked_lm(encoder)
+    reference = RobertaForMaskedLM.from_pretrained(bpe_roberta_dir)
+    assert torch.equal(net.lm_head.dense.weight, reference.lm_head.dense.weight)  # the saved head, not a new one
+    smiles = "CCCCCCc1ccccc1Cl"
+    importance = masked_lm_head_importance(net, encoder.tokenizer, [smiles], 128)
+    assert importance.shape == (2, 2)
+    # the same masking, by hand: one molecule, so the draws are the generator's first
+    ids = torch.tensor([encoder.tokenizer(smiles)["input_ids"]])
+    draw = torch.rand(ids.shape[1], generator=torch.Generator().manual_seed(0))[None]
+    draw[torch.isin(ids, torch.tensor(encoder.tokenizer.all_special_ids))] = 2.0
+    masked = (draw < 0.15) | (draw == draw.min())
+    inputs = torch.where(masked, torch.full_like(ids, encoder.tokenizer.mask_token_id), ids)
+
+    def loss(gate: float) -> float:
+        gates = torch.ones(1, 2, 2, dtype=torch.float64)
+        gates[0, 1, 0] = gate
+        with torch.no_grad(), head_gates(net, gates):
+            logits = net(input_ids=inputs).logits[0]
+        return float(torch.nn.functional.cross_entropy(logits[masked[0]], ids[0][masked[0]]))
+
+    slope = (loss(1 + 1e-2) - loss(1 - 1e-2)) / 2e-2
+    assert importance[1, 0] == pytest.approx(abs(slope), rel=2e-2)
+
+
+def test_an_encoder_saved_without_its_lm_head_gets_no_importance(bpe_roberta_dir, tmp_path):
+    from transformers import RobertaModel
+
+    folder = tmp_path / "bare"
+    RobertaModel.from_pretrained(bpe_roberta_dir).save_pretrained(folder)  # config: RobertaModel
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(bpe_roberta_dir / name, folder / name)
+    assert load_masked_lm(load_explainable(folder)) is None
+    summary = explain_dataset(str(folder), ["CCO", "c1ccccc1N"], tmp_path / "set")
+    assert summary["head_importance_objective"] is None
+    assert "importance" not in pd.read_csv(tmp_path / "set" / "heads.csv")
+    assert not (tmp_path / "set" / "head_importance.png").exists()
 
 
 # inline views --------------------------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Attention, atom attention and most head statistics need only the encoder, so they work on every model
 ``embeddings.load_encoder`` loads: the bundled pretrained model, a local Hugging Face folder (ChemBERTa's
 masked-LM checkpoints, a byte-level BPE ``vocab.json`` + ``merges.txt``), a hub name (cached, or reachable).
-Predictions, integrated gradients, head importance and pruning need a head with known outputs, so they
-need a fine-tuned smilesformer folder (``smilesformer.json``) or a ``SmilesModel``.
+Predictions, integrated gradients and pruning need a head with known outputs, so they need a fine-tuned
+smilesformer folder (``smilesformer.json``) or a ``SmilesModel``; head importance needs a loss: the task's, or
+for a pretrained encoder the masked-LM loss where its checkpoint keeps that head (``load_masked_lm``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
 
 from ..data import SmilesformerError
 from ..embeddings import Encoder, load_encoder
@@ -21,7 +23,7 @@ from ..networks import resolve_model_source
 from ..predictors import ENSEMBLE_FILE, Predictor
 from ..tasks import META_FILE
 
-__all__ = ["load_explainable", "network_parts", "has_head", "require_head", "predict_one"]
+__all__ = ["load_explainable", "load_masked_lm", "network_parts", "has_head", "require_head", "predict_one"]
 
 Explainable = SmilesModel | Encoder
 
@@ -70,9 +72,9 @@ def require_head(model: Explainable, what: str) -> SmilesModel:
     if not has_head(model):
         raise SmilesformerError(
             f"{what} needs a fine-tuned model (one with a prediction head and smilesformer.json); "
-            f"{model.source or 'this encoder'} is an encoder without one. Attention, atom attention, entropy "
-            "and attention on bonds work on it; fine-tune it first (`smilesformer finetune --model ...`) for "
-            "predictions, attributions, head importance and pruning")
+            f"{model.source or 'this encoder'} is an encoder without one. Attention, atom attention, entropy, "
+            "attention on bonds and (where the checkpoint keeps its masked-LM head) head importance work on it; "
+            "fine-tune it first (`smilesformer finetune --model ...`) for predictions, attributions and pruning")
     return model  # type: ignore[return-value]
 
 
@@ -82,3 +84,25 @@ def predict_one(model: Explainable, smiles: str) -> dict[str, float] | None:
         return None
     row = model.predict([smiles]).iloc[0]
     return {k: float(v) for k, v in row.items() if k != "error"}
+
+
+def load_masked_lm(model: Encoder) -> PreTrainedModel | None:
+    """The masked-language-model head an encoder was pretrained with, on the same encoder weights, or None.
+
+    None where the checkpoint's config names no ``...ForMaskedLM`` architecture or its files lack the LM head's
+    weights (a head drawn at random would give meaningless importance scores).
+    """
+    architectures = model.model.config.architectures or []
+    if not model.source or not any(a.endswith("ForMaskedLM") for a in architectures):
+        return None
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the load report is read below instead of printed
+    try:
+        net, info = AutoModelForMaskedLM.from_pretrained(resolve_model_source(model.source), output_loading_info=True)
+    except OSError:
+        return None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if info["missing_keys"]:
+        return None
+    return net.to(model.device).eval()

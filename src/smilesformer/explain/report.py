@@ -2,8 +2,9 @@
 ``write_molecule_explanation``) or a data set (``explain_dataset``); ``run_explain`` is the CLI's entry.
 
 Every function takes any model ``loading.load_explainable`` reads. A fine-tuned model gets everything; an
-encoder without a head (a pretrained checkpoint) gets attention, atom attention, entropy and attention on
-bonds, and ``None`` (or no file) where a prediction, an attribution or head importance would be.
+encoder without a head (a pretrained checkpoint) gets attention, atom attention, entropy, attention on bonds
+and head importance on its masked-LM loss where its checkpoint keeps that head, and ``None`` (or no file) where
+a prediction or an attribution would be.
 """
 
 from __future__ import annotations
@@ -30,10 +31,17 @@ from .attention import (
     extract_attention,
 )
 from .attribution import Attribution, integrated_gradients
-from .bertology import bond_attention_share, head_entropy, head_importance, least_important_heads, pruning_effect
+from .bertology import (
+    bond_attention_share,
+    head_entropy,
+    head_importance,
+    least_important_heads,
+    masked_lm_head_importance,
+    pruning_effect,
+)
 from .draw import draw_atom_heatmap, plot_head_grid, write_heatmap
 from .html import svg_for_html, write_attention_html
-from .loading import Explainable, has_head, load_explainable, predict_one, require_head
+from .loading import Explainable, has_head, load_explainable, load_masked_lm, predict_one, require_head
 
 __all__ = ["Explanation", "explain_molecule", "write_molecule_explanation", "explain_dataset", "run_explain"]
 
@@ -184,7 +192,7 @@ def write_molecule_explanation(model, smiles: str, out_dir: str | Path, layer: i
     (``attention_L{l}_H{h}``, ``attention_L{l}_mean``, ``attention_rollout``, ``attribution``), ``tokens.csv``,
     ``atoms.csv``, ``head_entropy.png``, ``head_bond_share.png``, ``head_importance.png`` and
     ``explanation.json`` (``explain_molecule``'s result). An encoder without a head gets no ``attribution``
-    maps, no attribution columns and no ``head_importance.png``.
+    maps and no attribution columns; its ``head_importance.png`` reads the masked-LM loss, where it has that head.
 
     Args:
         model: any model ``load_explainable`` reads (a fine-tuned one, an encoder, a name or folder).
@@ -243,10 +251,16 @@ def write_molecule_explanation(model, smiles: str, out_dir: str | Path, layer: i
 
 def _head_statistics(model: Explainable, results: Sequence[MoleculeAttention], smiles: Sequence[str],
                      labels: np.ndarray | None) -> dict:
-    """Entropy and attention on bonds for any model; importance (a gradient of an output) only with a head."""
+    """Entropy and attention on bonds for any model; importance from the task (a head), else from the masked-LM
+    loss where the checkpoint keeps its pretraining head, else none."""
     entropy = head_entropy(results)
     share, chance = bond_attention_share(results)
-    importance, objective = head_importance(model, smiles, labels) if has_head(model) else (None, None)
+    importance, objective = None, None
+    if has_head(model):
+        importance, objective = head_importance(model, smiles, labels)
+    elif (masked_lm := load_masked_lm(model)) is not None:
+        importance = masked_lm_head_importance(masked_lm, model.tokenizer, smiles, model.max_length)
+        objective = "masked_lm_loss"
     return {"entropy": entropy, "bond_share": share, "bond_share_chance": chance, "importance": importance,
             "objective": objective}
 
@@ -258,7 +272,7 @@ def _plot_head_statistics(stats: dict, out: Path) -> list[Path]:
                        f"share of atom attention on bonded atoms (chance {stats['bond_share_chance']:.2f})", "share"),
     ]
     if stats["importance"] is not None:
-        what = "training loss" if stats["objective"] == "loss" else "summed output"
+        what = {"loss": "training loss", "masked_lm_loss": "masked-LM loss"}.get(stats["objective"], "summed output")
         files.append(plot_head_grid(stats["importance"], out / "head_importance.png",
                                     f"head importance |d {what} / d gate| (Michel et al. 2019)", "importance"))
     return files
@@ -273,7 +287,7 @@ def explain_dataset(model, smiles: Sequence[str], out_dir: str | Path, labels: n
     molecule: attribution, rollout and mean received attention), ``elements.csv`` (attribution statistics
     per element and aromaticity), ``heads.csv`` (entropy, bond share and importance per layer and head),
     the three ``head_*.png`` grids, ``summary.json``, and with ``prune`` > 0 ``pruned_model/``. An encoder
-    without a head gets the attention columns only (no prediction, attribution or importance).
+    without a head gets the attention columns (no prediction or attribution), importance on the masked-LM loss.
 
     Args:
         model: a fine-tuned ``SmilesModel``, or any model ``load_explainable`` reads.
@@ -363,8 +377,8 @@ def explain_dataset(model, smiles: Sequence[str], out_dir: str | Path, labels: n
             "non_atom_attribution_share_mean": float(molecules["non_atom_share"].mean()),
         })
     else:
-        summary["note"] = ("an encoder without a prediction head: attention statistics only; fine-tune it for "
-                           "predictions, attributions, head importance and pruning")
+        summary["note"] = ("an encoder without a prediction head: attention statistics and (with a masked-LM head) "
+                           "head importance; fine-tune it for predictions, attributions and pruning")
     if prune:
         chosen = least_important_heads(stats["importance"], prune)
         report, pruned = pruning_effect(model, [smiles[i] for i in valid], chosen, valid_labels)
