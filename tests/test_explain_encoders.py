@@ -44,9 +44,8 @@ def bpe_roberta_dir(tmp_path_factory, esol50):
 
     folder = tmp_path_factory.mktemp("chemberta_like")
     corpus = []
-    for s in esol50["smiles"]:
-        mol = Chem.MolFromSmiles(s)
-        corpus += [s] + [Chem.MolToSmiles(mol, doRandom=True) for _ in range(3)]
+    for i, s in enumerate(esol50["smiles"]):  # as written and 3 ways more, seeded: the same folder every run
+        corpus += [s] + list(Chem.MolToRandomSmilesVect(Chem.MolFromSmiles(s), 3, randomSeed=i + 1))
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(corpus, vocab_size=400, min_frequency=2,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"], show_progress=False)
