@@ -16,7 +16,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev,explain,serve,ray,bench]"
+	$(BIN)/pip install -q -e ".[dev,explain,serve,ray,bench,notebook]"
 	touch $@
 
 install: $(BIN)/.installed

@@ -224,3 +224,19 @@ def test_damaged_and_mis_encoded_tables_name_the_problem_and_the_line(tmp_path):
         read_table(tmp_path / "twice.csv")
     with pytest.raises(SmilesformerError, match="names column\\(s\\) 'smiles' more than once"):
         load_dataset(DataConfig(str(tmp_path / "twice.csv"), target_cols=["y"]))
+
+
+def test_reading_a_bad_smiles_keeps_the_callers_rdkit_log_levels():
+    from rdkit import RDLogger, rdBase
+
+    from smilesformer.data import parse_smiles
+
+    before = rdBase.LogStatus()
+    RDLogger.DisableLog("rdApp.warning")  # as a notebook that does not want RDKit's notes would
+    try:
+        assert parse_smiles("C1CC")[1]  # a failure: its reason is read from RDKit's log
+        assert "rdApp.warning:disabled" in rdBase.LogStatus()
+    finally:
+        for level in before.splitlines():
+            name, state = level.rsplit(":", 1)
+            (rdBase.EnableLog if state == "enabled" else rdBase.DisableLog)(name)

@@ -8,11 +8,9 @@ installs nothing and reaches nothing beyond a uvicorn server on a loopback port.
 from __future__ import annotations
 
 import csv
-import os
 import socket
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,27 +19,18 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("selenium")
 
 import uvicorn
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from smilesformer import SmilesModel
 from smilesformer.serve import create_app
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-    pytest.skip("needs Debian's chromium and chromium-driver (/usr/bin/chromium, /usr/bin/chromedriver): "
-                "apt-get install -y chromium chromium-driver", allow_module_level=True)
+from .browser import AVAILABLE, SKIP_REASON, TIMEOUT, make_driver
 
-# Without the background-networking flags Chromium keeps dialling Google services, which a closed network
-# refuses (and which a test has no business doing).
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1280,900"]
+if not AVAILABLE:
+    pytest.skip(SKIP_REASON, allow_module_level=True)
+
 SMILES = ["CCO", "C1CC((", "c1ccccc1O"]
-TIMEOUT = 60  # seconds; generous because the test machine's cores are shared
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +55,7 @@ def server_url(tiny_regressor_dir):
 
 @pytest.fixture
 def browser(tmp_path):
-    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must not look for drivers online
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
-    options.add_experimental_option("prefs", {"download.default_directory": str(tmp_path / "downloads"),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(TIMEOUT)
+    driver = make_driver(tmp_path / "profile", tmp_path / "downloads")
     yield driver
     driver.quit()
 

@@ -366,7 +366,7 @@ def demo(
 # --- explain commands (issue: explain) ---
 @app.command()
 def explain(
-    model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
+    model_dir: Annotated[str, typer.Argument(help="Any model: a fine-tuned folder (run/model; attention, attributions, predictions), or the bundled pretrained model (smilesformer-moses), a Hugging Face folder or hub name (attention and head statistics).")],
     out: Annotated[Path, typer.Option(help="Folder for the HTML view, heat maps, CSV and JSON files.")],
     smiles: Annotated[str | None, typer.Option(help="Explain one molecule.")] = None,
     data: Annotated[str | None, typer.Option(help="Or a file of molecules: per-atom and per-head statistics.")] = None,
@@ -386,8 +386,12 @@ def explain(
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     if smiles is not None:
-        print(f"{result['attributed_output']}: prediction {result['prediction']}, completeness gap "
-              f"{result['completeness_gap']:.2g}\nwrote {len(result['files'])} files to {out} (open attention.html)")
+        if result["attributed_output"] is None:
+            print("an encoder without a prediction head: attention views and statistics, no prediction or attribution")
+        else:
+            print(f"{result['attributed_output']}: prediction {result['prediction']}, completeness gap "
+                  f"{result['completeness_gap']:.2g}")
+        console.print(f"wrote {len(result['files'])} files to {out} (open attention.html)", markup=False)
     else:
         print(json.dumps(result, indent=2))
         console.print(f"wrote molecules.csv, atoms.csv, elements.csv, heads.csv and head_*.png to {out}", markup=False)

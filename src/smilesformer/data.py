@@ -450,7 +450,9 @@ def parse_smiles(smiles: object, limits: MoleculeLimits | None = None) -> tuple[
         return mol, ""
     # RDKit says why a SMILES fails only through its log. Only for a failure, and only for this call, the log
     # goes to Python's sys.stderr, captured here; RDKit's default (C++ streams) is put back after, so importing
-    # or using smilesformer leaves RDKit's logging as the user set it up.
+    # or using smilesformer leaves RDKit's logging as the user set it up. Switching streams enables or resets
+    # each log level, so the levels the user had (e.g. warnings disabled with RDLogger) are put back too.
+    status = rdBase.LogStatus()  # "rdApp.debug:disabled\nrdApp.info:disabled\n..."
     buffer = io.StringIO()
     rdBase.LogToPythonStderr()
     try:
@@ -458,6 +460,9 @@ def parse_smiles(smiles: object, limits: MoleculeLimits | None = None) -> tuple[
             Chem.MolFromSmiles(smiles.strip())
     finally:
         rdBase.LogToCppStreams()
+        for level in status.splitlines():
+            name, state = level.rsplit(":", 1)
+            (rdBase.EnableLog if state == "enabled" else rdBase.DisableLog)(name)
     lines = []
     for line in buffer.getvalue().splitlines():
         line = _TIMESTAMP.sub("", line).replace("SMILES Parse Error: ", "").strip()

@@ -7,6 +7,8 @@
 - ``html``: a self-contained, offline head view and model view.
 - ``bertology``: head entropy, attention on bonded atoms, head importance and pruning.
 - ``report``: ``explain_molecule`` (JSON-ready) and folders of files for a molecule or a data set.
+- ``views``: ``head_view`` and ``model_view``, which a notebook shows inline.
+- ``loading``: any model: a fine-tuned one (everything) or an encoder without a head (attention only).
 
 Attention is not explanation (Jain & Wallace 2019): the attribution maps, not the attention maps, say what
 moved a prediction.
@@ -24,15 +26,20 @@ from .bertology import (
     pruning_effect,
 )
 from .draw import draw_atom_heatmap, plot_head_grid, write_heatmap
-from .html import attention_html, write_attention_html
-from .report import explain_dataset, explain_molecule, run_explain, write_molecule_explanation
+from .html import attention_html, attention_iframe, write_attention_html
+from .loading import has_head, load_explainable
+from .report import Explanation, explain_dataset, explain_molecule, run_explain, write_molecule_explanation
+from .views import AttentionView, head_view, model_view
 
 __all__ = [
+    "AttentionView",
     "Attribution",
+    "Explanation",
     "MoleculeAttention",
     "MoleculeTokens",
     "atom_attention",
     "attention_html",
+    "attention_iframe",
     "attention_rollout",
     "bertviz_format",
     "bond_attention_share",
@@ -40,11 +47,15 @@ __all__ = [
     "explain_dataset",
     "explain_molecule",
     "extract_attention",
+    "has_head",
+    "head_view",
     "head_entropy",
     "head_importance",
     "integrated_gradients",
     "least_important_heads",
+    "load_explainable",
     "map_tokens",
+    "model_view",
     "plot_head_grid",
     "prune_heads",
     "pruning_effect",

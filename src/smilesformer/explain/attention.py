@@ -14,12 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..data import SmilesformerError
 from ..tokenization import length_batches
 from .atoms import MoleculeTokens, map_tokens, tokens_to_atoms
+from .loading import network_parts
 
 __all__ = [
     "MoleculeAttention",
     "eager_attention",
+    "check_layer_head",
     "extract_attention",
     "attention_rollout",
     "atom_attention",
@@ -66,7 +69,8 @@ def extract_attention(model, smiles: str | Sequence[str], batch_size: int = 32) 
     """Attention of every layer and head for one SMILES or a batch.
 
     Args:
-        model: a ``SmilesModel`` (any encoder with a fast tokenizer that gives character offsets).
+        model: a ``SmilesModel`` or an ``Encoder`` (``loading.load_explainable``): any encoder whose fast
+            tokenizer gives character offsets, with or without a head.
         smiles: one SMILES or a sequence; invalid ones raise (``SmilesformerError`` naming the SMILES).
         batch_size: molecules per forward pass (similar lengths are batched together).
 
@@ -74,19 +78,28 @@ def extract_attention(model, smiles: str | Sequence[str], batch_size: int = 32) 
         One ``MoleculeAttention`` per input, in input order, padding removed.
     """
     smiles = [smiles] if isinstance(smiles, str) else list(smiles)
-    molecules = [map_tokens(s, model.tokenizer, model.meta.max_length) for s in smiles]
-    net = model.model
+    net, tokenizer, max_length, device = network_parts(model)
+    molecules = [map_tokens(s, tokenizer, max_length) for s in smiles]
     net.eval()
     results: list[MoleculeAttention | None] = [None] * len(molecules)
     with eager_attention(net):
         for batch in length_batches([len(m.input_ids) for m in molecules], batch_size):
-            padded = model.tokenizer.pad({"input_ids": [molecules[i].input_ids for i in batch]}, return_tensors="pt")
-            out = net(**{k: v.to(model.device) for k, v in padded.items()}, output_attentions=True)
+            padded = tokenizer.pad({"input_ids": [molecules[i].input_ids for i in batch]}, return_tensors="pt")
+            out = net(**{k: v.to(device) for k, v in padded.items()}, output_attentions=True)
             stacked = torch.stack(out.attentions, dim=1).float().cpu().numpy()  # (batch, layers, heads, T, T)
             for row, i in enumerate(batch):
                 n = len(molecules[i].input_ids)
                 results[i] = MoleculeAttention(molecules[i], stacked[row, :, :, :n, :n])
     return results  # type: ignore[return-value]
+
+
+def check_layer_head(weights: np.ndarray, layer: int | None, head: int | None) -> None:
+    """Raise, naming the valid range, for a layer or head the model does not have."""
+    layers, heads = weights.shape[:2]
+    if layer is not None and not 0 <= layer < layers:
+        raise SmilesformerError(f"layer {layer} does not exist: the model has layers 0..{layers - 1}")
+    if head is not None and not 0 <= head < heads:
+        raise SmilesformerError(f"head {head} does not exist: the model has heads 0..{heads - 1}")
 
 
 def attention_rollout(weights: np.ndarray, residual: float = 0.5) -> np.ndarray:

@@ -3,7 +3,9 @@
 transformers 5 removed both tools this analysis used to rely on: the ``head_mask`` forward argument and
 ``PreTrainedModel.prune_heads``. Importance is therefore measured with a multiplicative gate on each head's
 output, registered with forward pre-hooks on the attention output projection (the gate, at 1, changes
-nothing; its gradient is Michel et al.'s |d loss / d xi_h|). Pruning zeroes a head's query, key and value
+nothing; its gradient is Michel et al.'s |d loss / d xi_h|). A pretrained encoder has no task loss; where its
+checkpoint keeps the masked-language-model head it was pretrained with, its importance is measured on that
+loss instead (``masked_lm_head_importance``). Pruning zeroes a head's query, key and value
 projections and the output-projection columns that read it, which removes its contribution exactly while
 keeping every layer's shape: a model whose layers had different head counts could not be described by one
 ``num_attention_heads`` in config.json and would not load with ``from_pretrained``. It saves no compute.
@@ -28,6 +30,7 @@ __all__ = [
     "head_entropy",
     "bond_attention_share",
     "head_importance",
+    "masked_lm_head_importance",
     "least_important_heads",
     "prune_heads",
     "pruning_effect",
@@ -161,6 +164,57 @@ def head_importance(model, smiles: Sequence[str], labels: np.ndarray | None = No
         (grad,) = torch.autograd.grad(objective.sum(), gates)  # (batch, layers, heads): per-molecule gradients
         total += grad.abs().sum(0).cpu()
     return (total / len(enc)).numpy(), "output" if y is None else "loss"
+
+
+def masked_lm_head_importance(net, tokenizer, smiles: Sequence[str], max_length: int, mask_fraction: float = 0.15,
+                              seed: int = 0, batch_size: int = 32) -> np.ndarray:
+    """Michel et al.'s head importance for a pretrained encoder, on its own pretraining loss (masked LM).
+
+    In each molecule a fixed share of the non-special tokens (at least one), drawn from ``seed`` so every call
+    masks the same ones, is replaced by the mask token; L(x) is the mean cross-entropy of the model's
+    predictions for those tokens, and I_h the mean over molecules of |d L(x) / d xi_h|.
+
+    Args:
+        net: a ``...ForMaskedLM`` model (encoder and LM head).
+        tokenizer: its tokenizer (with a mask token).
+        smiles: valid SMILES.
+        max_length: longest input in tokens, specials included.
+        mask_fraction: share of tokens masked, as in pretraining.
+
+    Returns:
+        (layers, heads) importance.
+    """
+    if tokenizer.mask_token_id is None:
+        raise SmilesformerError("masked-LM head importance needs a tokenizer with a mask token")
+    net.eval()
+    cfg = net.config
+    device = next(net.parameters()).device
+    enc = tokenizer(list(smiles), truncation=True, max_length=max_length)["input_ids"]
+    generator = torch.Generator().manual_seed(seed)
+    draws = [torch.rand(len(ids), generator=generator) for ids in enc]  # per molecule, in input order
+    specials = torch.tensor(tokenizer.all_special_ids)
+    total = torch.zeros(cfg.num_hidden_layers, cfg.num_attention_heads)
+    for batch in length_batches([len(x) for x in enc], batch_size):
+        padded = tokenizer.pad({"input_ids": [enc[i] for i in batch]}, return_tensors="pt")
+        ids = padded["input_ids"]  # (batch, T)
+        draw = torch.ones(ids.shape)
+        for row, i in enumerate(batch):
+            draw[row, : len(enc[i])] = draws[i]
+        draw[torch.isin(ids, specials)] = 2.0  # never masked (padding is a special token too)
+        masked = draw < mask_fraction
+        masked |= draw == draw.min(dim=1, keepdim=True).values  # at least one token per molecule
+        labels = torch.where(masked, ids, torch.full_like(ids, -100))
+        inputs = torch.where(masked, torch.full_like(ids, tokenizer.mask_token_id), ids)
+        gates = torch.ones(len(batch), cfg.num_hidden_layers, cfg.num_attention_heads, device=device,
+                           requires_grad=True)
+        with head_gates(net, gates):
+            logits = net(input_ids=inputs.to(device), attention_mask=padded["attention_mask"].to(device)).logits
+        losses = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels.to(device),
+                                                   ignore_index=-100, reduction="none")  # (batch, T)
+        per_molecule = losses.sum(1) / masked.sum(1).to(device)  # (batch,): mean over masked tokens
+        (grad,) = torch.autograd.grad(per_molecule.sum(), gates)  # (batch, layers, heads)
+        total += grad.abs().sum(0).cpu()
+    return (total / len(enc)).numpy()
 
 
 def least_important_heads(importance: np.ndarray, n: int, normalize: bool = True) -> dict[int, list[int]]:

@@ -4,10 +4,21 @@ Like bertviz's head and model views, but the page loads no script, style sheet, 
 anywhere: the JavaScript and CSS are inline and the data (attention, tokens, their atoms, the RDKit
 drawing) is embedded as JSON, so it opens offline and can be mailed as one file. Hovering a token also
 lights up, on the molecule, the atoms it attends to (bertviz knows nothing of atoms).
+
+In a notebook the same page is shown inside an ``<iframe srcdoc=...>`` (``attention_iframe``): the page's
+script runs in its own document, so it needs no requirejs, no network and no notebook extension, several
+views on one page cannot clash over element ids or styles, and Jupyter Notebook, JupyterLab and VS Code all
+show it (in a trusted notebook: untrusted HTML outputs lose their iframes and scripts in every front end).
+folium shows its maps in notebooks the same way.
+
+The attention weights travel as one byte each (0..255 for 0..1, base64): a 12-layer, 12-head model on a
+200-token molecule has 5.8 million of them, about 35 MB as decimal JSON and 7.7 MB this way. Lines are
+drawn on canvases, batched by opacity, so a view of hundreds of tokens stays responsive.
 """
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import re
@@ -15,17 +26,20 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import SmilesformerError
 from .attention import MoleculeAttention
 from .draw import MOLECULE_SIZE, draw_molecule_svg
 
-__all__ = ["attention_html", "write_attention_html"]
+__all__ = ["attention_html", "write_attention_html", "attention_iframe", "svg_for_html", "VIEWS"]
+
+VIEWS = ("head", "model")
 
 # Inline SVG in an HTML page needs no namespace declarations, and without them the file holds no URL at all.
 _XMLNS = re.compile(r"""\s+xmlns(:\w+)?=(['"])[^'"]*\2""")
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:16px;color:#222}
-h1{font-size:18px;margin:0 0 6px} code{font-size:14px;background:#f3f3f3;padding:1px 4px}
+h1{font-size:18px;margin:0 0 6px} code{font-size:14px;background:#f3f3f3;padding:1px 4px;word-break:break-all}
 .caveat{font-size:12px;color:#555;max-width:900px} .hint{font-size:12px;color:#666;margin-left:12px}
 .tabs button{border:1px solid #bbb;background:#f7f7f7;padding:4px 12px;cursor:pointer}
 .tabs button.on{background:#fff;border-bottom-color:#fff;font-weight:600}
@@ -33,6 +47,7 @@ section{border-top:1px solid #bbb;padding-top:10px;margin-top:-1px}
 .row{display:flex;align-items:flex-start;gap:0;margin-top:10px}
 .col{display:flex;flex-direction:column} .tok{height:20px;line-height:20px;padding:0 6px;font-family:monospace;
 font-size:13px;cursor:default;border-radius:3px;white-space:pre} #left .tok{text-align:right}
+#lines{display:block}
 .tok.nonatom{color:#888} .tok.on{outline:2px solid #d62728}
 #mol{position:relative;margin-left:24px} #mol-overlay{position:absolute;left:0;top:0;overflow:visible}
 #mol-svg{position:relative}
@@ -44,27 +59,46 @@ font-size:13px;cursor:default;border-radius:3px;white-space:pre} #left .tok{text
 _SCRIPT = r"""
 (function () {
   const D = JSON.parse(document.getElementById('data').textContent);
-  const T = D.tokens.length, ROW = 20, W = 200, RGB = '214,39,40';
-  let layer = D.layers - 1, head = -1, hover = null, gridDrawn = false;
+  const T = D.tokens.length, L = D.layers, H = D.heads, ROW = 20, W = 200, RGB = '214,39,40';
+  const raw = atob(D.attention_b64), Q = new Uint8Array(raw.length);  // (layers, heads, T, T), 255 = 1
+  for (let k = 0; k < raw.length; k++) Q[k] = raw.charCodeAt(k);
+  let layer = D.layer === null ? L - 1 : D.layer, head = D.head === null ? -1 : D.head;
+  let hover = null, gridDrawn = false;
   const $ = (id) => document.getElementById(id);
   $('smiles').textContent = D.smiles;
   $('pred').textContent = D.prediction ? 'prediction: ' + Object.entries(D.prediction)
       .map(([k, v]) => k + ' = ' + (typeof v === 'number' ? v.toPrecision(4) : v)).join(', ') : '';
-  const means = {};
-  function matrix() {
-    if (head >= 0) return D.attention[layer][head];
-    if (!means[layer]) {
-      const m = Array.from({length: T}, () => new Array(T).fill(0));
-      for (const a of D.attention[layer]) {
-        for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) m[i][j] += a[i][j] / D.heads;
+  const cache = {};
+  function matrix(l, h) {  // (T, T) weights of one head, or (h < 0) the mean of the layer's heads
+    const key = l + ',' + h;
+    if (!cache[key]) {
+      const m = Array.from({length: T}, () => new Float32Array(T));
+      for (const hd of (h >= 0 ? [h] : [...Array(H).keys()])) {
+        const base = (l * H + hd) * T * T, share = h >= 0 ? 1 : 1 / H;
+        for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) m[i][j] += Q[base + i * T + j] / 255 * share;
       }
-      means[layer] = m;
+      cache[key] = m;
     }
-    return means[layer];
+    return cache[key];
   }
-  for (let l = 0; l < D.layers; l++) $('layer').add(new Option(String(l), l));
+  function drawLines(ctx, A, x0, x1, y, keep, min) {
+    // one path per opacity step (20 steps): a few strokes instead of one per line, for long molecules
+    const paths = Array.from({length: 21}, () => []);
+    for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) {
+      if (A[i][j] < min || !keep(i, j)) continue;
+      paths[Math.min(20, Math.round(A[i][j] * 20))].push(i, j);
+    }
+    paths.forEach((p, k) => {
+      if (!p.length || k === 0) return;
+      ctx.strokeStyle = 'rgba(' + RGB + ',' + (k / 20) + ')';
+      ctx.beginPath();
+      for (let n = 0; n < p.length; n += 2) { ctx.moveTo(x0, y(p[n])); ctx.lineTo(x1, y(p[n + 1])); }
+      ctx.stroke();
+    });
+  }
+  for (let l = 0; l < L; l++) $('layer').add(new Option(String(l), l));
   $('head').add(new Option('mean of heads', -1));
-  for (let h = 0; h < D.heads; h++) $('head').add(new Option(String(h), h));
+  for (let h = 0; h < H; h++) $('head').add(new Option(String(h), h));
   $('layer').value = layer; $('head').value = head;
   $('layer').onchange = (e) => { layer = +e.target.value; render(); };
   $('head').onchange = (e) => { head = +e.target.value; render(); };
@@ -81,7 +115,7 @@ _SCRIPT = r"""
     });
   }
   column('left'); column('right');
-  $('lines').setAttribute('height', T * ROW); $('lines').setAttribute('width', W);
+  $('lines').height = T * ROW; $('lines').width = W;
   $('mol-svg').innerHTML = D.svg;
   $('mol-overlay').setAttribute('width', D.svg_size[0]); $('mol-overlay').setAttribute('height', D.svg_size[1]);
   function toAtoms(values) {  // per-token values -> per-atom (a token over k atoms gives each 1/k)
@@ -90,16 +124,11 @@ _SCRIPT = r"""
     return out;
   }
   function render() {
-    const A = matrix();
-    let s = '';
-    for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) {
-      if (hover && ((hover.side === 'left' && i !== hover.i) || (hover.side === 'right' && j !== hover.i))) continue;
-      const w = A[i][j];
-      if (w < 0.005) continue;
-      s += '<line x1="0" y1="' + (i * ROW + ROW / 2) + '" x2="' + W + '" y2="' + (j * ROW + ROW / 2) +
-           '" stroke="rgb(' + RGB + ')" stroke-width="2" stroke-opacity="' + w.toFixed(3) + '"/>';
-    }
-    $('lines').innerHTML = s;
+    const A = matrix(layer, head), ctx = $('lines').getContext('2d');
+    ctx.clearRect(0, 0, W, T * ROW);
+    ctx.lineWidth = 2;
+    const keep = (i, j) => !hover || (hover.side === 'left' ? i === hover.i : j === hover.i);
+    drawLines(ctx, A, 0, W, (k) => k * ROW + ROW / 2, keep, 0.005);
     const left = $('left').children, right = $('right').children;
     for (let k = 0; k < T; k++) {
       left[k].style.background = right[k].style.background = '';
@@ -109,7 +138,7 @@ _SCRIPT = r"""
     if (hover && hover.side === 'left') {
       left[hover.i].classList.add('on');
       for (let j = 0; j < T; j++) right[j].style.background = 'rgba(' + RGB + ',' + A[hover.i][j] + ')';
-      values = A[hover.i];
+      values = Array.from(A[hover.i]);
       note = 'where token ' + hover.i + ' (' + D.tokens[hover.i] + ') attends, on atoms';
     } else if (hover) {
       right[hover.i].classList.add('on');
@@ -129,23 +158,21 @@ _SCRIPT = r"""
   }
   function drawGrid() {
     const grid = $('grid'), w = 90, h = Math.min(160, Math.max(60, T * 4));
-    grid.style.gridTemplateColumns = 'repeat(' + D.heads + ', ' + (w + 2) + 'px)';
-    for (let l = 0; l < D.layers; l++) for (let hd = 0; hd < D.heads; hd++) {
+    grid.style.gridTemplateColumns = 'repeat(' + H + ', ' + (w + 2) + 'px)';
+    for (let l = 0; l < L; l++) for (let hd = 0; hd < H; hd++) {
       const cell = document.createElement('div'), c = document.createElement('canvas');
       cell.className = 'cell'; c.width = w; c.height = h;
-      const ctx = c.getContext('2d'), A = D.attention[l][hd], step = h / T;
+      const ctx = c.getContext('2d'), step = h / T;
       ctx.lineWidth = 1;
-      for (let i = 0; i < T; i++) for (let j = 0; j < T; j++) {
-        if (A[i][j] < 0.01) continue;
-        ctx.strokeStyle = 'rgba(' + RGB + ',' + A[i][j] + ')';
-        ctx.beginPath(); ctx.moveTo(8, (i + 0.5) * step); ctx.lineTo(w - 8, (j + 0.5) * step); ctx.stroke();
-      }
+      drawLines(ctx, matrix(l, hd), 8, w - 8, (k) => (k + 0.5) * step, () => true, 0.01);
+      cache[l + ',' + hd] = undefined;  // the grid needs each head once: keep memory flat for long molecules
       cell.appendChild(c); cell.appendChild(document.createTextNode('L' + l + ' H' + hd));
       cell.onclick = () => {
         layer = l; head = hd; $('layer').value = l; $('head').value = hd; show('head'); render();
       };
       grid.appendChild(cell);
     }
+    document.body.dataset.gridCells = String(L * H);
   }
   function show(which) {
     $('head-view').hidden = which !== 'head'; $('model-view').hidden = which !== 'model';
@@ -154,6 +181,8 @@ _SCRIPT = r"""
   }
   $('tab-head').onclick = () => show('head'); $('tab-model').onclick = () => show('model');
   render();
+  show(D.view);
+  document.body.dataset.rendered = D.view;  // for tests: the script ran to the end
 })();
 """
 
@@ -171,7 +200,7 @@ For an explanation of the prediction, see the integrated-gradients attribution m
 <label>Layer <select id="layer"></select></label> <label>Head <select id="head"></select></label>
 <span class="hint">Hover a token on the left to see where it attends; on the right, to see who attends to it.
 Grey tokens spell no atom.</span>
-<div class="row"><div id="left" class="col"></div><svg id="lines"></svg><div id="right" class="col"></div>
+<div class="row"><div id="left" class="col"></div><canvas id="lines"></canvas><div id="right" class="col"></div>
 <div id="mol"><svg id="mol-overlay"></svg><div id="mol-svg"></div><div id="mol-note"></div></div></div>
 </section>
 <section id="model-view" hidden>
@@ -192,16 +221,30 @@ def _atom_radius(result: MoleculeAttention, coords: list[tuple[float, float]]) -
     return round(0.4 * float(np.median(lengths)), 1) if lengths else 20.0
 
 
-def attention_html(result: MoleculeAttention, prediction: dict | None = None, title: str = "Attention") -> str:
+def svg_for_html(svg: str) -> str:
+    """An RDKit SVG made fit to sit inside an HTML page: no XML declaration, no namespace URLs."""
+    return _XMLNS.sub("", svg.split("?>", 1)[-1])
+
+
+def _quantized(weights: np.ndarray) -> str:
+    """(layers, heads, T, T) weights in 0..1 as base64 bytes, 255 = 1 (rounding error at most 0.002)."""
+    return base64.b64encode(np.rint(np.clip(weights, 0, 1) * 255).astype(np.uint8).tobytes()).decode("ascii")
+
+
+def attention_html(result: MoleculeAttention, prediction: dict | None = None, title: str = "Attention",
+                   view: str = "head", layer: int | None = None, head: int | None = None) -> str:
     """The page as a string.
 
     Args:
         result: one molecule's attention (``extract_attention``).
         prediction: shown at the top, e.g. {"logS_pred": -2.1}.
         title: page title.
+        view: the tab the page opens on: ``head`` or ``model``.
+        layer, head: the head view's first selection (default: the last layer, mean of its heads).
     """
+    if view not in VIEWS:
+        raise SmilesformerError(f"unknown attention view {view!r}; choose one of {', '.join(VIEWS)}")
     svg, coords = draw_molecule_svg(result.molecule.smiles)
-    svg = _XMLNS.sub("", svg.split("?>", 1)[-1])  # no XML declaration inside HTML
     layers, heads = result.weights.shape[:2]
     data = {
         "smiles": result.molecule.smiles,
@@ -210,11 +253,14 @@ def attention_html(result: MoleculeAttention, prediction: dict | None = None, ti
         "token_atoms": result.token_atoms,
         "layers": int(layers),
         "heads": int(heads),
-        "attention": np.round(result.weights.astype(float), 4).tolist(),  # (layers, heads, T, T)
+        "attention_b64": _quantized(result.weights),  # (layers, heads, T, T), one byte per weight
         "atoms": [[round(x, 1), round(y, 1)] for x, y in coords],
         "atom_radius": _atom_radius(result, coords),
-        "svg": svg,
+        "svg": svg_for_html(svg),
         "svg_size": list(MOLECULE_SIZE),
+        "view": view,
+        "layer": layer,
+        "head": head,
     }
     # "</" inside a script element would end it early; JSON reads "<\\/" as "</".
     payload = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
@@ -227,3 +273,30 @@ def write_attention_html(result: MoleculeAttention, path: str | Path, prediction
     path = Path(path)
     path.write_text(attention_html(result, prediction, title), encoding="utf-8")
     return path
+
+
+def _frame_height(result: MoleculeAttention, view: str) -> int:
+    """Pixels the iframe needs to show the view without scrolling, at most 900 (it scrolls inside beyond)."""
+    layers, heads, n, _ = result.weights.shape
+    if view == "head":
+        body = max(n * 20, MOLECULE_SIZE[1] + 60)
+    else:
+        body = layers * (min(160, max(60, n * 4)) + 22)
+    return min(900, 240 + body)
+
+
+def attention_iframe(result: MoleculeAttention, prediction: dict | None = None, title: str = "Attention",
+                     view: str = "head", layer: int | None = None, head: int | None = None) -> str:
+    """The page inside an ``<iframe srcdoc=...>``: HTML that a notebook output shows as the interactive view.
+
+    ``sandbox="allow-scripts"`` lets the page's own script run and nothing else (no access to the notebook,
+    no storage). The caption under it stays when a front end strips the frame (an untrusted notebook).
+    """
+    page = attention_html(result, prediction, title, view, layer, head)
+    caption = (f"{'Head' if view == 'head' else 'Model'} view of {result.molecule.smiles} "
+               f"({result.weights.shape[0]} layers x {result.weights.shape[1]} heads, {len(result.tokens)} tokens). "
+               "Blank above? Untrusted notebooks drop interactive output: run the cell or trust the notebook.")
+    return (f'<iframe class="smilesformer-attention" srcdoc="{html.escape(page, quote=True)}" '
+            f'sandbox="allow-scripts" style="width:100%;height:{_frame_height(result, view)}px;border:1px solid #ddd" '
+            f'title="{html.escape(title)}"></iframe>'
+            f'<div style="font-size:11px;color:#777;word-break:break-all">{html.escape(caption)}</div>')

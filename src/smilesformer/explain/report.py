@@ -1,8 +1,15 @@
 """Explanations as results and as folders of files: one molecule (``explain_molecule``,
-``write_molecule_explanation``) or a data set (``explain_dataset``); ``run_explain`` is the CLI's entry."""
+``write_molecule_explanation``) or a data set (``explain_dataset``); ``run_explain`` is the CLI's entry.
+
+Every function takes any model ``loading.load_explainable`` reads. A fine-tuned model gets everything; an
+encoder without a head (a pretrained checkpoint) gets attention, atom attention, entropy, attention on bonds
+and head importance on its masked-LM loss where its checkpoint keeps that head, and ``None`` (or no file) where
+a prediction or an attribution would be.
+"""
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 from collections.abc import Sequence
@@ -13,26 +20,32 @@ import pandas as pd
 import torch
 
 from ..data import SmilesformerError, _guess_smiles_col, parse_smiles, read_table, require_columns
-from ..model import SmilesModel
 from ..predictors import TreeBlend
 from .atoms import tokens_to_atoms
-from .attention import MoleculeAttention, atom_attention, attention_rollout, bertviz_format, extract_attention
+from .attention import (
+    MoleculeAttention,
+    atom_attention,
+    attention_rollout,
+    bertviz_format,
+    check_layer_head,
+    extract_attention,
+)
 from .attribution import Attribution, integrated_gradients
-from .bertology import bond_attention_share, head_entropy, head_importance, least_important_heads, pruning_effect
+from .bertology import (
+    bond_attention_share,
+    head_entropy,
+    head_importance,
+    least_important_heads,
+    masked_lm_head_importance,
+    pruning_effect,
+)
 from .draw import draw_atom_heatmap, plot_head_grid, write_heatmap
-from .html import write_attention_html
+from .html import svg_for_html, write_attention_html
+from .loading import Explainable, has_head, load_explainable, load_masked_lm, predict_one, require_head
 
-__all__ = ["explain_molecule", "write_molecule_explanation", "explain_dataset", "run_explain"]
+__all__ = ["Explanation", "explain_molecule", "write_molecule_explanation", "explain_dataset", "run_explain"]
 
 logger = logging.getLogger(__name__)
-
-
-def _check_layer_head(weights: np.ndarray, layer: int | None, head: int | None) -> None:
-    layers, heads = weights.shape[:2]
-    if layer is not None and not 0 <= layer < layers:
-        raise SmilesformerError(f"layer {layer} does not exist: the model has layers 0..{layers - 1}")
-    if head is not None and not 0 <= head < heads:
-        raise SmilesformerError(f"head {head} does not exist: the model has heads 0..{heads - 1}")
 
 
 def _selected_atom_attention(result: MoleculeAttention, layer: int | None, head: int | None) -> tuple[np.ndarray, str]:
@@ -49,17 +62,6 @@ def _selected_atom_attention(result: MoleculeAttention, layer: int | None, head:
     if head is None:
         return per_head[layer].mean(axis=0), f"attention received, layer {layer}, mean of heads"
     return per_head[layer, head], f"attention received, layer {layer}, head {head}"
-
-
-def _as_model(model) -> SmilesModel:
-    """Any fine-tuned predictor (``load_predictor``'s) as a ``SmilesModel``: attention and attributions are read
-    from its (first) transformer, predictions from the whole predictor."""
-    return model if isinstance(model, SmilesModel) else SmilesModel.wrap(model)
-
-
-def _prediction(model, smiles: str) -> dict[str, float]:
-    row = model.predict([smiles]).iloc[0]
-    return {k: float(v) for k, v in row.items() if k != "error"}
 
 
 def _blend(model, smiles: str, target: int) -> dict | None:
@@ -80,12 +82,51 @@ def _attribution_legend(attr: Attribution) -> str:
             f"completeness gap {attr.completeness_gap:.1e}")
 
 
+class Explanation(dict):
+    """``explain_molecule``'s result: a plain JSON-ready dict that a notebook shows as its atom heat maps."""
+
+    def _repr_pretty_(self, printer, cycle: bool) -> None:
+        # IPython's plain-text form (beside the HTML one): a summary, not every weight and drawing
+        head = (f"{self['attributed_output']}: prediction {self['prediction']}, completeness gap "
+                f"{self['completeness_gap']:.1e}" if self.get("attributed_output") is not None
+                else "encoder without a head: attention only")
+        printer.text(f"Explanation({self['smiles']!r}, {self['n_atoms']} atoms, {len(self['tokens'])} tokens; {head}; "
+                     f"keys: {', '.join(self)})")
+
+    def _repr_html_(self) -> str:
+        # Static SVG and text only (no script), so it shows in every notebook front end, trusted or not,
+        # and on GitHub.
+        figures = []
+        if self.get("attribution_svg"):
+            figures.append(("integrated gradients: what moved the prediction", self["attribution_svg"]))
+        figures.append(("attention (a description of the mechanics, not an explanation)", self["attention_svg"]))
+        lines = [f"<b>{html.escape(self['smiles'])}</b>"]
+        if self.get("prediction"):
+            values = ", ".join(f"{html.escape(k)} = {v:.4g}" for k, v in self["prediction"].items())
+            lines.append(f"prediction: {values}")
+        if self.get("attributed_output") is not None:
+            lines.append(f"attributed: {html.escape(self['attributed_output'])}, f(x) = {self['output_value']:.4g}, "
+                         f"f(baseline) = {self['baseline_value']:.4g}, completeness gap "
+                         f"{self['completeness_gap']:.1e}")
+        else:
+            lines.append("an encoder without a prediction head: attention only (no prediction, no attribution)")
+        if self.get("blend"):
+            lines.append(f"transformer weight in the blend: {self['blend']['transformer_weight']:.2f} "
+                         "(the attribution explains the transformer's part)")
+        cells = "".join(f'<figure style="margin:0 12px 0 0"><div>{svg_for_html(svg)}</div>'
+                        f'<figcaption style="font-size:12px">{html.escape(caption)}</figcaption></figure>'
+                        for caption, svg in figures)
+        return (f'<div class="smilesformer-explanation"><div>{"<br>".join(lines)}</div>'
+                f'<div style="display:flex;flex-wrap:wrap">{cells}</div></div>')
+
+
 def explain_molecule(model, smiles: str, layer: int | None = None, head: int | None = None, target: int = 0,
-                     n_steps: int = 50) -> dict:
+                     n_steps: int = 50) -> Explanation:
     """Attention and integrated-gradients attribution of one molecule, as JSON-ready data.
 
     Args:
-        model: a fine-tuned ``SmilesModel``.
+        model: a fine-tuned ``SmilesModel``, or any model ``load_explainable`` reads (a name or folder too);
+            an encoder without a head gives ``None`` for the prediction and every attribution entry.
         smiles: one SMILES.
         layer, head: which attention ``attention_svg`` draws (see ``_selected_atom_attention``); the
             ``attention`` and ``atom_attention`` entries always hold every layer and head.
@@ -100,44 +141,45 @@ def explain_molecule(model, smiles: str, layer: int | None = None, head: int | N
         ``attribution_svg``, ``attention`` ({"layers", "heads", "weights":
         [layer][head][T][T]}), ``atom_attention`` ({"layers", "heads", "weights": [layer][head][n_atoms]},
         the attention each atom receives averaged over query tokens), ``attention_svg`` and ``error`` (None).
+        An ``Explanation``: a dict that a notebook shows as its heat maps.
 
     Raises:
         SmilesformerError: an invalid SMILES (with RDKit's reason), or a layer/head/target out of range.
     """
-    model = _as_model(model)
-    return _explain(model, smiles, layer, head, target, n_steps)[0]
+    return _explain(load_explainable(model), smiles, layer, head, target, n_steps)[0]
 
 
-def _explain(model, smiles: str, layer: int | None, head: int | None, target: int,
-             n_steps: int) -> tuple[dict, MoleculeAttention, Attribution]:
+def _explain(model: Explainable, smiles: str, layer: int | None, head: int | None, target: int,
+             n_steps: int) -> tuple[Explanation, MoleculeAttention, Attribution | None]:
     if not isinstance(smiles, str):
         raise SmilesformerError(f"expected one SMILES string, got {type(smiles).__name__}")
     result = extract_attention(model, smiles)[0]
-    _check_layer_head(result.weights, layer, head)
-    attr = integrated_gradients(model, smiles, target, n_steps=n_steps)
+    check_layer_head(result.weights, layer, head)
+    attr = integrated_gradients(model, smiles, target, n_steps=n_steps) if has_head(model) else None
     layers, heads = result.weights.shape[:2]
     selected, legend = _selected_atom_attention(result, layer, head)
-    data = {
+    data = Explanation({
         "smiles": result.molecule.smiles,
-        "prediction": _prediction(model, smiles),
+        "prediction": predict_one(model, smiles) if attr is not None else None,
         "tokens": result.tokens,
         "token_atoms": result.token_atoms,
         "n_atoms": result.molecule.n_atoms,
-        "atom_attributions": [float(a) for a in attr.atom_attributions],
-        "token_attributions": [float(a) for a in attr.token_attributions],
-        "attributed_output": attr.output,
-        "output_value": attr.value,
-        "baseline_value": attr.baseline_value,
-        "completeness_gap": attr.completeness_gap,
-        "blend": _blend(model, smiles, target),
-        "attribution_svg": draw_atom_heatmap(smiles, attr.atom_attributions, "svg", legend=_attribution_legend(attr)),
+        "atom_attributions": [float(a) for a in attr.atom_attributions] if attr is not None else None,
+        "token_attributions": [float(a) for a in attr.token_attributions] if attr is not None else None,
+        "attributed_output": attr.output if attr is not None else None,
+        "output_value": attr.value if attr is not None else None,
+        "baseline_value": attr.baseline_value if attr is not None else None,
+        "completeness_gap": attr.completeness_gap if attr is not None else None,
+        "blend": _blend(model, smiles, target) if attr is not None else None,
+        "attribution_svg": (draw_atom_heatmap(smiles, attr.atom_attributions, "svg", legend=_attribution_legend(attr))
+                            if attr is not None else None),
         "attention": {"layers": int(layers), "heads": int(heads), "layer": layer, "head": head,
                       "weights": np.round(result.weights.astype(float), 4).tolist()},
         "atom_attention": {"layers": int(layers), "heads": int(heads),
                            "weights": np.round(atom_attention(result), 4).tolist()},
         "attention_svg": draw_atom_heatmap(smiles, selected, "svg", legend=legend),
         "error": None,
-    }
+    })
     return data, result, attr
 
 
@@ -149,14 +191,17 @@ def write_molecule_explanation(model, smiles: str, out_dir: str | Path, layer: i
     and call ``bertviz.head_view(d["attention"], d["tokens"])``), atom heat maps as SVG + PNG
     (``attention_L{l}_H{h}``, ``attention_L{l}_mean``, ``attention_rollout``, ``attribution``), ``tokens.csv``,
     ``atoms.csv``, ``head_entropy.png``, ``head_bond_share.png``, ``head_importance.png`` and
-    ``explanation.json`` (``explain_molecule``'s result).
+    ``explanation.json`` (``explain_molecule``'s result). An encoder without a head gets no ``attribution``
+    maps and no attribution columns; its ``head_importance.png`` reads the masked-LM loss, where it has that head.
 
     Args:
+        model: any model ``load_explainable`` reads (a fine-tuned one, an encoder, a name or folder).
         layer, head: the layer and head drawn as a heat map (default: last layer, head 0).
 
     Returns:
         ``explain_molecule``'s result plus ``files``: the paths written.
     """
+    model = load_explainable(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data, result, attr = _explain(model, smiles, layer, head, target, n_steps)
@@ -175,24 +220,26 @@ def write_molecule_explanation(model, smiles: str, out_dir: str | Path, layer: i
     }
     for stem, (weights, legend) in per_atom.items():
         files += write_heatmap(smiles, weights, out / stem, legend)
-    attribution = np.asarray(data["atom_attributions"])
-    files += write_heatmap(smiles, attribution, out / "attribution", _attribution_legend(attr))
-
-    pd.DataFrame({
+    tokens = pd.DataFrame({
         "token": result.tokens,
         "start": [o[0] for o in result.molecule.offsets],
         "end": [o[1] for o in result.molecule.offsets],
         "atoms": [" ".join(map(str, a)) for a in result.token_atoms],
-        "attribution": data["token_attributions"],
-    }).to_csv(out / "tokens.csv", index_label="token_index")
+    })
     mol = result.molecule.mol
-    pd.DataFrame({
+    atoms = pd.DataFrame({
         "symbol": [a.GetSymbol() for a in mol.GetAtoms()],
         "aromatic": [a.GetIsAromatic() for a in mol.GetAtoms()],
-        "attribution": attribution,
         "rollout": per_atom["attention_rollout"][0],
         f"attention_L{layer}_H{head}": per_atom[f"attention_L{layer}_H{head}"][0],
-    }).to_csv(out / "atoms.csv", index_label="atom_index")
+    })
+    if attr is not None:
+        attribution = np.asarray(data["atom_attributions"])
+        files += write_heatmap(smiles, attribution, out / "attribution", _attribution_legend(attr))
+        tokens["attribution"] = data["token_attributions"]
+        atoms.insert(2, "attribution", attribution)
+    tokens.to_csv(out / "tokens.csv", index_label="token_index")
+    atoms.to_csv(out / "atoms.csv", index_label="atom_index")
     files += [out / "tokens.csv", out / "atoms.csv"]
     stats = _head_statistics(model, [result], [smiles], None)
     files += _plot_head_statistics(stats, out)
@@ -202,24 +249,33 @@ def write_molecule_explanation(model, smiles: str, out_dir: str | Path, layer: i
     return data
 
 
-def _head_statistics(model, results: Sequence[MoleculeAttention], smiles: Sequence[str],
+def _head_statistics(model: Explainable, results: Sequence[MoleculeAttention], smiles: Sequence[str],
                      labels: np.ndarray | None) -> dict:
+    """Entropy and attention on bonds for any model; importance from the task (a head), else from the masked-LM
+    loss where the checkpoint keeps its pretraining head, else none."""
     entropy = head_entropy(results)
     share, chance = bond_attention_share(results)
-    importance, objective = head_importance(model, smiles, labels)
+    importance, objective = None, None
+    if has_head(model):
+        importance, objective = head_importance(model, smiles, labels)
+    elif (masked_lm := load_masked_lm(model)) is not None:
+        importance = masked_lm_head_importance(masked_lm, model.tokenizer, smiles, model.max_length)
+        objective = "masked_lm_loss"
     return {"entropy": entropy, "bond_share": share, "bond_share_chance": chance, "importance": importance,
             "objective": objective}
 
 
 def _plot_head_statistics(stats: dict, out: Path) -> list[Path]:
-    what = "training loss" if stats["objective"] == "loss" else "summed output"
-    return [
+    files = [
         plot_head_grid(stats["entropy"], out / "head_entropy.png", "attention entropy per head", "nats"),
         plot_head_grid(stats["bond_share"], out / "head_bond_share.png",
                        f"share of atom attention on bonded atoms (chance {stats['bond_share_chance']:.2f})", "share"),
-        plot_head_grid(stats["importance"], out / "head_importance.png",
-                       f"head importance |d {what} / d gate| (Michel et al. 2019)", "importance"),
     ]
+    if stats["importance"] is not None:
+        what = {"loss": "training loss", "masked_lm_loss": "masked-LM loss"}.get(stats["objective"], "summed output")
+        files.append(plot_head_grid(stats["importance"], out / "head_importance.png",
+                                    f"head importance |d {what} / d gate| (Michel et al. 2019)", "importance"))
+    return files
 
 
 def explain_dataset(model, smiles: Sequence[str], out_dir: str | Path, labels: np.ndarray | None = None,
@@ -230,10 +286,11 @@ def explain_dataset(model, smiles: Sequence[str], out_dir: str | Path, labels: n
     share of |attribution| on non-atom tokens, ``error``), ``atoms.csv`` (one row per atom of each valid
     molecule: attribution, rollout and mean received attention), ``elements.csv`` (attribution statistics
     per element and aromaticity), ``heads.csv`` (entropy, bond share and importance per layer and head),
-    the three ``head_*.png`` grids, ``summary.json``, and with ``prune`` > 0 ``pruned_model/``.
+    the three ``head_*.png`` grids, ``summary.json``, and with ``prune`` > 0 ``pruned_model/``. An encoder
+    without a head gets the attention columns (no prediction or attribution), importance on the masked-LM loss.
 
     Args:
-        model: a fine-tuned ``SmilesModel``.
+        model: a fine-tuned ``SmilesModel``, or any model ``load_explainable`` reads.
         smiles: the molecules; invalid ones keep their row in ``molecules.csv`` with the reason.
         labels: (n, targets) labels: head importance then uses the training loss, and pruning reports the
             metrics before and after; without labels, importance uses the output and pruning reports how far
@@ -241,7 +298,10 @@ def explain_dataset(model, smiles: Sequence[str], out_dir: str | Path, labels: n
         target: the output explained by integrated gradients.
         prune: silence this many least-important heads (``bertology.prune_heads``) and save that model.
     """
-    model = _as_model(model)
+    model = load_explainable(model)
+    if prune:
+        require_head(model, "pruning (--prune)")
+    head = has_head(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     smiles = [s.strip() if isinstance(s, str) else s for s in smiles]
@@ -249,58 +309,76 @@ def explain_dataset(model, smiles: Sequence[str], out_dir: str | Path, labels: n
     valid = [i for i, e in enumerate(errors) if not e]
     if not valid:
         raise SmilesformerError(f"none of the {len(smiles)} SMILES is valid; first problem: {errors[0]}")
-    predictions = model.predict(smiles, batch_size=batch_size)
     results = extract_attention(model, [smiles[i] for i in valid], batch_size)
 
-    molecules = pd.concat([pd.DataFrame({"smiles": smiles}), predictions.drop(columns="error")], axis=1)
-    for col in ("attributed_output", "output_value", "baseline_value", "completeness_gap", "non_atom_share",
-                "n_atoms", "n_tokens"):
-        molecules[col] = np.nan if col != "attributed_output" else ""
+    molecules = pd.DataFrame({"smiles": smiles})
+    columns = ["n_atoms", "n_tokens"]
+    if head:
+        predictions = model.predict(smiles, batch_size=batch_size)
+        molecules = pd.concat([molecules, predictions.drop(columns="error")], axis=1)
+        molecules["attributed_output"] = ""
+        columns = ["output_value", "baseline_value", "completeness_gap", "non_atom_share", *columns]
+    for col in columns:
+        molecules[col] = np.nan
     atom_rows = []
     for i, result in zip(valid, results):
-        attr = integrated_gradients(model, smiles[i], target, n_steps=n_steps)
-        molecules.loc[i, ["output_value", "baseline_value", "completeness_gap", "non_atom_share", "n_atoms",
-                          "n_tokens"]] = [attr.value, attr.baseline_value, attr.completeness_gap,
-                                          attr.non_atom_share, result.molecule.n_atoms, len(result.tokens)]
-        molecules.loc[i, "attributed_output"] = attr.output
+        attr = integrated_gradients(model, smiles[i], target, n_steps=n_steps) if head else None
+        counts = [result.molecule.n_atoms, len(result.tokens)]
+        if attr is None:
+            molecules.loc[i, columns] = counts
+        else:
+            molecules.loc[i, columns] = [attr.value, attr.baseline_value, attr.completeness_gap,
+                                         attr.non_atom_share, *counts]
+            molecules.loc[i, "attributed_output"] = attr.output
         rollout, _ = _selected_atom_attention(result, None, None)
         received = atom_attention(result).mean(axis=(0, 1))  # (atoms,): mean over layers and heads
         for atom in result.molecule.mol.GetAtoms():
             k = atom.GetIdx()
-            atom_rows.append({"row": i, "smiles": smiles[i], "atom_index": k, "symbol": atom.GetSymbol(),
-                              "aromatic": atom.GetIsAromatic(), "attribution": attr.atom_attributions[k],
-                              "rollout": rollout[k], "attention_received": received[k]})
+            row = {"row": i, "smiles": smiles[i], "atom_index": k, "symbol": atom.GetSymbol(),
+                   "aromatic": atom.GetIsAromatic(), "rollout": rollout[k], "attention_received": received[k]}
+            if attr is not None:
+                row["attribution"] = attr.atom_attributions[k]
+            atom_rows.append(row)
     molecules[["n_atoms", "n_tokens"]] = molecules[["n_atoms", "n_tokens"]].astype("Int64")
     molecules["error"] = [f"invalid SMILES: {e}" if e else "" for e in errors]
     molecules.to_csv(out / "molecules.csv", index_label="row")
     atoms = pd.DataFrame(atom_rows)
     atoms.to_csv(out / "atoms.csv", index=False)
-    elements = (atoms.assign(abs_attribution=atoms["attribution"].abs())
-                .groupby(["symbol", "aromatic"])
-                .agg(n=("attribution", "size"), mean_attribution=("attribution", "mean"),
-                     std_attribution=("attribution", "std"), mean_abs_attribution=("abs_attribution", "mean"),
-                     mean_rollout=("rollout", "mean"))
+    per_element = {"n": ("rollout", "size"), "mean_rollout": ("rollout", "mean"),
+                   "mean_attention_received": ("attention_received", "mean")}
+    if head:
+        atoms["abs_attribution"] = atoms["attribution"].abs()
+        per_element = {"n": ("attribution", "size"), "mean_attribution": ("attribution", "mean"),
+                       "std_attribution": ("attribution", "std"), "mean_abs_attribution": ("abs_attribution", "mean"),
+                       "mean_rollout": ("rollout", "mean")}
+    elements = (atoms.groupby(["symbol", "aromatic"]).agg(**per_element)
                 .reset_index().sort_values("n", ascending=False))
     elements.to_csv(out / "elements.csv", index=False)
 
     valid_labels = None if labels is None else np.asarray(labels, dtype=float).reshape(len(smiles), -1)[valid]
     stats = _head_statistics(model, results, [smiles[i] for i in valid], valid_labels)
     layers, heads = stats["entropy"].shape
-    pd.DataFrame({
-        "layer": np.repeat(np.arange(layers), heads), "head": np.tile(np.arange(heads), layers),
-        "entropy": stats["entropy"].ravel(), "bond_share": stats["bond_share"].ravel(),
-        "importance": stats["importance"].ravel(),
-    }).to_csv(out / "heads.csv", index=False)
+    table = {"layer": np.repeat(np.arange(layers), heads), "head": np.tile(np.arange(heads), layers),
+             "entropy": stats["entropy"].ravel(), "bond_share": stats["bond_share"].ravel()}
+    if stats["importance"] is not None:
+        table["importance"] = stats["importance"].ravel()
+    pd.DataFrame(table).to_csv(out / "heads.csv", index=False)
     _plot_head_statistics(stats, out)
 
-    gaps = molecules["completeness_gap"].to_numpy(float)
     summary = {
         "n_rows": len(smiles), "n_valid": len(valid), "n_invalid": len(smiles) - len(valid),
-        "attributed_output": molecules.loc[valid[0], "attributed_output"],
-        "completeness_gap_mean": float(np.nanmean(gaps)), "completeness_gap_max": float(np.nanmax(gaps)),
-        "non_atom_attribution_share_mean": float(molecules["non_atom_share"].mean()),
         "head_importance_objective": stats["objective"], "bond_share_chance": stats["bond_share_chance"],
     }
+    if head:
+        gaps = molecules["completeness_gap"].to_numpy(float)
+        summary.update({
+            "attributed_output": molecules.loc[valid[0], "attributed_output"],
+            "completeness_gap_mean": float(np.nanmean(gaps)), "completeness_gap_max": float(np.nanmax(gaps)),
+            "non_atom_attribution_share_mean": float(molecules["non_atom_share"].mean()),
+        })
+    else:
+        summary["note"] = ("an encoder without a prediction head: attention statistics and (with a masked-LM head) "
+                           "head importance; fine-tune it for predictions, attributions and pruning")
     if prune:
         chosen = least_important_heads(stats["importance"], prune)
         report, pruned = pruning_effect(model, [smiles[i] for i in valid], chosen, valid_labels)
@@ -315,20 +393,25 @@ def run_explain(model_dir: str | Path, out: str | Path, smiles: str | None = Non
                 n_steps: int = 50, limit: int | None = None, prune: int = 0) -> dict:
     """The ``explain`` command: one molecule (``smiles``) or a file of molecules (``data``).
 
-    With ``data``, the model's target columns, when the table has them, serve as labels for head
-    importance and pruning metrics.
+    ``model_dir`` is any model ``load_explainable`` reads: a fine-tuned folder (every view), or the bundled
+    pretrained model, a Hugging Face folder or a hub name (attention views and statistics). With ``data``,
+    a fine-tuned model's target columns, when the table has them, serve as labels for head importance and
+    pruning metrics.
     """
     if (smiles is None) == (data is None):
         raise SmilesformerError("give either --smiles for one molecule or --data for a file of molecules")
-    model = SmilesModel.from_pretrained(model_dir)  # any fine-tuned folder: one model, ensemble, blend
+    model = load_explainable(model_dir)
+    if prune:
+        require_head(model, "pruning (--prune)")
     if smiles is not None:
         return write_molecule_explanation(model, smiles, out, layer, head, target, n_steps)
     table = read_table(data)
-    col = smiles_col or (model.meta.smiles_col if model.meta.smiles_col in table.columns else _guess_smiles_col(table))
+    known = model.meta.smiles_col if has_head(model) else None
+    col = smiles_col or (known if known in table.columns else _guess_smiles_col(table))
     require_columns(table, [col], data)
     if limit:
         table = table.head(limit)
     labels = None
-    if all(t in table.columns for t in model.meta.targets):
+    if has_head(model) and all(t in table.columns for t in model.meta.targets):
         labels = table[model.meta.targets].apply(pd.to_numeric, errors="coerce").to_numpy(float)
     return explain_dataset(model, table[col].tolist(), out, labels, target, n_steps, prune)
