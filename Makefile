@@ -10,7 +10,7 @@ SHARED_DATA := $(wildcard ../shared/data)
 export SMILESFORMER_DATA ?= $(if $(SHARED_DATA),$(abspath $(SHARED_DATA)),)
 export HF_HUB_OFFLINE ?= 1
 
-.PHONY: install demo test browser bench-env lint clean
+.PHONY: install demo test browser bench-env bench-st-env lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,15 @@ $(CHEMPROP_VENV)/.installed:
 	touch $@
 
 bench-env: $(CHEMPROP_VENV)/.installed
+
+# simpletransformers (the seed notebook's tool) for bench_vs_simpletransformers.py: it needs transformers 4.
+ST_VENV := .venv-st
+$(ST_VENV)/.installed:
+	$(PYTHON) -m venv $(ST_VENV)
+	$(ST_VENV)/bin/pip install -q torch==2.13.0 simpletransformers "transformers>=4.40,<5"
+	touch $@
+
+bench-st-env: $(ST_VENV)/.installed
 
 test: install browser bench-env
 	$(BIN)/lint-imports  # the layers in pyproject.toml: no import cycles, no module importing upwards
