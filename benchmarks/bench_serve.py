@@ -49,6 +49,21 @@ def prepare_model(name: str, smiles: list[str], folder: Path) -> Path:
     return model.save_pretrained(folder / "model")
 
 
+def stream_rate(model_dir: Path, smiles: list[str], n: int, threads: int | None, tmp: Path) -> dict:
+    """``smilesformer predict``'s streamed path on ``n`` SMILES (the table cycled), in a fresh process with the
+    server's thread setting; its own molecules/s (model loading not counted)."""
+    data = tmp / "streamed.csv"
+    pd.DataFrame({"smiles": [smiles[i % len(smiles)] for i in range(n)]}).to_csv(data, index=False)
+    code = ("import json, sys; from smilesformer.threads import set_threads; set_threads(sys.argv[4]); "
+            "from smilesformer.streaming import stream_predict; "
+            "r = stream_predict(sys.argv[1], sys.argv[2], sys.argv[3], resume=False); "
+            "print(json.dumps({'molecules': r.rows, 'seconds': round(r.seconds, 2), "
+            "'molecules_per_second': round(r.molecules_per_second, 1)}))")
+    done = subprocess.run([sys.executable, "-c", code, str(model_dir), str(data), str(tmp / "streamed_out.csv"),
+                           str(threads or "auto")], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -139,8 +154,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50, help="requests per client")
     parser.add_argument("--smiles-per-request", type=int, default=4)
     parser.add_argument("--wait-ms", type=float, default=5.0, help="the micro-batcher's max_wait_ms")
-    parser.add_argument("--threads", type=int, default=None, help="the server's CPU threads (default: per core)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="the server's CPU threads (default: the CLI's policy, the cores free at start)")
     parser.add_argument("--max-seconds", type=float, default=300, help="stop sending after this long")
+    parser.add_argument("--streamed", type=int, default=20000,
+                        help="then stream-predict this many SMILES (the table cycled) with the same model and "
+                             "threads, for the service's share of streamed predict's SMILES/s (0: skip)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
     args = parser.parse_args()
 
@@ -162,6 +181,9 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(timeout=30)
+        streamed = None
+        if args.streamed:
+            streamed = stream_rate(model_dir, smiles, args.streamed, args.threads, Path(tmp))
 
     batches = after["batches"] - before["batches"]
     requests = after["requests"] - before["requests"]
@@ -171,13 +193,17 @@ def main() -> None:
                                                          "n_parameters")},
         "clients": args.clients, "requests_per_client": args.requests,
         "smiles_per_request": args.smiles_per_request, "max_wait_ms": args.wait_ms,
-        "server_threads": args.threads,  # null: PyTorch's default (one per core)
+        "server_threads": args.threads,  # null: the CLI's --threads auto (the cores free when the server starts)
         **summarize(records, wall),
         "batching": {"model_calls": batches, "requests_per_model_call": round(requests / max(batches, 1), 2),
                      "largest_batch": after["largest_batch"]},
+        "streamed_predict": streamed,
         "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(), "load_average_1min_at_end": round(os.getloadavg()[0], 2),
     }
+    if streamed:
+        results["service_share_of_streamed"] = round(results["smiles_per_second"] / streamed["molecules_per_second"],
+                                                     2)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

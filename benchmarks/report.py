@@ -109,6 +109,34 @@ def _finetune(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _vs_simpletransformers(r: dict) -> list[str]:
+    return ["## Fine-tuning against simpletransformers (the seed notebook's tool)", "",
+            "`python benchmarks/bench_vs_simpletransformers.py` (simpletransformers in its own environment: "
+            "`make bench-st-env`): the notebook's task (10% of AqSolDB, "
+            f"{r['rows']} rows, 80/20, {r['epochs']} epochs, regression) on the same random-init RoBERTa of "
+            "ChemBERTa-2's smallest shape with the same byte-level BPE tokenizer, one after the other on "
+            f"{r['machine']}.", "",
+            "| | seconds |", "|---|---|",
+            f"| `smilesformer finetune`, whole command, defaults on (descriptor head, tree blend) | "
+            f"{r['smilesformer_command_seconds']:.1f} |",
+            f"| simpletransformers `train_model` alone | {r['simpletransformers_train_model_seconds']:.1f} |",
+            "", f"**{r['speedup']}x** (test MSE of smilesformer's run: {r['smilesformer_test_mse']}).", ""]
+
+
+def _busy(r: dict) -> list[str]:
+    lines = ["## A busy machine: the demo beside a competing process", "",
+             f"`python benchmarks/bench_busy.py`: `smilesformer --threads T demo` ({r['epochs']} epochs), whole "
+             f"command, alone and beside {r['competitor']}, on {r['cpu_count']} cores.", "",
+             "| --threads | alone s | busy s | busy / alone |", "|---|---|---|---|"]
+    for t in r["idle"]:
+        busy = r["busy"][t]
+        capped = " (stopped at the cap)" if busy.get("stopped_at_cap") else ""
+        lines.append(f"| {t} | {r['idle'][t]['seconds']:.1f} | {busy['seconds']:.1f}{capped} | "
+                     f"{r['slowdown_busy_vs_idle'][t]} |")
+    return lines + ["", "`auto` (the default) takes the cores other processes leave free when the command starts; a "
+                    "number of threads equal to the cores is PyTorch's own default.", ""]
+
+
 def _transfer(r: dict) -> list[str]:
     st = r["settings"]
     lines = ["## Does pretraining transfer? (AqSolDB, scaffold split)", "",
@@ -159,7 +187,10 @@ def _serve(r: dict) -> list[str]:
             f"| {lat['p50']:.0f} | {lat['p95']:.0f} | {lat['p99']:.0f} | {r['status_5xx']} | "
             f"{r['requests_per_second']:.1f} | {r['smiles_per_second']:.0f} | "
             f"{r['batching']['requests_per_model_call']:.1f} |",
-            "", f"Machine load average at the end: {r.get('load_average_1min_at_end', 'n/a')} (2 cores).", ""]
+            "", f"Machine load average at the end: {r.get('load_average_1min_at_end', 'n/a')} (2 cores).",
+            *([f"Streamed predict (`smilesformer predict`'s path) on the same model, threads and SMILES: "
+               f"{r['streamed_predict']['molecules_per_second']:.0f} molecules/s; the service reaches "
+               f"**{r['service_share_of_streamed']}** of it."] if r.get("streamed_predict") else []), ""]
 
 
 def _inference(r: dict) -> list[str]:
@@ -251,6 +282,10 @@ def main() -> None:
             lines += render(r)
     if (r := _load("finetune.json")) is not None:
         lines += _finetune(r)
+    if (r := _load("vs_simpletransformers.json")) is not None:
+        lines += _vs_simpletransformers(r)
+    if (r := _load("busy.json")) is not None:
+        lines += _busy(r)
     if (r := _load("transfer.json")) is not None:
         lines += _transfer(r)
     if (r := _load("inference.json")) is not None:

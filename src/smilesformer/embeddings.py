@@ -35,12 +35,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
-from transformers.utils import logging as hf_logging
 
 from .config import Precision
 from .data import SmilesformerError, parse_molecule, validate_smiles
 from .descriptors import descriptor_inputs
-from .networks import offline_error, resolve_model_source
+from .networks import loading, resolve_model_source
 from .predictors import ENSEMBLE_FILE, Predictor
 from .tasks import META_FILE
 from .tokenization import atoms_per_token, char_atom_index, length_batches, load_tokenizer, warn_unknown
@@ -170,24 +169,18 @@ def load_encoder(source: str | Path | Predictor | Encoder, device: str = "auto")
         if (folder / ENSEMBLE_FILE).is_file():  # an ensemble embeds with its first member
             folder = folder / json.loads((folder / ENSEMBLE_FILE).read_text())["members"][0]
             name = str(folder)
-        try:
+        # loading: a damaged file is named, a hub name offline gets what to do, transformers' load report is
+        # silenced (a masked-LM checkpoint's LM head is left out on purpose; no pooler avoids a random one)
+        with loading(str(source), name):
             config = AutoConfig.from_pretrained(name)
             tokenizer = load_tokenizer(name)
             if any(a.endswith("ForSequenceClassification") for a in config.architectures or []):
                 model = AutoModelForSequenceClassification.from_pretrained(name)
             else:
-                # A masked-LM checkpoint loaded as a bare encoder: its LM head is left out on purpose, so
-                # transformers' report of unused weights is silenced; asking for no pooler avoids a random one.
-                verbosity = hf_logging.get_verbosity()
-                hf_logging.set_verbosity_error()
                 try:
                     model = AutoModel.from_pretrained(name, add_pooling_layer=False)
                 except TypeError:
                     model = AutoModel.from_pretrained(name)
-                finally:
-                    hf_logging.set_verbosity(verbosity)
-        except OSError as exc:
-            raise offline_error(str(source), exc) from exc
         limit = getattr(config, "max_position_embeddings", 514) - 2  # RoBERTa offsets positions by 2
         max_length = min(tokenizer.model_max_length, limit, 512)
         if (folder / META_FILE).is_file():
