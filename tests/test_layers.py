@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import smilesformer
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -56,3 +58,17 @@ def test_importing_the_package_changes_nothing_global():
     env = {"MPLBACKEND": "svg", "PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_package_and_the_command_start_without_torch():
+    """`import smilesformer` and `smilesformer --help` load no PyTorch, transformers or scikit-learn (seconds of
+    imports); every public name still resolves, loading its module on first use."""
+    code = ("import sys, smilesformer, smilesformer.cli\n"
+            "heavy = [m for m in ('torch', 'transformers', 'sklearn', 'matplotlib') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "missing = [n for n in smilesformer.__all__ if getattr(smilesformer, n, None) is None]\n"
+            "assert not missing, missing\n"
+            "assert 'torch' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):
+        smilesformer.nothing_here  # noqa: B018

@@ -20,7 +20,9 @@ from .config import (
     BadInputPolicy,
     DataConfig,
     DuplicatePolicy,
+    Engine,
     Objective,
+    Pooling,
     Precision,
     PretrainConfig,
     ServeConfig,
@@ -399,8 +401,6 @@ def explain(
 
 
 # --- embed commands (issue: embeddings and inference at scale) ---
-from .embeddings import Pooling  # noqa: E402 (the package import has loaded torch already)
-from .streaming import Engine  # noqa: E402
 
 
 @app.command()

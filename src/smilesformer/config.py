@@ -12,6 +12,8 @@ from typing import Any
 __all__ = [
     "Task",
     "SplitKind",
+    "Pooling",
+    "Engine",
     "BadInputPolicy",
     "DuplicatePolicy",
     "Precision",
@@ -42,6 +44,22 @@ class SplitKind(str, Enum):
     random = "random"
     scaffold = "scaffold"
     column = "column"
+
+
+class Pooling(str, Enum):
+    """How a molecule's token vectors become one vector."""
+
+    cls = "cls"
+    mean = "mean"
+    max = "max"
+    head = "head"
+
+
+class Engine(str, Enum):
+    """Where the chunks run: this process, or a Ray cluster (local or remote)."""
+
+    local = "local"
+    ray = "ray"
 
 
 class BadInputPolicy(str, Enum):

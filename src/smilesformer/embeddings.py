@@ -22,7 +22,6 @@ import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .config import Precision
+from .config import Pooling, Precision
 from .data import SmilesformerError, parse_molecule, validate_smiles
 from .descriptors import descriptor_inputs
 from .networks import loading, resolve_model_source
@@ -64,15 +63,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class Pooling(str, Enum):
-    """How a molecule's token vectors become one vector."""
-
-    cls = "cls"
-    mean = "mean"
-    max = "max"
-    head = "head"
 
 
 @dataclass

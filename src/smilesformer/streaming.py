@@ -25,7 +25,6 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .config import Precision
+from .config import Engine, Precision
 from .data import (
     READ_ERRORS,
     SmilesformerError,
@@ -75,13 +74,6 @@ under a gigabyte with a base-size model (10k pooled 3,072-float embeddings are 1
 
 PER_TOKEN_CHUNK_SIZE = 1_000
 """Rows per chunk when per-token vectors are kept: they are ~40x larger than one pooled vector."""
-
-
-class Engine(str, Enum):
-    """Where the chunks run: this process, or a Ray cluster (local or remote)."""
-
-    local = "local"
-    ray = "ray"
 
 
 @dataclass
