@@ -22,6 +22,7 @@ def test_a_number_is_taken_as_given_and_nonsense_is_refused():
 def test_auto_leaves_the_busy_cores_to_their_processes(monkeypatch):
     from smilesformer import threads
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "usable_cores", lambda: 8)
     for busy, expected in ((0.1, 8), (1.0, 7), (2.6, 5), (7.9, 1), (30.0, 1)):
         monkeypatch.setattr(threads, "busy_cores", lambda busy=busy: busy)
@@ -46,3 +47,13 @@ def test_set_threads_sets_torch(monkeypatch):
         assert set_threads(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_auto_keeps_an_omp_num_threads_that_was_set(monkeypatch):
+    """A user's or a launcher's OMP_NUM_THREADS (torchrun sets 1 per process) is a choice "auto" keeps."""
+    from smilesformer import threads
+
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert choose_threads("auto") == 1
+    assert choose_threads(3) == 3, "a number given to --threads still wins"

@@ -5,8 +5,9 @@ each oversubscribe the cores, and threads that wait for each other at every para
 slowdown into 5-13x (measured on 2 cores, see BENCHMARKS.md). Taking only the cores that are free when work
 starts keeps the slowdown in proportion to the load.
 
-"auto" reads the cores from the CPU affinity mask and the busy ones from the CPU time used in a fifth of a second
-(Linux; elsewhere the 1-minute load average); a number sets the count. The CLI applies the policy to every
+"auto" keeps an ``OMP_NUM_THREADS`` that is set (torchrun sets 1 per process); otherwise it reads the cores from
+the CPU affinity mask and the busy ones from the CPU time used in a fifth of a second (Linux; elsewhere the
+1-minute load average). A number sets the count. The CLI applies the policy to every
 command (``--threads``, or ``SMILESFORMER_THREADS``); from Python, call ``set_threads("auto")``.
 """
 
@@ -53,13 +54,17 @@ def busy_cores(window: float = 0.2) -> float:
 
 
 def choose_threads(setting: str | int | None = "auto") -> int:
-    """The thread count for a setting: a positive number as given; "auto" (or None) the usable cores less the busy
-    ones, rounded, at least 1.
+    """The thread count for a setting: a positive number as given; "auto" (or None) ``OMP_NUM_THREADS`` where it is
+    set (by the user, or by a launcher such as torchrun), else the usable cores less the busy ones, rounded, at
+    least 1.
 
     Raises:
         ValueError: a setting that is neither "auto" nor a positive whole number.
     """
     if setting is None or str(setting).strip().lower() == "auto":
+        chosen = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if chosen.isdigit() and int(chosen) >= 1:  # set by the user or a launcher (torchrun sets 1 per process)
+            return int(chosen)
         cores = usable_cores()
         return max(1, min(cores, round(cores - busy_cores())))
     try:
