@@ -111,19 +111,21 @@ def _cached_descriptors(smiles: tuple[str, ...], names: tuple[str, ...]) -> np.n
 
 def descriptor_block(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """``compute_descriptors`` in this process, uncached: for callers that run their own pool (pretraining)."""
+    from rdkit import rdBase
     from rdkit.Chem import Descriptors
 
     functions = dict(Descriptors._descList)
     out = np.full((len(smiles), len(names)), np.nan)
-    for i, text in enumerate(smiles):
-        mol, _ = parse_smiles(text)
-        if mol is None:
-            continue
-        for j, name in enumerate(names):
-            try:
-                out[i, j] = functions[name](mol)
-            except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is NaN, not fatal
-                pass
+    with rdBase.BlockLogs():  # some descriptors remove hydrogens again and warn ("not removing hydrogen atom
+        for i, text in enumerate(smiles):  # without neighbors") about molecules already validated
+            mol, _ = parse_smiles(text)
+            if mol is None:
+                continue
+            for j, name in enumerate(names):
+                try:
+                    out[i, j] = functions[name](mol)
+                except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is NaN, not fatal
+                    pass
     out[~np.isfinite(out)] = np.nan
     return np.clip(out, -_FLOAT32_SAFE, _FLOAT32_SAFE)
 
