@@ -3,8 +3,9 @@
 On the first N SMILES of the MOSES training set: RDKit's 2D descriptors computed serially and by the
 process pool the CLI uses (one process per CPU), then ``stream_predict`` (the path behind ``smilesformer
 predict``) with a plain regression head, with the descriptor head, and with the descriptor head blended
-with gradient-boosted trees (``--trees gbm``), all new heads on the bundled model (speed does not depend on
-the head's weights). Writes ``benchmarks/results/descriptors.json``.
+with gradient-boosted trees (``--trees gbm``), each with RDKit's whole set ("rdkit") and with the "fast" set,
+all new heads on the bundled model (speed does not depend on the head's weights). Writes
+``benchmarks/results/descriptors.json``.
 
     python benchmarks/bench_descriptors.py [--n 20000] [--threads 2]
 """
@@ -54,12 +55,13 @@ def main() -> None:
         d._cached_descriptors(smiles, names)
         results["descriptors_per_second_pool"] = round(n / (time.perf_counter() - started), 1)
         d._cached_descriptors.cache_clear()
-        for kind in ("none", "rdkit", "rdkit+trees"):
+        for kind in ("none", "rdkit", "rdkit+trees", "fast", "fast+trees"):
             head = SmilesModel.create("smilesformer-moses", "regression", ["y"], descriptors=kind.split("+")[0])
             predictor = head.predictor
             if kind.endswith("+trees"):  # trees fitted on 2,000 of the molecules, to predict their Crippen logP
                 logp = d.descriptor_block(smiles[:2000], ["MolLogP"])
-                predictor = TreeBlend(predictor, fit_trees(predictor.meta, smiles[:2000], logp), [0.5])
+                trees = fit_trees(predictor.meta, smiles[:2000], logp, names=d.descriptor_names(kind.split("+")[0]))
+                predictor = TreeBlend(predictor, trees, [0.5])
             folder = predictor.save_pretrained(tmp / f"head_{kind}")
             d._cached_descriptors.cache_clear()  # every variant computes its descriptors afresh
             started = time.perf_counter()
@@ -70,6 +72,9 @@ def main() -> None:
         results["predict_per_second_none"] / results["predict_per_second_rdkit"], 2)
     results["predict_slowdown_with_descriptors_and_trees"] = round(
         results["predict_per_second_none"] / results["predict_per_second_rdkit+trees"], 2)
+    for kind in ("rdkit", "rdkit+trees", "fast", "fast+trees"):
+        results[f"share_of_plain_head_{kind}"] = round(
+            results[f"predict_per_second_{kind}"] / results["predict_per_second_none"], 2)
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

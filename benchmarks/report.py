@@ -170,7 +170,11 @@ def _descriptors(r: dict) -> list[str]:
             f"| streamed predict, plain head | {r['predict_per_second_none']:,.0f} |",
             f"| streamed predict, descriptor head | {r['predict_per_second_rdkit']:,.0f} |",
             *([f"| streamed predict, descriptor head + trees | {r['predict_per_second_rdkit+trees']:,.0f} |"]
-              if "predict_per_second_rdkit+trees" in r else []), "",
+              if "predict_per_second_rdkit+trees" in r else []),
+            *([f"| streamed predict, descriptor head on the \"fast\" set (`--descriptors fast`) | "
+               f"{r['predict_per_second_fast']:,.0f} ({r['share_of_plain_head_fast']:.0%} of the plain head) |",
+               f"| streamed predict, \"fast\" head + trees on the same set | {r['predict_per_second_fast+trees']:,.0f} "
+               f"({r['share_of_plain_head_fast+trees']:.0%}) |"] if "predict_per_second_fast" in r else []), "",
             f"The descriptor head makes prediction {r['predict_slowdown_with_descriptors']}x slower here"
             + (f"; with the trees blended in, {r['predict_slowdown_with_descriptors_and_trees']}x."
                if "predict_slowdown_with_descriptors_and_trees" in r else "."), ""]

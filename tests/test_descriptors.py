@@ -286,3 +286,25 @@ def test_descriptors_of_validated_molecules_print_no_rdkit_warnings(capfd):
     values = descriptor_block(["[Na+].[H-]", "[H]Cl", "CCO"], descriptor_names("rdkit"))
     assert np.isfinite(values[2]).all()
     assert "not removing hydrogen" not in capfd.readouterr().err
+
+
+def test_the_fast_set_feeds_the_head_and_the_trees(tmp_path, esol50, tiny_tokenizer):
+    """descriptors="fast": the head and the blended trees read the same 157 descriptors, computed once, and the
+    folder reloads to the same predictions; asking such a model for another head is refused."""
+    from smilesformer import SmilesformerError, SmilesModel, TrainConfig
+    from smilesformer.descriptors import descriptor_names
+
+    model = SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=tiny_tokenizer, descriptors="fast")
+    smiles, y = esol50["smiles"].tolist(), esol50["logS"].to_numpy(float)
+    model.fit(smiles[:40], y[:40], smiles[40:], y[40:],
+              config=TrainConfig(epochs=1, batch_size=20, progress=False, descriptors="fast", trees="gbm"))
+    fast = descriptor_names("fast")
+    assert model.model.config.descriptor_names == fast and len(fast) < len(descriptor_names("rdkit"))
+    assert model.predictor.trees.descriptor_names == fast
+    folder = model.save_pretrained(tmp_path / "model")
+    again = SmilesModel.from_pretrained(folder)
+    np.testing.assert_allclose(again.predict(smiles[40:])["logS_pred"], model.predict(smiles[40:])["logS_pred"],
+                               rtol=1e-5)
+    with pytest.raises(SmilesformerError, match="another head than this model has \\(fast\\)"):
+        SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=tiny_tokenizer, descriptors="fast").fit(
+            smiles[:10], y[:10], config=TrainConfig(epochs=1, progress=False, descriptors="rdkit"))

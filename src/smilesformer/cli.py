@@ -136,7 +136,7 @@ def finetune(
     tta: Annotated[int, typer.Option(help="Randomized SMILES averaged per molecule at predict time; gives a spread.")] = _default(_T, "tta"),
     ensemble: Annotated[int, typer.Option(help="Models trained with seeds seed..seed+n-1 and averaged; gives a spread.")] = _default(_T, "ensemble"),
     layer_lr_decay: Annotated[float, typer.Option(help="Layer-wise learning-rate decay per layer below the head; 1 = off.")] = _default(_T, "layer_lr_decay"),
-    descriptors: Annotated[str, typer.Option(help="'rdkit': the head also reads RDKit 2D descriptors; 'none': SMILES only; 'auto': rdkit on RoBERTa encoders.")] = _default(_T, "descriptors"),
+    descriptors: Annotated[str, typer.Option(help="'rdkit': the head also reads RDKit 2D descriptors (all 217); 'fast': 157 of them, about 4x faster to compute (the trees use them too); 'none': SMILES only; 'auto': rdkit on RoBERTa encoders.")] = _default(_T, "descriptors"),
     trees: Annotated[str, typer.Option(help="'gbm': blend with gradient-boosted trees on RDKit descriptors (weight chosen on the valid set); 'none': the transformer alone; 'auto': gbm for regression.")] = _default(_T, "trees"),
     adapt: Annotated[str, typer.Option(help="'mtr': first regress RDKit descriptors of the training SMILES (domain adaptation); 'none': off.")] = _default(_T, "adapt"),
     adapt_epochs: Annotated[int, typer.Option(help="Passes of the --adapt step over the training SMILES.")] = _default(_T, "adapt_epochs"),

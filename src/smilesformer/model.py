@@ -202,7 +202,7 @@ class SmilesModel(Predictor):
         return self
 
     def _check_descriptors(self, config: TrainConfig) -> None:
-        built = "rdkit" if uses_descriptors(self.model) else "none"
+        built = self.model.config.descriptor_set if uses_descriptors(self.model) else "none"
         if config.descriptors not in ("auto", built):
             raise SmilesformerError(
                 f"TrainConfig(descriptors={config.descriptors!r}) asks for another head than this model has "

@@ -30,7 +30,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .data import MoleculeLimits, SmilesformerError, randomized_smiles, validate_smiles
-from .descriptors import descriptor_inputs
+from .descriptors import descriptor_inputs, uses_descriptors
 from .networks import (
     check_model_folder,
     download_model,
@@ -265,7 +265,10 @@ def fit_blend(predictor: Predictor, smiles: Sequence[str], labels: np.ndarray,
               batch_size: int = 128) -> TreeBlend:
     """Trees fitted on the training molecules, blended with ``predictor`` with weights chosen on the valid ones."""
     meta = predictor.meta
-    trees = fit_trees(meta, smiles, labels, seed)
+    # the trees read the descriptors the head reads (computed once for both), RDKit's whole set without a head
+    network = predictor.members[0].model
+    names = network.config.descriptor_names if uses_descriptors(network) else None
+    trees = fit_trees(meta, smiles, labels, seed, names)
     y = outputs = trees_out = None
     if valid_smiles is not None and len(valid_smiles):
         y = np.asarray(valid_labels, dtype=float).reshape(len(valid_smiles), -1)

@@ -57,14 +57,16 @@ class Trees:
         return compute_descriptors(smiles, self.descriptor_names)
 
 
-def fit_trees(meta: ModelMeta, smiles: Sequence[str], labels: np.ndarray, seed: int = 0) -> Trees:
-    """One ``HistGradientBoosting`` model per target on RDKit descriptors; NaN labels are left out per target.
+def fit_trees(meta: ModelMeta, smiles: Sequence[str], labels: np.ndarray, seed: int = 0,
+              names: Sequence[str] | None = None) -> Trees:
+    """One ``HistGradientBoosting`` model per target on RDKit descriptors (``names``, default RDKit's whole 2D
+    set); NaN labels are left out per target.
 
     A target with fewer than 2 labelled training molecules, or one class only, gets no trees (None), and
     the blend then gives the transformer all the weight for it.
     """
     labels = np.asarray(labels, dtype=float).reshape(len(smiles), -1)
-    trees = Trees([], descriptor_names("rdkit"))
+    trees = Trees([], names or descriptor_names("rdkit"))
     x = trees.features(smiles)
     regression = meta.task is Task.regression
     for j in range(labels.shape[1]):
