@@ -179,7 +179,7 @@ def test_cli_finetunes_and_predicts_with_descriptors(tmp_path, esol50_path):
     assert out["smiles"].tolist() == ["CCO", "C1CC", "c1ccccc1"] and out["error"][1].startswith("invalid SMILES")
     result = runner.invoke(app, ["finetune", "--data", str(esol50_path), "--target", "logS", "--model", "random:tiny",
                                  "--descriptors", "maccs", "--out", str(tmp_path / "bad")])
-    assert result.exit_code != 0 and "descriptors must be 'auto', 'none' or 'rdkit'" in result.output
+    assert result.exit_code != 0 and "descriptors must be 'auto', 'none', 'rdkit' or 'fast'" in result.output
 
 
 def test_ensemble_with_tta_reads_each_molecules_descriptors_once(tmp_path, esol50_path, monkeypatch):
