@@ -31,7 +31,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.models.roberta.modeling_roberta import RobertaPreTrainedModel
 
-from .data import SmilesformerError, parse_smiles
+from .data import MoleculeLimits, SmilesformerError, parse_smiles
 
 __all__ = [
     "DESCRIPTOR_SETS",
@@ -116,9 +116,10 @@ def descriptor_block(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
 
     functions = dict(Descriptors._descList)
     out = np.full((len(smiles), len(names)), np.nan)
+    limits = MoleculeLimits.current()  # read once, not per molecule
     with rdBase.BlockLogs():  # some descriptors remove hydrogens again and warn ("not removing hydrogen atom
         for i, text in enumerate(smiles):  # without neighbors") about molecules already validated
-            mol, _ = parse_smiles(text)
+            mol, _ = parse_smiles(text, limits)
             if mol is None:
                 continue
             for j, name in enumerate(names):

@@ -49,6 +49,13 @@ VALIDATION_FRACTION = _FRACTIONS[1] / (_FRACTIONS[0] + _FRACTIONS[1])
 """The CLI's default share of validation molecules among those it trains with (0.1 / (0.8 + 0.1))."""
 
 
+def _smiles_input(tags):
+    """scikit-learn tags for estimators whose X is one column of SMILES, not a numeric feature matrix."""
+    tags.input_tags.two_d_array = False
+    tags.input_tags.string = True
+    return tags
+
+
 def _position(i: int) -> str:
     return f"position {i}"
 
@@ -140,10 +147,7 @@ class _SmilesEstimator(BaseEstimator):
         self.progress = progress
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False  # one column of SMILES, not a numeric feature matrix
-        tags.input_tags.string = True
-        return tags
+        return _smiles_input(super().__sklearn_tags__())
 
     def train_config(self) -> TrainConfig:
         """The ``TrainConfig`` that ``fit`` trains with (its checks raise here on a bad value)."""
@@ -358,9 +362,7 @@ class SmilesEmbedder(TransformerMixin, BaseEstimator):
         self.device = device
 
     def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.string = True
+        tags = _smiles_input(super().__sklearn_tags__())
         tags.transformer_tags.preserves_dtype = []  # strings in, float32 out
         return tags
 

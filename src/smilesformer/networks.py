@@ -155,15 +155,16 @@ def offline_error(name: str, exc: Exception) -> SmilesformerError:
 
 
 def check_model_folder(folder: Path) -> None:
-    """Read the header of every file a model folder holds, so a damaged one is named instead of surfacing as a
-    library's traceback (a JSON parser's "line 1 column 35", a safetensors or zip error).
+    """Read the header of every file a model folder holds (not its subfolders: an ensemble's members are checked
+    as each loads), so a damaged one is named instead of surfacing as a library's traceback (a JSON parser's
+    "line 1 column 35", a safetensors or zip error).
 
     Raises:
         SmilesformerError: naming the first damaged file and what to do.
     """
     from safetensors import safe_open
 
-    for path in sorted(Path(folder).rglob("*")):
+    for path in sorted(Path(folder).iterdir()):
         if not path.is_file() or path.suffix not in (".json", ".safetensors", ".skops"):
             continue
         try:
@@ -205,11 +206,11 @@ def report_loading(name: str, info: dict, new_head: bool) -> None:
     """Say in one line what loading ``name`` did with its weights; warn only about encoder weights."""
     missing, unused = info.get("missing_keys", []), info.get("unexpected_keys", [])
     mismatched = [k for k, *_ in info.get("mismatched_keys", [])]
-    odd = [k for k in [*missing, *unused, *mismatched] if not k.startswith(HEAD_WEIGHTS)]
-    if odd or (not new_head and (missing or unused or mismatched)):
+    # a new head explains head weights; a fine-tuned folder should load every weight as saved
+    unexplained = [k for k in [*missing, *unused, *mismatched] if not (new_head and k.startswith(HEAD_WEIGHTS))]
+    if unexplained:
         logger.warning("loading %s: %d weight(s) missing, unused or of another shape, beyond a task head: %s",
-                       name, len(odd or [*missing, *unused, *mismatched]),
-                       ", ".join((odd or [*missing, *unused, *mismatched])[:8]))
+                       name, len(unexplained), ", ".join(unexplained[:8]))
     elif new_head:
         logger.info("loaded the encoder of %s under a new task head (random weights: %d tensors); its own "
                     "pretraining head (%d tensors) is left out", name, len(missing) + len(mismatched), len(unused))

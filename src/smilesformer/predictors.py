@@ -310,8 +310,9 @@ def load_predictor(path: str | Path) -> Predictor:
     folder = Path(resolve_model_source(str(path)))
     if not folder.is_dir():  # a hub name: its files in the local cache
         folder = download_model(str(path))
-    check_model_folder(folder)
     if (folder / ENSEMBLE_FILE).is_file():
+        check_model_folder(folder)  # the ensemble's own files; load_finetuned checks each member's (and a single
+        # model's folder, trees included) as it loads
         names = json.loads((folder / ENSEMBLE_FILE).read_text())["members"]
         predictor: Predictor = Ensemble([Transformer(*load_finetuned(folder / name, f"{path}/{name}"))
                                          for name in names])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -311,8 +312,6 @@ _NOT_SETTINGS = ("resume", "progress", "logging_steps")  # TrainConfig fields th
 
 
 def _digest(*parts: object) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for part in parts:
         h.update(np.ascontiguousarray(part).tobytes() if isinstance(part, np.ndarray) else json.dumps(part).encode())
