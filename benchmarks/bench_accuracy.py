@@ -122,6 +122,8 @@ def run_smilesformer(base: str, overrides: dict, path: Path, info: dict, seed: i
     extra = {"epochs_run": json.loads((work / "history.json").read_text())[-1].get("epoch")}
     if "uncertainty" in result.metrics["test"]:
         extra["uncertainty"] = result.metrics["test"]["uncertainty"]
+    if result.metrics.get("tree_weights") is not None:  # the transformer's weight in the blend, per target
+        extra["tree_weights"] = result.metrics["tree_weights"]
     shutil.rmtree(work / "model", ignore_errors=True)  # keep the run folder's record, not the weights
     return preds, extra
 

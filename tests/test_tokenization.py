@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 
 import pandas as pd
 import pytest
@@ -207,3 +208,27 @@ def test_unknown_tokens_are_warned_about_when_predicting_and_embedding(make_tiny
     with caplog.at_level("WARNING", logger="smilesformer"):
         embed(model, ["CCCCC[C@@H](Br)CC"], EmbedConfig())
     assert "<unk>" in caplog.text
+
+
+def test_counting_long_smiles_says_nothing_about_sequence_length():
+    """Counting <unk> and truncation reads every SMILES whole: transformers' "Token indices sequence length is
+    longer than the specified maximum" line must not reach the user (truncation is reported once, by us)."""
+    from transformers.utils import logging as hf_logging
+
+    from smilesformer.tokenization import warn_truncated
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    tokenizer = build_smiles_tokenizer(model_max_length=8)
+    long = ["C" * 40, "CCO"]
+    lines: list[str] = []
+    handler = Keep()
+    hf_logging.add_handler(handler)  # transformers' loggers do not propagate to caplog
+    try:
+        assert count_unknown(tokenizer, long) == []
+        assert warn_truncated(tokenizer, long, 8) == 1
+    finally:
+        hf_logging.remove_handler(handler)
+    assert not [line for line in lines if "sequence length" in line], lines

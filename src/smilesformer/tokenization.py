@@ -114,7 +114,7 @@ def count_unknown(tokenizer: PreTrainedTokenizerBase, smiles: Sequence[str]) -> 
     unk = tokenizer.unk_token_id
     if unk is None:
         return []
-    ids = tokenizer(list(smiles), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(list(smiles), add_special_tokens=False, verbose=False)["input_ids"]
     return [i for i, row in enumerate(ids) if unk in row]
 
 
