@@ -52,9 +52,9 @@ def main() -> None:
         results["descriptors_per_second_serial"] = round(n / (time.perf_counter() - started), 1)
         d._pool(d.descriptor_workers())  # start the pool outside the timing, as a long CLI run amortizes it
         started = time.perf_counter()
-        d._cached_descriptors(smiles, names)
+        d.compute_descriptors(smiles, names)
         results["descriptors_per_second_pool"] = round(n / (time.perf_counter() - started), 1)
-        d._cached_descriptors.cache_clear()
+        d.clear_descriptor_cache()
         for kind in ("none", "rdkit", "rdkit+trees", "fast", "fast+trees"):
             head = SmilesModel.create("smilesformer-moses", "regression", ["y"], descriptors=kind.split("+")[0])
             predictor = head.predictor
@@ -63,7 +63,7 @@ def main() -> None:
                 trees = fit_trees(predictor.meta, smiles[:2000], logp, names=d.descriptor_names(kind.split("+")[0]))
                 predictor = TreeBlend(predictor, trees, [0.5])
             folder = predictor.save_pretrained(tmp / f"head_{kind}")
-            d._cached_descriptors.cache_clear()  # every variant computes its descriptors afresh
+            d.clear_descriptor_cache()  # every variant computes its descriptors afresh
             started = time.perf_counter()
             stream_predict(folder, data, tmp / f"pred_{kind}.csv", resume=False, precision="fp32")
             results[f"predict_per_second_{kind}"] = round(n / (time.perf_counter() - started), 1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -193,13 +192,14 @@ def test_ensemble_with_tta_reads_each_molecules_descriptors_once(tmp_path, esol5
     predictor = load_predictor(result.model_dir)
     assert all(uses_descriptors(m.model) for m in predictor.members)
     seen: list[tuple[str, ...]] = []
-    compute = module._cached_descriptors.__wrapped__
+    compute = module.descriptor_block
 
     def counting(smiles, names):
-        seen.append(smiles)
+        seen.append(tuple(smiles))
         return compute(smiles, names)
 
-    monkeypatch.setattr(module, "_cached_descriptors", functools.lru_cache(maxsize=4)(counting))
+    module.clear_descriptor_cache()
+    monkeypatch.setattr(module, "descriptor_block", counting)
     table = predictor.predict(["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"])
     assert (table["logS_sd"] > 0).all() and table["error"].eq("").all()
     assert seen == [("CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1")], \
@@ -227,9 +227,9 @@ def test_long_inputs_use_a_process_pool_with_the_same_result(monkeypatch, esol50
     assert module.descriptor_workers() >= 1
     monkeypatch.setenv(module.WORKERS_ENV, "2")
     monkeypatch.setattr(module, "PARALLEL_MIN", 10)
-    module._cached_descriptors.cache_clear()
+    module.clear_descriptor_cache()
     pooled = compute_descriptors(smiles, names)
-    module._cached_descriptors.cache_clear()
+    module.clear_descriptor_cache()
     assert list(module._POOLS) == [2], "the pool was used (and is kept for the next call)"
     assert np.array_equal(pooled, serial, equal_nan=True) and np.isnan(pooled[-1]).all()
     module.shutdown_pool()
@@ -308,3 +308,47 @@ def test_the_fast_set_feeds_the_head_and_the_trees(tmp_path, esol50, tiny_tokeni
     with pytest.raises(SmilesformerError, match="another head than this model has \\(fast\\)"):
         SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=tiny_tokenizer, descriptors="fast").fit(
             smiles[:10], y[:10], config=TrainConfig(epochs=1, progress=False, descriptors="rdkit"))
+
+
+def test_descriptors_are_kept_per_molecule_across_lists(monkeypatch):
+    """The cache keys molecules, not argument lists: a later list computes only the molecules it has not seen."""
+    from smilesformer import descriptors as module
+
+    names = ["MolWt", "TPSA"]
+    module.clear_descriptor_cache()
+    seen: list[tuple[str, ...]] = []
+    compute = module.descriptor_block
+
+    def counting(smiles, names):
+        seen.append(tuple(smiles))
+        return compute(smiles, names)
+
+    monkeypatch.setattr(module, "descriptor_block", counting)
+    first = compute_descriptors(["CCO", "c1ccccc1O"], names)
+    second = compute_descriptors(["c1ccccc1O", "CCN", "CCO", "CCN"], names)
+    assert seen == [("CCO", "c1ccccc1O"), ("CCN",)], "a molecule seen before, or twice in a list, is computed once"
+    assert np.array_equal(second, compute(["c1ccccc1O", "CCN", "CCO", "CCN"], names))
+    assert np.array_equal(first, second[[2, 0]])
+    compute_descriptors(["CCO"], ["MolWt"])
+    assert seen[-1] == ("CCO",), "another descriptor list is kept apart"
+
+
+def test_prefetched_descriptors_are_collected_not_recomputed(monkeypatch, esol50):
+    from smilesformer import descriptors as module
+
+    smiles = esol50["smiles"].tolist() + ["C1CC"]
+    names = descriptor_names("fast")
+    serial = module.descriptor_block(smiles, names)
+    module.clear_descriptor_cache()
+    monkeypatch.setenv(module.WORKERS_ENV, "2")
+    module.prefetch_descriptors(smiles, names)  # returns at once; the pool computes
+    assert len(module._CACHE.pending[tuple(names)]) == len(smiles)
+
+    def refuse(smiles, names):
+        raise AssertionError(f"recomputed {len(smiles)} prefetched molecule(s) in the calling process")
+
+    monkeypatch.setattr(module, "descriptor_block", refuse)
+    got = compute_descriptors(smiles[::-1], names)
+    assert np.array_equal(got, serial[::-1], equal_nan=True) and np.isnan(got[0]).all()
+    assert not module._CACHE.pending[tuple(names)], "collected futures are dropped"
+    module.shutdown_pool()

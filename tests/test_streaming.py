@@ -184,3 +184,30 @@ def test_ray_engine_matches_local(local_ray, tiny_regressor_dir, table_path, tmp
     assert got["row_id"].tolist() == list(range(52)) and got["smiles"].tolist() == want["smiles"].tolist()
     valid = want["error"] == ""
     np.testing.assert_allclose(np.stack(got["embedding"][valid]), np.stack(want["embedding"][valid]), rtol=1e-5)
+
+
+def test_streamed_prediction_prefetches_the_next_chunks_descriptors(make_tiny_model, table_path, tmp_path,
+                                                                     monkeypatch):
+    """A model that reads descriptors gets the next chunk's started while this one runs; resumed chunks are not."""
+    from smilesformer import SmilesModel
+
+    model = SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=make_tiny_model().tokenizer,
+                                     descriptors="fast")
+    folder = model.save_pretrained(tmp_path / "model")
+    started: list[list[str]] = []
+    monkeypatch.setattr(streaming, "prefetch_descriptors", lambda smiles, names: started.append(list(smiles)))
+    rows = pd.read_csv(table_path)["smiles"].tolist()  # 52 rows: chunks of 10, 10, 10, 10, 10 and 2
+    chunks = [[s for s in rows[i:i + 10] if isinstance(s, str)] for i in range(0, len(rows), 10)]
+    reference = stream_predict(folder, table_path, tmp_path / "ref.csv", chunk_size=10)
+    assert started == chunks, "the first chunk at once, each other one while the one before it runs"
+    assert "" not in started[1] and "C1CC" in started[1], "the empty SMILES is not sent; an invalid one gives NaN"
+
+    out = tmp_path / "out.csv"
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, "predict_frame", 3)
+        with pytest.raises(Interrupted):
+            stream_predict(folder, table_path, out, chunk_size=10)
+    started.clear()
+    resumed = stream_predict(folder, table_path, out, chunk_size=10)
+    assert started == chunks[3:], "resumed at chunk 4: chunks 4 to 6, not the ones already written"
+    assert resumed.rows == reference.rows and out.read_bytes() == (tmp_path / "ref.csv").read_bytes()

@@ -20,8 +20,9 @@ import functools
 import multiprocessing
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -37,10 +38,12 @@ __all__ = [
     "DESCRIPTOR_SETS",
     "RobertaWithDescriptorsConfig",
     "RobertaWithDescriptorsForSequenceClassification",
+    "clear_descriptor_cache",
     "compute_descriptors",
     "descriptor_block",
     "descriptor_names",
     "descriptor_inputs",
+    "prefetch_descriptors",
     "uses_descriptors",
 ]
 
@@ -77,36 +80,120 @@ def descriptor_names(kind: str = "rdkit") -> list[str]:
 
 
 def compute_descriptors(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
-    """RDKit descriptors of each SMILES, as float64 (n, len(names)), read-only.
+    """RDKit descriptors of each SMILES, as float64 (n, len(names)).
 
     A SMILES RDKit cannot parse, or a descriptor it cannot compute or that is infinite, gives NaN (scaled to
-    0, the training median, by the model). Values are clipped to +-1e30 so they survive float32. The last
-    few results are cached: the members of an ensemble, and its valid and test passes, ask for the same
-    molecules again, and RDKit takes a few milliseconds per molecule.
+    0, the training median, by the model). Values are clipped to +-1e30 so they survive float32. Results are
+    kept per SMILES (``CACHE_MOLECULES`` of them, see ``_Cache``): the members of an ensemble, test-time
+    spellings, the trees and the valid and test passes ask for the same molecules again, and RDKit takes a
+    millisecond or more per molecule. A molecule ``prefetch_descriptors`` started is waited for, not redone.
 
     Raises:
         SmilesformerError: a name this RDKit does not know (a model saved with a newer RDKit, say).
     """
-    return _cached_descriptors(tuple(smiles), tuple(names))
+    return _CACHE.get(list(smiles), _known(tuple(names)))
 
 
-@functools.lru_cache(maxsize=4)  # a streamed chunk of 10k molecules takes 17 MB
-def _cached_descriptors(smiles: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
+def prefetch_descriptors(smiles: Sequence[str], names: Sequence[str]) -> None:
+    """Start computing these molecules' descriptors in the process pool and return at once; a later
+    ``compute_descriptors`` collects them. Streamed prediction calls it with the next chunk while the model runs
+    on this one, so RDKit and the forward pass overlap. Does nothing without a pool (``descriptor_workers`` 1)."""
+    workers = descriptor_workers()
+    if workers > 1:
+        _CACHE.prefetch(list(smiles), _known(tuple(names)), workers)
+
+
+def clear_descriptor_cache() -> None:
+    """Forget every kept and pending result (benchmarks time a computation afresh with it)."""
+    _CACHE.clear()
+
+
+@functools.lru_cache(maxsize=16)
+def _known(names: tuple[str, ...]) -> tuple[str, ...]:
     from rdkit.Chem import Descriptors
 
     unknown = [n for n in names if n not in dict(Descriptors._descList)]
     if unknown:
         raise SmilesformerError(f"this RDKit has no descriptor(s) {', '.join(unknown[:5])}: the model was trained "
                                 "with another RDKit version; install that version to use it")
+    return names
+
+
+CACHE_MOLECULES = 25_000
+"""Molecules whose descriptors are kept per descriptor list: a streamed chunk (10,000) and the next one."""
+_BLOCKS_PER_WORKER = 4  # a few blocks per worker evens out slow molecules
+
+
+class _Cache:
+    """Descriptors per (descriptor list, SMILES as given), least recently used dropped first, and the blocks the
+    pool is still computing.
+
+    Written here because ``functools.lru_cache`` keys whole argument lists: the rows an ensemble, the trees or the
+    next chunk's prefetch ask for come in different lists. Only the calling thread touches it (futures are
+    collected when a row is asked for), so it needs no lock.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.rows: dict[tuple[str, ...], OrderedDict[str, np.ndarray]] = {}
+        self.pending: dict[tuple[str, ...], dict[str, tuple[Future, int]]] = {}
+
+    def clear(self) -> None:
+        for waiting in self.pending.values():
+            for future, _ in waiting.values():
+                future.cancel()
+        self.rows.clear()
+        self.pending.clear()
+
+    def get(self, smiles: list[str], names: tuple[str, ...]) -> np.ndarray:
+        rows = self.rows.setdefault(names, OrderedDict())
+        waiting = self.pending.setdefault(names, {})
+        out = np.empty((len(smiles), len(names)))
+        missing: dict[str, list[int]] = {}
+        for i, s in enumerate(smiles):
+            row = rows.get(s)
+            if row is None and s in waiting:
+                future, j = waiting.pop(s)
+                row = self._keep(rows, s, future.result()[j])
+            if row is None:
+                missing.setdefault(s, []).append(i)
+            else:
+                rows.move_to_end(s)
+                out[i] = row
+        if missing:
+            fresh = _compute(tuple(missing), names)
+            for (s, positions), row in zip(missing.items(), fresh):
+                out[positions] = self._keep(rows, s, row)
+        return out
+
+    def prefetch(self, smiles: list[str], names: tuple[str, ...], workers: int) -> None:
+        rows, waiting = self.rows.setdefault(names, OrderedDict()), self.pending.setdefault(names, {})
+        todo = [s for s in dict.fromkeys(smiles) if s not in rows and s not in waiting]
+        if not todo:
+            return
+        step = -(-len(todo) // (_BLOCKS_PER_WORKER * workers))
+        for start in range(0, len(todo), step):
+            block = tuple(todo[start:start + step])
+            future = _pool(workers).submit(descriptor_block, block, names)
+            waiting.update((s, (future, j)) for j, s in enumerate(block))
+
+    def _keep(self, rows: OrderedDict[str, np.ndarray], smiles: str, row: np.ndarray) -> np.ndarray:
+        rows[smiles] = row
+        while len(rows) > self.size:
+            rows.popitem(last=False)
+        return row
+
+
+_CACHE = _Cache(CACHE_MOLECULES)
+
+
+def _compute(smiles: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
     workers = descriptor_workers()
     if workers > 1 and len(smiles) >= PARALLEL_MIN:
-        step = -(-len(smiles) // (4 * workers))  # a few blocks per worker evens out slow molecules
+        step = -(-len(smiles) // (_BLOCKS_PER_WORKER * workers))
         blocks = [smiles[i:i + step] for i in range(0, len(smiles), step)]
-        out = np.concatenate(list(_pool(workers).map(descriptor_block, blocks, [names] * len(blocks))))
-    else:
-        out = descriptor_block(smiles, names)
-    out.flags.writeable = False  # shared by the cache
-    return out
+        return np.concatenate(list(_pool(workers).map(descriptor_block, blocks, [names] * len(blocks))))
+    return descriptor_block(smiles, names)
 
 
 def descriptor_block(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
@@ -203,6 +290,7 @@ def _die_with_parent(parent: int) -> None:
 
 def shutdown_pool() -> None:
     """Stop the descriptor workers, if any were started (the next long input starts them again)."""
+    _CACHE.pending.clear()  # their futures are cancelled
     while _POOLS:
         _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 

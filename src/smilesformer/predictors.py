@@ -43,7 +43,7 @@ from .tokenization import length_batches, warn_truncated, warn_unknown
 from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
 
 __all__ = ["ENSEMBLE_FILE", "Predictor", "Transformer", "Ensemble", "Augmented", "TreeBlend",
-           "predict_table", "load_predictor", "fit_blend"]
+           "predict_table", "load_predictor", "fit_blend", "descriptor_lists"]
 
 logger = logging.getLogger(__name__)
 
@@ -298,6 +298,15 @@ def predict_table(predictor: Predictor, smiles: Sequence[str], batch_size: int =
         meta.layout.write(table, rows, meta, mean, sd if meta.has_spread else None)
     table["error"] = errors
     return table
+
+
+def descriptor_lists(predictor: Predictor) -> list[tuple[str, ...]]:
+    """The RDKit descriptor lists a prediction computes (the head's, the trees'), each once; [] for none."""
+    lists = [tuple(m.model.config.descriptor_names) for m in predictor.members if uses_descriptors(m.model)]
+    blend = predictor.find(TreeBlend)
+    if blend is not None:
+        lists.append(tuple(blend.trees.descriptor_names))
+    return list(dict.fromkeys(lists))
 
 
 def load_predictor(path: str | Path) -> Predictor:

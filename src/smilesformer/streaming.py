@@ -43,6 +43,7 @@ from .data import (
     read_table,
     require_columns,
 )
+from .descriptors import prefetch_descriptors
 from .embeddings import (
     EmbedConfig,
     Encoder,
@@ -53,7 +54,7 @@ from .embeddings import (
     inference_autocast,
     load_encoder,
 )
-from .predictors import Predictor, load_predictor, predict_table
+from .predictors import Predictor, descriptor_lists, load_predictor, predict_table
 
 __all__ = [
     "Engine",
@@ -340,11 +341,14 @@ def _count_rows(path: Path) -> int | None:
 
 
 def _run_chunks(chunks: Iterator, process: Callable[[object, int], tuple[object, int]], output, out: Path,
-                key: dict, resume: bool, progress: bool, total: int | None, description: str) -> StreamSummary:
+                key: dict, resume: bool, progress: bool, total: int | None, description: str,
+                prefetch: Callable[[object], None] | None = None) -> StreamSummary:
     """Process chunks in order, writing one part each and the manifest after each; join the parts at the end.
 
     ``process(chunk, first_row)`` returns (data to write, number of invalid rows). With ``resume``, the
-    chunks an earlier run with the same key has written are skipped (read, not recomputed).
+    chunks an earlier run with the same key has written are skipped (read, not recomputed). ``prefetch(chunk)``
+    is called with each chunk still to compute before it is processed: the first at once, the others while the
+    chunk before them is processed.
     """
     work = parts_dir(out)
     manifest = _load_manifest(work, key) if resume else None
@@ -357,7 +361,8 @@ def _run_chunks(chunks: Iterator, process: Callable[[object, int], tuple[object,
     if done:
         logger.warning("resuming: %d chunk(s), %d rows already written in %s", done, manifest["rows_done"], work)
     try:
-        n_chunks, seconds = _write_parts(iter(chunks), process, output, work, manifest, progress, total, description)
+        n_chunks, seconds = _write_parts(iter(chunks), process, output, work, manifest, progress, total, description,
+                                         prefetch)
     except BaseException:
         if not manifest["chunks"]:  # nothing to resume from: leave no folder behind
             shutil.rmtree(work, ignore_errors=True)
@@ -371,8 +376,11 @@ def _run_chunks(chunks: Iterator, process: Callable[[object, int], tuple[object,
 
 
 def _write_parts(chunks: Iterator, process, output, work: Path, manifest: dict, progress: bool, total: int | None,
-                 description: str) -> tuple[int, float]:
+                 description: str, prefetch: Callable[[object], None] | None = None) -> tuple[int, float]:
     """Write a part for each chunk the manifest does not list yet, saving the manifest after each.
+
+    With ``prefetch``, the next chunk is read before this one is processed and handed to it (to start work
+    that overlaps this chunk's); the first chunk computed is handed to it too, before it is processed.
 
     Returns:
         (chunks in the input, seconds spent on the chunks computed now).
@@ -380,10 +388,11 @@ def _write_parts(chunks: Iterator, process, output, work: Path, manifest: dict, 
     done = len(manifest["chunks"])
     rows = n_chunks = 0
     seconds = 0.0
+    ahead = None
     with _progress_bar(progress, total, description) as advance:
         for k in itertools.count():
             started = time.perf_counter()  # fetching counts: with Ray, the chunk is computed while we wait for it
-            chunk = next(chunks, None)
+            chunk, ahead = (ahead if ahead is not None else next(chunks, None)), None
             if chunk is None:
                 break
             n_chunks += 1
@@ -391,6 +400,12 @@ def _write_parts(chunks: Iterator, process, output, work: Path, manifest: dict, 
                 rows += manifest["chunks"][k]["rows"]
                 advance(manifest["chunks"][k]["rows"])
                 continue
+            if prefetch is not None:
+                if k == done:  # the first chunk to compute: started at once, overlapping its own validation
+                    prefetch(chunk)
+                ahead = next(chunks, None)
+                if ahead is not None:
+                    prefetch(ahead)
             data, n_invalid = process(chunk, rows)
             part = f"part-{k:06d}{output.part_suffix}"
             output.write_part(data, work / part, first=k == 0)
@@ -464,7 +479,15 @@ def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smi
         frame = predict_frame(model, chunk, col, batch_size, precision)
         return frame, int((frame["error"] != "").sum())
 
-    return _run_chunks(chunks, process, output, out, key, resume, progress, _count_rows(data), "predicting")
+    lists = descriptor_lists(model)
+
+    def prefetch(chunk: pd.DataFrame) -> None:  # RDKit in the pool on the next chunk while the model runs on this
+        smiles = [s.strip() for s in chunk[col] if isinstance(s, str) and s.strip()]  # as validate_smiles passes them
+        for names in lists:
+            prefetch_descriptors(smiles, names)
+
+    return _run_chunks(chunks, process, output, out, key, resume, progress, _count_rows(data), "predicting",
+                       prefetch if lists else None)
 
 
 # embed ------------------------------------------------------------------------------------------------------
