@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import wait
 
 import numpy as np
 import pandas as pd
@@ -342,7 +343,9 @@ def test_prefetched_descriptors_are_collected_not_recomputed(monkeypatch, esol50
     module.clear_descriptor_cache()
     monkeypatch.setenv(module.WORKERS_ENV, "2")
     module.prefetch_descriptors(smiles, names)  # returns at once; the pool computes
-    assert len(module._CACHE.pending[tuple(names)]) == len(smiles)
+    pending = module._CACHE.pending[tuple(names)]
+    assert len(pending) == len(smiles)
+    wait([future for future, _ in pending.values()])  # the pool pickles its calls in a thread of its own
 
     def refuse(smiles, names):
         raise AssertionError(f"recomputed {len(smiles)} prefetched molecule(s) in the calling process")

@@ -167,6 +167,7 @@ class _Cache:
         return out
 
     def prefetch(self, smiles: list[str], names: tuple[str, ...], workers: int) -> None:
+        pool = _pool(workers)  # first: starting another pool drops what the old one had pending
         rows, waiting = self.rows.setdefault(names, OrderedDict()), self.pending.setdefault(names, {})
         todo = [s for s in dict.fromkeys(smiles) if s not in rows and s not in waiting]
         if not todo:
@@ -174,7 +175,7 @@ class _Cache:
         step = -(-len(todo) // (_BLOCKS_PER_WORKER * workers))
         for start in range(0, len(todo), step):
             block = tuple(todo[start:start + step])
-            future = _pool(workers).submit(descriptor_block, block, names)
+            future = pool.submit(descriptor_block, block, names)
             waiting.update((s, (future, j)) for j, s in enumerate(block))
 
     def _keep(self, rows: OrderedDict[str, np.ndarray], smiles: str, row: np.ndarray) -> np.ndarray:
@@ -290,7 +291,8 @@ def _die_with_parent(parent: int) -> None:
 
 def shutdown_pool() -> None:
     """Stop the descriptor workers, if any were started (the next long input starts them again)."""
-    _CACHE.pending.clear()  # their futures are cancelled
+    if _POOLS:
+        _CACHE.pending.clear()  # their futures are cancelled
     while _POOLS:
         _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
 
