@@ -1,0 +1,106 @@
+"""What each family of the "fast" descriptor set costs and what it is worth: the measurement behind keeping the
+whole set rather than a smaller one.
+
+Cost: each family computed alone as ``descriptor_block`` computes it (parsing subtracted; families that share
+RDKit's cached intermediates, such as the Crippen contributions behind MolLogP and the SlogP/SMR VSA bins, are
+timed as they run together). Value: the validation MAE of the suite's gradient-boosted trees
+(``smilesformer.trees``' settings) trained on the set without that family, against the whole set, on scaffold
+splits' train and validation parts only (test molecules are never read). Writes
+``benchmarks/results/descriptor_value.json``.
+
+    python benchmarks/bench_descriptor_value.py [--splits aqsoldb:0,aqsoldb:1,lipophilicity:0] [--n-cost 600]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def family(name: str) -> str:
+    """The family a descriptor of RDKit's registry belongs to."""
+    if name.startswith("fr_"):
+        return "fragment counts (fr_)"
+    if name.startswith(("SlogP_VSA", "SMR_VSA", "PEOE_VSA")):
+        return "VSA bins"
+    if "PartialCharge" in name:
+        return "Gasteiger charges"
+    if name.startswith("FpDensityMorgan"):
+        return "Morgan density"
+    if name in ("MolLogP", "MolMR"):
+        return "Crippen logP/MR"
+    return "counts and sizes"
+
+
+def _valid_mae(keep: list[str], names: list[str], x_train, y_train, x_valid, y_valid) -> float:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from smilesformer.trees import _params
+
+    cols = [names.index(n) for n in keep]
+    trees = HistGradientBoostingRegressor(**_params(0)).fit(x_train[:, cols], y_train)
+    return round(float(np.mean(np.abs(trees.predict(x_valid[:, cols]) - y_valid))), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--splits", default="aqsoldb:0,aqsoldb:1,lipophilicity:0",
+                        help="data set:seed pairs; each scores the families on its scaffold split's validation part")
+    parser.add_argument("--n-cost", type=int, default=600, help="molecules per data set for the timing")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "descriptor_value.json")
+    args = parser.parse_args()
+
+    from rdkit import rdBase
+
+    from smilesformer.config import DataConfig
+    from smilesformer.data import load_dataset
+    from smilesformer.descriptors import descriptor_block, descriptor_names
+    from smilesformer.splits import scaffold_split
+
+    rdBase.DisableLog("rdApp.*")
+    names = descriptor_names("fast")
+    families: dict[str, list[str]] = {}
+    for n in names:
+        families.setdefault(family(n), []).append(n)
+    results: dict = {"descriptors": len(names), "families": {f: len(v) for f, v in families.items()},
+                     "cost_ms_per_molecule": {}, "valid_mae": {}}
+    tables = {}
+    for spec in args.splits.split(","):
+        dataset, seed = spec.split(":")
+        if dataset not in tables:
+            loaded = load_dataset(DataConfig(dataset, bad_input="skip"))
+            table = loaded.table.reset_index(drop=True)
+            tables[dataset] = (table["smiles"].tolist(), table[loaded.target_cols[0]].to_numpy(float))
+            smiles = tables[dataset][0]
+            sample = random.Random(0).sample(smiles, min(args.n_cost, len(smiles)))
+            cost = {}
+            for name, members in [("parse", ["MolWt"]), ("whole set", names), *families.items()]:
+                started = time.perf_counter()
+                descriptor_block(sample, members)
+                cost[name] = (time.perf_counter() - started) / len(sample) * 1e3
+            parse = cost.pop("parse")  # MolWt is a sum over atoms: the parse is nearly all of it
+            results["cost_ms_per_molecule"][dataset] = {k: round(v - parse, 3) for k, v in cost.items()}
+            print(dataset, "ms/molecule:", json.dumps(results["cost_ms_per_molecule"][dataset]), flush=True)
+        smiles, y = tables[dataset]
+        train, valid, _ = scaffold_split(smiles, (0.8, 0.1, 0.1), int(seed))  # the suite's fractions
+        x = descriptor_block([smiles[i] for i in (*train, *valid)], names)
+        x_train, x_valid = x[:len(train)], x[len(train):]
+
+        y_train, y_valid = y[train], y[valid]
+        scores = {"whole set": _valid_mae(names, names, x_train, y_train, x_valid, y_valid)}
+        for name, members in families.items():
+            keep = [n for n in names if n not in members]
+            scores[f"without {name}"] = _valid_mae(keep, names, x_train, y_train, x_valid, y_valid)
+        results["valid_mae"][f"{dataset} scaffold seed {seed}"] = scores
+        print(f"{dataset} seed {seed} valid MAE:", json.dumps(scores), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
