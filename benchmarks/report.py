@@ -86,6 +86,25 @@ def _descriptor_cost(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _descriptor_value(r: dict) -> list[str]:
+    costs, maes = r["cost_ms_per_molecule"], r["valid_mae"]
+    splits = list(maes)
+    lines = ["## What each descriptor family costs and is worth", "",
+             f"`python benchmarks/bench_descriptor_value.py`: the \"fast\" set ({r['descriptors']} descriptors) by "
+             "family. Cost: ms of RDKit per molecule, each family computed alone (parsing subtracted). Value: "
+             "validation MAE of the gradient-boosted trees without the family (train and validation parts of "
+             "scaffold splits; no test molecule read). Lower MAE without a family means it did not pay for itself.",
+             "", "| family | descriptors | " + " | ".join(f"ms, {d}" for d in costs) + " | "
+             + " | ".join(f"valid MAE, {s}" for s in splits) + " |",
+             "|---" * (2 + len(costs) + len(splits)) + "|"]
+    for name in ["whole set", *r["families"]]:
+        key = name if name == "whole set" else f"without {name}"
+        count = r["descriptors"] if name == "whole set" else r["families"][name]
+        lines.append(f"| {name} | {count} | " + " | ".join(f"{costs[d][name]:.3f}" for d in costs) + " | "
+                     + " | ".join(f"{maes[s][key]:.3f}" for s in splits) + " |")
+    return lines + [""]
+
+
 def _finetune(r: dict) -> list[str]:
     dyn, pad = r["dynamic_padding_length_grouped"], r.get("padded_to_max_length")
     lines = ["## Fine-tuning and prediction speed (the demo)", "",
@@ -281,7 +300,8 @@ def main() -> None:
              "tables measured v2.", ""]
     lines += _pretraining()
     for name, render in (("tokenizer_coverage.json", _tokenizer), ("pretrain_throughput.json", _pretrain_throughput),
-                         ("objectives.json", _objectives), ("descriptor_cost.json", _descriptor_cost)):
+                         ("objectives.json", _objectives), ("descriptor_cost.json", _descriptor_cost),
+                         ("descriptor_value.json", _descriptor_value)):
         if (r := _load(name)) is not None:
             lines += render(r)
     if (r := _load("finetune.json")) is not None:

@@ -98,7 +98,13 @@ def test_skip_policy_writes_a_report(tmp_path, esol50):
 
 
 @needs_shared_data
-def test_datasets_lists_where_each_resolves():
+def test_datasets_lists_where_each_resolves(monkeypatch):
+    from smilesformer import cli
+
+    def measure(setting):
+        raise AssertionError("datasets runs no model: no thread measurement, no torch import")
+
+    monkeypatch.setattr(cli, "set_threads", measure)
     result = runner.invoke(app, ["datasets"])
     assert result.exit_code == 0
     for name in ["aqsoldb", "esol", "lipophilicity", "bbbp", "bace", "clintox"]:

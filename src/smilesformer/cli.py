@@ -41,20 +41,28 @@ from .data import (
     locate_dataset,
     set_molecule_limits,
 )
-from .threads import THREADS_ENV, set_threads
+from .threads import THREADS_ENV, choose_threads, set_threads
 
 app = typer.Typer(help="Chemical language models on SMILES: fine-tune, evaluate, predict and more.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 console = Console(stderr=True)
 
 
+NO_MODEL_COMMANDS = frozenset({"datasets", "corpus"})
+"""Commands that run no model: they neither import torch nor spend a fifth of a second measuring busy cores."""
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
     threads: Annotated[str, typer.Option(envvar=THREADS_ENV, help="CPU threads: 'auto' takes the cores other processes leave free when the command starts (a busy machine then slows it in proportion, not 5-13x), or a number.")] = "auto",
 ) -> None:
     try:
-        set_threads(threads)
+        if ctx.invoked_subcommand in NO_MODEL_COMMANDS:
+            choose_threads(threads if threads.strip().lower() != "auto" else 1)  # the setting is checked all the same
+        else:
+            set_threads(threads)
     except ValueError as exc:
         _fail(exc)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
