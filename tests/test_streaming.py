@@ -188,7 +188,10 @@ def test_ray_engine_matches_local(local_ray, tiny_regressor_dir, table_path, tmp
 
 def test_streamed_prediction_prefetches_the_next_chunks_descriptors(make_tiny_model, table_path, tmp_path,
                                                                      monkeypatch):
-    """A model that reads descriptors gets the next chunk's started while this one runs; resumed chunks are not."""
+    """A model that reads descriptors gets the next chunk's started while this one runs (where a core is spare);
+    resumed chunks are not."""
+    import torch
+
     from smilesformer import SmilesModel
 
     model = SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=make_tiny_model().tokenizer,
@@ -196,6 +199,10 @@ def test_streamed_prediction_prefetches_the_next_chunks_descriptors(make_tiny_mo
     folder = model.save_pretrained(tmp_path / "model")
     started: list[list[str]] = []
     monkeypatch.setattr(streaming, "prefetch_descriptors", lambda smiles, names: started.append(list(smiles)))
+    monkeypatch.setattr(streaming, "usable_cores", lambda: 1)  # the model's threads fill every core
+    stream_predict(folder, table_path, tmp_path / "busy.csv", chunk_size=10)
+    assert started == [], "no prefetch where no core is left for it"
+    monkeypatch.setattr(streaming, "usable_cores", lambda: torch.get_num_threads() + 1)
     rows = pd.read_csv(table_path)["smiles"].tolist()  # 52 rows: chunks of 10, 10, 10, 10, 10 and 2
     chunks = [[s for s in rows[i:i + 10] if isinstance(s, str)] for i in range(0, len(rows), 10)]
     reference = stream_predict(folder, table_path, tmp_path / "ref.csv", chunk_size=10)
