@@ -177,3 +177,31 @@ def test_every_entry_point_reads_an_ensemble_with_trees(ensemble_run, tmp_path):
     assert summary["prediction"]["logS_pred"] == pytest.approx(expected["logS_pred"][0], rel=1e-4)
     assert summary["blend"]["transformer_weight"] == ensemble_run.metrics["tree_weights"][0]
     assert embed(str(folder), smiles).valid.tolist() == [True, False, True]
+
+
+def test_interval_is_calibrated_on_the_blend_over_the_valid_set(ensemble_run, esol50_path):
+    """The valid set's outputs are taken once for the blend weights and the interval: the saved scale is what the
+    loaded predictor's blended outputs on the valid rows calibrate to."""
+    predictor = load_predictor(ensemble_run.model_dir)
+    split = pd.read_csv(ensemble_run.out_dir / "split.csv")
+    labels = pd.read_csv(esol50_path)["logS"].to_numpy(float)
+    valid = split[split["split"] == "valid"]
+    mean, sd = predictor.outputs(valid["smiles"].tolist())
+    scale = calibrate_interval(labels[valid["row"].to_numpy()].reshape(-1, 1), mean, sd)
+    np.testing.assert_allclose(predictor.meta.interval_scale, scale, rtol=1e-3)
+
+
+def test_fine_tuning_predicts_the_valid_set_once(make_tiny_model, esol50, monkeypatch):
+    calls = []
+    inner_outputs = Augmented.outputs
+
+    def counting(self, smiles, *args, **kwargs):
+        calls.append(len(smiles))
+        return inner_outputs(self, smiles, *args, **kwargs)
+
+    monkeypatch.setattr(Augmented, "outputs", counting)
+    model = make_tiny_model()
+    model.fit(esol50["smiles"][:30], esol50["logS"][:30].to_numpy(float), esol50["smiles"][30:],
+              esol50["logS"][30:].to_numpy(float),
+              config=TrainConfig(epochs=1, batch_size=16, ensemble=2, tta=2, trees="gbm", progress=False))
+    assert calls == [len(esol50) - 30], "one pass of the ensemble over the valid set serves blend and interval"

@@ -250,9 +250,13 @@ class TreeBlend(_Wrapper):
 
     def outputs(self, smiles, batch_size=128, progress=False) -> tuple[np.ndarray, np.ndarray | None]:
         mean, sd = self.inner.outputs(smiles, batch_size, progress)
+        return self.blend(smiles, mean), sd
+
+    def blend(self, smiles: Sequence[str], inner_mean: np.ndarray) -> np.ndarray:
+        """The blended outputs, given the inner predictor's mean outputs on ``smiles``."""
         trees = np.nan_to_num(self.tree_outputs(smiles))  # a target without trees has weight 1
         w = self.weights()
-        return w * mean + (1.0 - w) * trees, sd
+        return w * inner_mean + (1.0 - w) * trees
 
     def save_pretrained(self, folder: str | Path) -> Path:
         folder = super().save_pretrained(folder)
@@ -262,8 +266,12 @@ class TreeBlend(_Wrapper):
 
 def fit_blend(predictor: Predictor, smiles: Sequence[str], labels: np.ndarray,
               valid_smiles: Sequence[str] | None = None, valid_labels: np.ndarray | None = None, seed: int = 0,
-              batch_size: int = 128) -> TreeBlend:
-    """Trees fitted on the training molecules, blended with ``predictor`` with weights chosen on the valid ones."""
+              batch_size: int = 128, valid_outputs: np.ndarray | None = None) -> TreeBlend:
+    """Trees fitted on the training molecules, blended with ``predictor`` with weights chosen on the valid ones.
+
+    ``valid_outputs``: the predictor's mean outputs on ``valid_smiles`` where the caller has them already (an
+    ensemble or test-time augmentation makes them costly); computed here otherwise.
+    """
     meta = predictor.meta
     # the trees read the descriptors the head reads (computed once for both), RDKit's whole set without a head
     network = predictor.members[0].model
@@ -272,7 +280,9 @@ def fit_blend(predictor: Predictor, smiles: Sequence[str], labels: np.ndarray,
     y = outputs = trees_out = None
     if valid_smiles is not None and len(valid_smiles):
         y = np.asarray(valid_labels, dtype=float).reshape(len(valid_smiles), -1)
-        outputs, _ = predictor.outputs(list(valid_smiles), batch_size)
+        outputs = valid_outputs
+        if outputs is None:
+            outputs, _ = predictor.outputs(list(valid_smiles), batch_size)
         trees_out = tree_outputs(trees, meta, valid_smiles)
     return TreeBlend(predictor, trees, choose_weights(meta, y, outputs, trees_out))
 

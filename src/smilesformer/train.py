@@ -392,16 +392,23 @@ def fit_predictor(make_member: Callable[[int], Transformer], smiles: Sequence[st
         predictor = Augmented(predictor, config.tta)
     meta = predictor.meta
     has_valid = valid_smiles is not None and len(valid_smiles) > 0
-    if config.trees == "gbm" or (config.trees == "auto" and meta.layout.trees_by_default):
+    blend = config.trees == "gbm" or (config.trees == "auto" and meta.layout.trees_by_default)
+    calibrate = meta.has_spread and meta.layout.has_interval and has_valid
+    valid_y = _label_matrix(valid_labels, len(valid_smiles), len(meta.targets)) if has_valid else None
+    # the valid set's outputs, taken once for both the blend weights and the interval (an ensemble with
+    # test-time augmentation runs members x spellings passes over it)
+    valid_out = predictor.outputs(list(valid_smiles), config.eval_batch_size) if has_valid and (blend or calibrate) \
+        else None
+    if blend:
         y = _label_matrix(labels, len(smiles), len(meta.targets))
-        valid_y = _label_matrix(valid_labels, len(valid_smiles), len(meta.targets)) if has_valid else None
         predictor = fit_blend(predictor, smiles, y, valid_smiles if has_valid else None, valid_y,
-                              seed=config.seed, batch_size=config.eval_batch_size)
-    meta = predictor.meta
-    if meta.has_spread and meta.layout.has_interval and has_valid:
-        mean, sd = predictor.outputs(list(valid_smiles), config.eval_batch_size)
-        valid_y = _label_matrix(valid_labels, len(valid_smiles), len(meta.targets))
-        meta.interval_scale = calibrate_interval(valid_y, mean, sd)
+                              seed=config.seed, batch_size=config.eval_batch_size,
+                              valid_outputs=valid_out[0] if valid_out else None)
+        if valid_out:
+            valid_out = (predictor.blend(valid_smiles, valid_out[0]), valid_out[1])
+    if calibrate:
+        mean, sd = valid_out
+        predictor.meta.interval_scale = calibrate_interval(valid_y, mean, sd)
     return predictor, histories
 
 
