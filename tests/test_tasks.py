@@ -47,3 +47,14 @@ def test_metrics_follow_the_layout():
     probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
     multi = compute_metrics(MULTI, np.array([[0.0], [1.0], [2.0]]), probs)
     assert multi["per_target"]["c"]["accuracy"] == 1.0
+
+
+def test_each_layout_names_its_outputs_and_their_unit():
+    assert [REG.layout.output_name(REG, j) for j in range(2)] == ["a", "b"]
+    assert [BIN.layout.output_name(BIN, j) for j in range(2)] == ["a logit of class 1", "b logit of class 1"]
+    assert [MULTI.layout.output_name(MULTI, j) for j in range(3)] == [f"c logit of class {j}" for j in range(3)]
+    meta = ModelMeta("regression", ["a", "b"])
+    assert meta.layout.output_scale(meta, 1) == (1.0, 0.0), "no scaling learnt yet"
+    meta.layout.fit_scaling(meta, np.array([[1.0, 10.0], [3.0, 30.0]]))
+    assert meta.layout.output_scale(meta, 1) == (10.0, 20.0), "a standardized output goes back to label units"
+    assert BIN.layout.output_scale(BIN, 0) == MULTI.layout.output_scale(MULTI, 2) == (1.0, 0.0), "logits stay logits"

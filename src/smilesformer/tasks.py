@@ -157,6 +157,14 @@ class Layout:
     def metrics(self, meta: ModelMeta, y: np.ndarray, p: np.ndarray) -> dict[str, dict]:
         raise NotImplementedError
 
+    def output_name(self, meta: ModelMeta, j: int) -> str:
+        """What the head's output ``j`` is, in words (explanations name what they explain)."""
+        return f"{meta.targets[j]} logit of class 1"
+
+    def output_scale(self, meta: ModelMeta, j: int) -> tuple[float, float]:
+        """(scale, shift) that take the head's output ``j`` to the unit ``output_name`` speaks of."""
+        return 1.0, 0.0
+
     def output_columns(self, meta: ModelMeta, weights) -> np.ndarray:
         """A per-target value (a blend weight) spread over the output columns."""
         return np.asarray(weights, dtype=float)
@@ -191,6 +199,14 @@ class Regression(Layout):
     problem_type = "regression"
     has_interval = True
     trees_by_default = True
+
+    def output_name(self, meta, j) -> str:
+        return meta.targets[j]
+
+    def output_scale(self, meta, j) -> tuple[float, float]:
+        if meta.label_mean is None:
+            return 1.0, 0.0
+        return float(meta.label_std[j]), float(meta.label_mean[j])  # training standardized the labels
 
     def fit_scaling(self, meta: ModelMeta, y: np.ndarray) -> None:
         # labels are standardized for training and the scaling undone at predict time
@@ -308,6 +324,9 @@ class Multiclass(Layout):
 
     problem_type = "single_label_classification"
     label_dtype = torch.long
+
+    def output_name(self, meta, j) -> str:
+        return f"{meta.targets[0]} logit of class {j}"
 
     def num_labels(self, meta) -> int:
         return meta.n_classes

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import Task
 from ..data import SmilesformerError
 from ..descriptors import descriptor_inputs
 from .atoms import MoleculeTokens, map_tokens, tokens_to_atoms
@@ -57,11 +56,7 @@ def output_name(meta, target: int) -> str:
     if not 0 <= target < meta.num_labels:
         raise SmilesformerError(f"target {target} is out of range: the model has {meta.num_labels} output(s) "
                                 f"({', '.join(meta.targets)}); pass 0..{meta.num_labels - 1}")
-    if meta.task is Task.regression:
-        return meta.targets[target]
-    if meta.n_classes > 2:
-        return f"{meta.targets[0]} logit of class {target}"
-    return f"{meta.targets[target]} logit of class 1"
+    return meta.layout.output_name(meta, target)
 
 
 def _position_ids(net, length: int) -> torch.Tensor:
@@ -97,10 +92,8 @@ def integrated_gradients(model, smiles: str, target: int = 0, n_steps: int = 50,
     molecule = map_tokens(smiles, model.tokenizer, model.meta.max_length)
     net, tok = model.model, model.tokenizer
     net.eval()
-    scale, shift = 1.0, 0.0
-    if model.meta.task is Task.regression and model.meta.label_mean is not None:
-        # explain the prediction in label units; the shift moves f(x) and f(baseline) alike
-        scale, shift = float(model.meta.label_std[target]), float(model.meta.label_mean[target])
+    # explain the prediction in label units where there are such; the shift moves f(x) and f(baseline) alike
+    scale, shift = model.meta.layout.output_scale(model.meta, target)
 
     ids = torch.tensor([molecule.input_ids], device=model.device)  # (1, T)
     # The frame the tokenizer adds stays; <unk> stands for an atom the vocabulary lacks, so it is replaced too
