@@ -129,7 +129,10 @@ class _Cache:
     pool is still computing.
 
     Written here because ``functools.lru_cache`` keys whole argument lists: the rows an ensemble, the trees or the
-    next chunk's prefetch ask for come in different lists. Only the calling thread touches it (futures are
+    next chunk's prefetch ask for come in different lists. The key is the SMILES as given, not a canonical one:
+    canonicalizing costs a parse and a write per molecule in the calling process, where the model waits, and
+    the repeats worth catching are spelled alike (test-time spellings are looked up by the SMILES they came
+    from, see ``Augmented``). Only the calling thread touches it (futures are
     collected when a row is asked for), so it needs no lock.
     """
 
