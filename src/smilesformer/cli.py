@@ -104,6 +104,15 @@ MaxAtoms = Annotated[int | None, typer.Option(
 MaxChars = Annotated[int | None, typer.Option(
     help=f"Longest SMILES, in characters (default {MoleculeLimits.max_chars}, or ${MAX_CHARS_ENV}).")]
 
+# the options predict and embed share: streaming, the engine and precision
+Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")]
+EngineOption = Annotated[Engine, typer.Option(
+    "--engine", help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")]
+Workers = Annotated[int | None, typer.Option(
+    help="Ray workers (default: one per GPU of the cluster, else one per CPU).")]
+PrecisionOption = Annotated[Precision, typer.Option(
+    "--precision", help="auto = bf16 where the GPU or CPU (AVX512-BF16, AMX) does it in hardware, else fp32; fp32 for "
+                        "exact results.")]
 
 def _set_limits(max_atoms: int | None, max_chars: int | None) -> None:
     if max_atoms is not None or max_chars is not None:
@@ -307,10 +316,10 @@ def predict(
     smiles_col: Annotated[str | None, typer.Option()] = None,
     batch_size: Annotated[int, typer.Option()] = 128,
     chunk_size: Annotated[int, typer.Option(help="Rows read, length-sorted and written at a time (bounds memory).")] = 10_000,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
-    engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster, else one per CPU).")] = None,
-    precision: Annotated[Precision, typer.Option(help="auto = bf16 where the GPU or CPU (AVX512-BF16, AMX) does it in hardware, else fp32; fp32 for exact results.")] = Precision.auto,
+    resume: Resume = True,
+    engine: EngineOption = Engine.local,
+    workers: Workers = None,
+    precision: PrecisionOption = Precision.auto,
     max_atoms: MaxAtoms = None,
     max_chars: MaxChars = None,
 ) -> None:
@@ -424,10 +433,10 @@ def embed(
     all_layers: Annotated[bool, typer.Option(help="Also write every layer's output (pooled; per token with --per-token).")] = False,
     batch_size: Annotated[int, typer.Option()] = 64,
     chunk_size: Annotated[int | None, typer.Option(help="Rows per chunk (default 10,000; 1,000 with --per-token).")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")] = True,
-    engine: Annotated[Engine, typer.Option(help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")] = Engine.local,
-    workers: Annotated[int | None, typer.Option(help="Ray workers (default: one per GPU of the cluster, else one per CPU).")] = None,
-    precision: Annotated[Precision, typer.Option(help="auto = bf16 where the GPU or CPU (AVX512-BF16, AMX) does it in hardware, else fp32; fp32 for exact results.")] = Precision.auto,
+    resume: Resume = True,
+    engine: EngineOption = Engine.local,
+    workers: Workers = None,
+    precision: PrecisionOption = Precision.auto,
     max_atoms: MaxAtoms = None,
     max_chars: MaxChars = None,
 ) -> None:
