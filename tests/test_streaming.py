@@ -186,6 +186,33 @@ def test_ray_engine_matches_local(local_ray, tiny_regressor_dir, table_path, tmp
     np.testing.assert_allclose(np.stack(got["embedding"][valid]), np.stack(want["embedding"][valid]), rtol=1e-5)
 
 
+def test_ray_engine_predicts_a_composite_model_as_locally(local_ray, esol50, tiny_tokenizer, table_path,
+                                                          tmp_path):
+    """Each Ray worker loads the whole folder: an ensemble with a descriptor head, test-time spellings and trees."""
+    from smilesformer import SmilesModel, TrainConfig
+
+    model = SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=tiny_tokenizer, seed=0,
+                                     descriptors="fast")
+    y = esol50["logS"].to_numpy(float)
+    model.fit(esol50["smiles"][:40], y[:40], esol50["smiles"][40:], y[40:],
+              config=TrainConfig(epochs=1, batch_size=16, ensemble=2, tta=2, trees="gbm", progress=False))
+    folder = model.save_pretrained(tmp_path / "model")
+    stream_predict(folder, table_path, tmp_path / "ray.csv", chunk_size=16, engine="ray", workers=2)
+    stream_predict(folder, table_path, tmp_path / "local.csv", chunk_size=16)
+    got, want = read_table(tmp_path / "ray.csv"), read_table(tmp_path / "local.csv")
+    columns = ["logS_pred", "logS_sd", "logS_pi90_low", "logS_pi90_high"]
+    assert got.columns.tolist() == want.columns.tolist() and set(columns) <= set(got.columns)
+    assert got["error"].equals(want["error"])
+    got, want = got[columns].apply(pd.to_numeric), want[columns].apply(pd.to_numeric)
+    np.testing.assert_allclose(got["logS_pred"], want["logS_pred"], rtol=1e-4)
+    # the spread of nearly equal passes carries a process's first-forward-pass float noise (about 1e-5), and
+    # the interval scale (large for a model this untrained) multiplies it
+    np.testing.assert_allclose(got["logS_sd"], want["logS_sd"], atol=1e-4)
+    scale = float(SmilesModel.from_pretrained(folder).meta.interval_scale[0])
+    for side in ("logS_pi90_low", "logS_pi90_high"):
+        np.testing.assert_allclose(got[side], want[side], atol=2e-4 * scale)
+
+
 def test_streamed_prediction_prefetches_the_next_chunks_descriptors(make_tiny_model, table_path, tmp_path,
                                                                      monkeypatch):
     """A model that reads descriptors gets the next chunk's started while this one runs (where a core is spare);
