@@ -297,7 +297,10 @@ def main() -> None:
              "foundation-model change. Result files written before it (fine-tuning and prediction speed, transfer, "
              "inference, service, descriptor head, and the `bundled` rows of the accuracy tables without "
              "`foundation` in their name) measured v1, the regex-tokenizer MLM model; `accuracy_foundation_*` "
-             "tables measured v2.", ""]
+             "tables measured v2. Their `model:runs/models/smilesformer-moses-v1` rows are v1, taken from the "
+             "commit that bundled it: `mkdir -p runs/models/smilesformer-moses-v1 && for f in $(git ls-tree "
+             "--name-only ba30694 src/smilesformer/models/smilesformer-moses/); do git show ba30694:$f > "
+             "runs/models/smilesformer-moses-v1/$(basename $f); done`.", ""]
     lines += _pretraining()
     for name, render in (("tokenizer_coverage.json", _tokenizer), ("pretrain_throughput.json", _pretrain_throughput),
                          ("objectives.json", _objectives), ("descriptor_cost.json", _descriptor_cost),
