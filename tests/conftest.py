@@ -80,3 +80,17 @@ def shared_data_available() -> bool:
 
 needs_shared_data = pytest.mark.skipif(not shared_data_available(), reason="../shared/data not present")
 np.random.seed(0)
+
+
+def spy_lengths(monkeypatch, owner, name: str) -> list[int]:
+    """Replace ``owner.name`` (a function or method whose second argument is a sequence) by one that records
+    that sequence's length on each call, then calls the original; returns the list it records into."""
+    seen: list[int] = []
+    original = getattr(owner, name)
+
+    def spy(first, items, *args, **kwargs):
+        seen.append(len(items))
+        return original(first, items, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return seen

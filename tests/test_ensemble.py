@@ -17,6 +17,8 @@ from smilesformer.evaluate import calibrate_interval, uncertainty_metrics
 from smilesformer.predictors import Augmented, TreeBlend
 from smilesformer.train import AugmentedDataset, layerwise_param_groups
 
+from .conftest import spy_lengths
+
 
 def _canonical(smiles: str) -> str:
     return Chem.MolToSmiles(Chem.MolFromSmiles(smiles))
@@ -192,14 +194,7 @@ def test_interval_is_calibrated_on_the_blend_over_the_valid_set(ensemble_run, es
 
 
 def test_fine_tuning_predicts_the_valid_set_once(make_tiny_model, esol50, monkeypatch):
-    calls = []
-    inner_outputs = Augmented.outputs
-
-    def counting(self, smiles, *args, **kwargs):
-        calls.append(len(smiles))
-        return inner_outputs(self, smiles, *args, **kwargs)
-
-    monkeypatch.setattr(Augmented, "outputs", counting)
+    calls = spy_lengths(monkeypatch, Augmented, "outputs")
     model = make_tiny_model()
     model.fit(esol50["smiles"][:30], esol50["logS"][:30].to_numpy(float), esol50["smiles"][30:],
               esol50["logS"][30:].to_numpy(float),

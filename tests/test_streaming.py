@@ -20,6 +20,8 @@ from smilesformer.embeddings import EmbedConfig
 from smilesformer.streaming import parts_dir, read_chunks, stream_embed, stream_predict
 from smilesformer.workflow import run_predict
 
+from .conftest import spy_lengths
+
 runner = CliRunner()
 
 
@@ -66,14 +68,7 @@ def test_stream_predict_equals_run_predict(tiny_regressor_dir, table_path, tmp_p
 
 
 def test_chunks_bound_what_is_in_memory(tiny_regressor_dir, table_path, tmp_path, monkeypatch):
-    seen = []
-    original = streaming.predict_frame
-
-    def spy(model, chunk, *args, **kwargs):
-        seen.append(len(chunk))
-        return original(model, chunk, *args, **kwargs)
-
-    monkeypatch.setattr(streaming, "predict_frame", spy)
+    seen = spy_lengths(monkeypatch, streaming, "predict_frame")
     stream_predict(tiny_regressor_dir, table_path, tmp_path / "o.csv", chunk_size=10)
     assert seen == [10, 10, 10, 10, 10, 2]
 
