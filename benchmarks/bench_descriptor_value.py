@@ -1,11 +1,12 @@
-"""What each family of the "fast" descriptor set costs and what it is worth: the measurement behind keeping the
-whole set rather than a smaller one.
+"""What each family of the "fast" descriptor set costs and what it is worth, and what each slow family (in
+RDKit's full set, left out of "fast") would add back: the measurements behind the choice of set.
 
 Cost: each family computed alone as ``descriptor_block`` computes it (parsing subtracted; families that share
 RDKit's cached intermediates, such as the Crippen contributions behind MolLogP and the SlogP/SMR VSA bins, are
 timed as they run together). Value: the validation MAE of the suite's gradient-boosted trees
 (``smilesformer.trees``' settings) trained on the set without that family, against the whole set, on scaffold
-splits' train and validation parts only (test molecules are never read). Writes
+splits' train and validation parts only (test molecules are never read). The same for the slow families, the other
+way round: the trees on the fast set plus that family, and on the full set. Writes
 ``benchmarks/results/descriptor_value.json``.
 
     python benchmarks/bench_descriptor_value.py [--splits aqsoldb:0,aqsoldb:1,lipophilicity:0] [--n-cost 600]
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import time
 from pathlib import Path
@@ -35,6 +37,25 @@ def family(name: str) -> str:
     if name in ("MolLogP", "MolMR"):
         return "Crippen logP/MR"
     return "counts and sizes"
+
+
+def slow_family(name: str) -> str:
+    """The family of a descriptor of the full set that "fast" leaves out (``descriptors.SLOW_*``)."""
+    if name.startswith("BCUT2D_"):
+        return "BCUT2D"
+    if name.startswith(("Chi", "Kappa")):
+        return "Chi and Kappa"
+    if name.startswith(("EState_VSA", "VSA_EState")):
+        return "E-state VSA bins"
+    if "EStateIndex" in name:
+        return "E-state indices"
+    if name.startswith("FpDensityMorgan"):
+        return "Morgan density"
+    if name in ("Ipc", "AvgIpc", "BertzCT", "BalabanJ", "Phi", "SPS"):
+        return "topological indices"
+    if name in ("NumValenceElectrons", "NumRadicalElectrons"):
+        return "electron counts"
+    return name  # qed
 
 
 def _valid_mae(keep: list[str], names: list[str], x_train, y_train, x_valid, y_valid) -> float:
@@ -63,12 +84,19 @@ def main() -> None:
     from smilesformer.splits import scaffold_split
 
     rdBase.DisableLog("rdApp.*")
-    names = descriptor_names("fast")
+    names, full = descriptor_names("fast"), descriptor_names("rdkit")
     families: dict[str, list[str]] = {}
     for n in names:
         families.setdefault(family(n), []).append(n)
+    slow: dict[str, list[str]] = {}
+    for n in full:
+        if n not in names:
+            slow.setdefault(slow_family(n), []).append(n)
     results: dict = {"descriptors": len(names), "families": {f: len(v) for f, v in families.items()},
-                     "cost_ms_per_molecule": {}, "valid_mae": {}}
+                     "cost_ms_per_molecule": {}, "valid_mae": {},
+                     "full_descriptors": len(full), "slow_families": {f: len(v) for f, v in slow.items()},
+                     "slow_cost_ms_per_molecule": {}, "slow_valid_mae": {},
+                     "load_average_at_start": round(os.getloadavg()[0], 2)}  # the timings want an idle machine
     tables = {}
     for spec in args.splits.split(","):
         dataset, seed = spec.split(":")
@@ -79,25 +107,34 @@ def main() -> None:
             smiles = tables[dataset][0]
             sample = random.Random(0).sample(smiles, min(args.n_cost, len(smiles)))
             cost = {}
-            for name, members in [("parse", ["MolWt"]), ("whole set", names), *families.items()]:
+            for name, members in [("parse", ["MolWt"]), ("whole set", names), *families.items(), ("full set", full),
+                                  *((f"slow: {f}", m) for f, m in slow.items())]:
                 started = time.perf_counter()
                 descriptor_block(sample, members)
                 cost[name] = (time.perf_counter() - started) / len(sample) * 1e3
             parse = cost.pop("parse")  # MolWt is a sum over atoms: the parse is nearly all of it
-            results["cost_ms_per_molecule"][dataset] = {k: round(v - parse, 3) for k, v in cost.items()}
-            print(dataset, "ms/molecule:", json.dumps(results["cost_ms_per_molecule"][dataset]), flush=True)
+            cost = {k: round(v - parse, 3) for k, v in cost.items()}
+            results["slow_cost_ms_per_molecule"][dataset] = {
+                k.removeprefix("slow: "): cost.pop(k) for k in list(cost) if k.startswith("slow: ") or k == "full set"}
+            results["cost_ms_per_molecule"][dataset] = cost
+            print(dataset, "ms/molecule:", json.dumps(cost), json.dumps(results["slow_cost_ms_per_molecule"][dataset]),
+                  flush=True)
         smiles, y = tables[dataset]
         train, valid, _ = scaffold_split(smiles, (0.8, 0.1, 0.1), int(seed))  # the suite's fractions
-        x = descriptor_block([smiles[i] for i in (*train, *valid)], names)
+        x = descriptor_block([smiles[i] for i in (*train, *valid)], full)  # columns in the full set's order
         x_train, x_valid = x[:len(train)], x[len(train):]
 
         y_train, y_valid = y[train], y[valid]
-        scores = {"whole set": _valid_mae(names, names, x_train, y_train, x_valid, y_valid)}
+        scores = {"whole set": _valid_mae(names, full, x_train, y_train, x_valid, y_valid)}
         for name, members in families.items():
             keep = [n for n in names if n not in members]
-            scores[f"without {name}"] = _valid_mae(keep, names, x_train, y_train, x_valid, y_valid)
+            scores[f"without {name}"] = _valid_mae(keep, full, x_train, y_train, x_valid, y_valid)
         results["valid_mae"][f"{dataset} scaffold seed {seed}"] = scores
-        print(f"{dataset} seed {seed} valid MAE:", json.dumps(scores), flush=True)
+        added = {"full set": _valid_mae(full, full, x_train, y_train, x_valid, y_valid)}
+        for name, members in slow.items():
+            added[name] = _valid_mae(names + members, full, x_train, y_train, x_valid, y_valid)
+        results["slow_valid_mae"][f"{dataset} scaffold seed {seed}"] = added
+        print(f"{dataset} seed {seed} valid MAE:", json.dumps(scores), "fast set plus:", json.dumps(added), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
 
