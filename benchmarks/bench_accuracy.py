@@ -16,11 +16,12 @@ For every data set, split kind and seed it writes one split file (cleaned SMILES
 - variants for ablations: ``bundled+aug=10``, ``+tta=10``, ``+ens=3``, ``+llrd=0.8``, ``+lr=3e-4``, ``+desc=rdkit``,
   ``+trees=gbm``, ``+adapt=mtr``, combinable (``bundled+aug=10+tta=10``).
 
-All models are scored by the same code on the same test rows. Output: ``benchmarks/results/accuracy[_TAG].json``
-(every run, mean and sd, hardware, wall time), ``.csv`` (the summary) and ``_<split>.png`` bar charts;
-``benchmarks/report.py`` renders the tables into BENCHMARKS.md. Finished runs are kept in ``--work`` and
-skipped on a rerun, so an interrupted suite continues; ``--only-finished`` trains nothing and summarizes the
-runs finished so far (by any number of suites sharing ``--work``), listing the missing ones.
+All models are scored by the same code on the same test rows; smilesformer runs also keep their validation
+metrics (the summary's ``valid_*_mean``), the figures a choice between settings is made on. Output:
+``benchmarks/results/accuracy[_TAG].json`` (every run, mean and sd, hardware, wall time), ``.csv`` (the summary)
+and ``_<split>.png`` bar charts; ``benchmarks/report.py`` renders the tables into BENCHMARKS.md. Finished runs are
+kept in ``--work`` and skipped on a rerun, so an interrupted suite continues; ``--only-finished`` trains nothing
+and summarizes the runs finished so far (by any number of suites sharing ``--work``), listing the missing ones.
 
     python benchmarks/bench_accuracy.py [--datasets aqsoldb,esol,lipophilicity,bbbp,bace,clintox]
         [--splits random,scaffold] [--seeds 3] [--aqsoldb-seeds 5]
@@ -124,6 +125,7 @@ def run_smilesformer(base: str, overrides: dict, path: Path, info: dict, seed: i
         extra["uncertainty"] = result.metrics["test"]["uncertainty"]
     if result.metrics.get("tree_weights") is not None:  # the transformer's weight in the blend, per target
         extra["tree_weights"] = result.metrics["tree_weights"]
+    extra.update(valid_metrics(result.metrics, info))
     shutil.rmtree(work / "model", ignore_errors=True)  # keep the run folder's record, not the weights
     return preds, extra
 
@@ -232,11 +234,24 @@ def score(preds: pd.DataFrame, info: dict) -> dict:
     return {k: mean[k] for k in names if k in mean}
 
 
+def valid_metrics(metrics: dict, info: dict) -> dict:
+    """The validation set's metrics of a smilesformer run (its metrics.json), the figures that may pick a setting
+    (test figures never do); {} where the run had no validation set."""
+    mean = (metrics.get("valid") or {}).get("mean")
+    if not mean:
+        return {}
+    names = REGRESSION_METRICS if info["task"] == Task.regression.value else CLASSIFICATION_METRICS
+    return {"valid_metrics": {k: mean[k] for k in names if k in mean}}
+
+
 # the suite --------------------------------------------------------------------------------------------------
 def run_one(spec: str, path: Path, info: dict, seed: int, work: Path, args: argparse.Namespace) -> dict:
     done_file = work / "result.json"
     if done_file.is_file():
-        return json.loads(done_file.read_text())
+        result = json.loads(done_file.read_text())
+        if "valid_metrics" not in result and (work / "metrics.json").is_file():  # a run from before they were kept
+            result.update(valid_metrics(json.loads((work / "metrics.json").read_text()), info))
+        return result
     work.mkdir(parents=True, exist_ok=True)
     base, overrides = parse_model(spec)
     started = time.perf_counter()
@@ -268,6 +283,10 @@ def summarize(runs: list[dict]) -> list[dict]:
             values = [r["metrics"][metric] for r in group if metric in r["metrics"]]
             row[f"{metric}_mean"] = statistics.mean(values)
             row[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        if all("valid_metrics" in r for r in group):
+            for metric in group[0]["valid_metrics"]:
+                values = [r["valid_metrics"][metric] for r in group if metric in r["valid_metrics"]]
+                row[f"valid_{metric}_mean"] = statistics.mean(values)
         unc = [r["uncertainty"] for r in group if "uncertainty" in r]
         if unc:
             for key in ("spearman_sd_abs_error", "coverage_90"):

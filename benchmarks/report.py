@@ -274,6 +274,9 @@ def _accuracy(name: str, r: dict) -> list[str]:
              f"{'/'.join(str(round(f * 100)) for f in r['fractions'])} train/val/test, one split file per "
              "data set, split kind and seed, read by every model; test-set "
              "metrics, mean ± sd over seeds.", ""]
+    if any(k.startswith("valid_") for x in r["summary"] for k in x):
+        lines[-2] += (" The validation column is the mean over seeds of the validation set's figure, for the runs "
+                      "that have one (smilesformer's): settings are chosen on it, never on test figures.")
     if r["settings"].get("only_finished"):
         lines[-2] += (" The command trained nothing: it gathered runs that other processes of the suite had "
                       "finished with the same settings in the same work folder.")
@@ -285,20 +288,26 @@ def _accuracy(name: str, r: dict) -> list[str]:
         if not block:
             continue
         unc = any("coverage_90_mean" in x for x in block)
+        chosen_on = metrics[1] if task == "regression" else metrics[0]  # MAE, ROC-AUC
+        valid = any(f"valid_{chosen_on}_mean" in x for x in block)
         head = " | ".join(m.upper().replace("_", "-") for m in metrics)
+        head += f" | validation {chosen_on.upper().replace('_', '-')} (mean)" if valid else ""
         lines += [f"| data set | split | model | seeds | {head} |" + (" spread-error Spearman | 90% coverage |"
                                                                        if unc else ""),
-                  "|---|---|---|---|" + "---|" * (len(metrics) + (2 if unc else 0))]
+                  "|---|---|---|---|" + "---|" * (len(metrics) + valid + (2 if unc else 0))]
         for x in block:
             cells = " | ".join(f"{x[f'{m}_mean']:.3f}" + (f" ± {x[f'{m}_sd']:.3f}" if x["seeds"] > 1 else "")
                                for m in metrics)
+            if valid:
+                cells += f" | {x[f'valid_{chosen_on}_mean']:.4f}" if f"valid_{chosen_on}_mean" in x else " | "
             extra = ""
             if unc:
                 extra = (f" {x['spearman_sd_abs_error_mean']:.2f} | {x['coverage_90_mean']:.2f} |"
                          if "coverage_90_mean" in x else " | |")
             lines.append(f"| {x['dataset']} | {x['split']} | {x['model']} | {x['seeds']} | {cells} |{extra}")
         lines.append("")
-    charts = sorted((RESULTS).glob(f"{name}_*.png"))
+    charts = [RESULTS / f"{name}_{split}.png" for split in sorted({x["split"] for x in rows})]
+    charts = [c for c in charts if c.is_file()]
     lines += [f"![{c.stem}](benchmarks/results/{c.name})" for c in charts]
     return lines + [""]
 

@@ -52,13 +52,23 @@ def test_suite_runs_every_model_on_the_same_split_file(suite, tmp_path):
     for r in runs:
         assert set(r["metrics"]) == {"rmse", "mae", "r2"} and r["metrics"]["rmse"] > 0
     assert "uncertainty" in runs[0], "test-time augmentation gives a spread and its quality"
+    assert set(runs[0]["valid_metrics"]) == {"rmse", "mae", "r2"}, "a smilesformer run keeps its validation figures"
+    assert runs[0]["valid_metrics"] != runs[0]["metrics"]
+    assert all("valid_metrics" not in r for r in runs[1:]), "the baselines here fit on train and score test only"
     summary = pd.read_csv(tmp_path / "results" / "accuracy_smoke.csv")
     assert summary["model"].tolist() == models
+    assert summary["valid_mae_mean"].iloc[0] == runs[0]["valid_metrics"]["mae"]
+    assert summary["valid_mae_mean"].iloc[1:].isna().all()
     assert (tmp_path / "results" / "accuracy_smoke_scaffold.png").stat().st_size > 0
     saved = json.loads((tmp_path / "results" / "accuracy_smoke.json").read_text())
     assert saved["hardware"]["cpu_count"] and saved["wall_seconds"] > 0
     again = suite.main(argv)  # finished runs are reused, not retrained
     assert [r["seconds"] for r in again["runs"]] == [r["seconds"] for r in runs]
+    assert again["runs"][0]["valid_metrics"] == runs[0]["valid_metrics"]
+    done = tmp_path / "work" / "esol_scaffold_seed0" / "random_tta2_descrdkit_treesgbm" / "result.json"
+    record = json.loads(done.read_text())
+    done.write_text(json.dumps({k: v for k, v in record.items() if k != "valid_metrics"}))  # a run kept before
+    assert suite.main(argv)["runs"][0]["valid_metrics"] == runs[0]["valid_metrics"], "read back from metrics.json"
     partial = argv[:argv.index("--models") + 1] + ["rf,bundled"] + argv[argv.index("--models") + 2:]
     partial[partial.index("--tag") + 1] = "partial"
     summary_only = suite.main(partial + ["--only-finished"])  # trains nothing, says what is missing
