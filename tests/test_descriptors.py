@@ -56,6 +56,19 @@ def test_compute_descriptors_matches_rdkit_and_marks_what_it_cannot_compute():
         descriptor_names("mordred")
 
 
+def test_every_descriptor_equals_rdkits_own_call():
+    """The block computes E-state indices once per molecule (``force=False``); each value is still RDKit's."""
+    from smilesformer.descriptors import descriptor_block
+
+    smiles = ["CCCCC[C@@H](Br)CC", "OC(=O)c1ccccc1O", "C[N+](C)(C)C.[Cl-]", "CP(=O)(O)O", "OB(O)c1ccccc1", "FC(F)F"]
+    names = descriptor_names("rdkit")
+    ours = descriptor_block(smiles, names)
+    functions = dict(Descriptors._descList)
+    theirs = np.array([[functions[n](Chem.MolFromSmiles(s)) for n in names] for s in smiles], dtype=float)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=0, equal_nan=True)
+    assert not np.isnan(ours[:, names.index("MinAbsEStateIndex")]).any()
+
+
 def test_descriptor_model_trains_predicts_and_reloads(make_descriptor_model, esol50, tmp_path):
     model = make_descriptor_model()
     assert isinstance(model.model, RobertaWithDescriptorsForSequenceClassification)

@@ -200,12 +200,35 @@ def _compute(smiles: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
     return descriptor_block(smiles, names)
 
 
+@functools.cache
+def _functions() -> dict:
+    """RDKit's 2D descriptor functions by name, each called so that it reuses what RDKit keeps on the molecule.
+
+    RDKit's four E-state index descriptors (MaxEStateIndex, ...) default to ``force=1``: each computes the
+    molecule's E-state indices anew, where RDKit's own E-state VSA bins call the same function with
+    ``force=False`` and reuse the indices it leaves on the molecule. Called with ``force=False`` too, they
+    return the same values and the indices are computed once per molecule (0.8 -> 0.2 ms per molecule for the
+    four, measured on AqSolDB). Every molecule is parsed afresh, so nothing kept on one reaches another.
+    """
+    import inspect
+
+    from rdkit.Chem import Descriptors
+
+    functions = {}
+    for name, fn in Descriptors._descList:  # RDKit's own registry
+        try:
+            force = inspect.signature(fn).parameters.get("force")
+        except (TypeError, ValueError):  # a compiled function without a Python signature
+            force = None
+        functions[name] = functools.partial(fn, force=False) if force is not None and force.default else fn
+    return functions
+
+
 def descriptor_block(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """``compute_descriptors`` in this process, uncached: for callers that run their own pool (pretraining)."""
     from rdkit import rdBase
-    from rdkit.Chem import Descriptors
 
-    functions = dict(Descriptors._descList)
+    functions = _functions()
     out = np.full((len(smiles), len(names)), np.nan)
     limits = MoleculeLimits.current()  # read once, not per molecule
     with rdBase.BlockLogs():  # some descriptors remove hydrogens again and warn ("not removing hydrogen atom
