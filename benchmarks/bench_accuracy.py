@@ -125,7 +125,6 @@ def run_smilesformer(base: str, overrides: dict, path: Path, info: dict, seed: i
         extra["uncertainty"] = result.metrics["test"]["uncertainty"]
     if result.metrics.get("tree_weights") is not None:  # the transformer's weight in the blend, per target
         extra["tree_weights"] = result.metrics["tree_weights"]
-    extra.update(valid_metrics(result.metrics, info))
     shutil.rmtree(work / "model", ignore_errors=True)  # keep the run folder's record, not the weights
     return preds, extra
 
@@ -234,10 +233,11 @@ def score(preds: pd.DataFrame, info: dict) -> dict:
     return {k: mean[k] for k in names if k in mean}
 
 
-def valid_metrics(metrics: dict, info: dict) -> dict:
-    """The validation set's metrics of a smilesformer run (its metrics.json), the figures that may pick a setting
-    (test figures never do); {} where the run had no validation set."""
-    mean = (metrics.get("valid") or {}).get("mean")
+def valid_metrics(work: Path, info: dict) -> dict:
+    """The validation set's metrics of a smilesformer run, read from the run's own metrics.json: the figures that
+    may pick a setting (test figures never do); {} for a run without one (the baselines, no validation set)."""
+    record = work / "metrics.json"
+    mean = (json.loads(record.read_text()).get("valid") or {}).get("mean") if record.is_file() else None
     if not mean:
         return {}
     names = REGRESSION_METRICS if info["task"] == Task.regression.value else CLASSIFICATION_METRICS
@@ -248,10 +248,7 @@ def valid_metrics(metrics: dict, info: dict) -> dict:
 def run_one(spec: str, path: Path, info: dict, seed: int, work: Path, args: argparse.Namespace) -> dict:
     done_file = work / "result.json"
     if done_file.is_file():
-        result = json.loads(done_file.read_text())
-        if "valid_metrics" not in result and (work / "metrics.json").is_file():  # a run from before they were kept
-            result.update(valid_metrics(json.loads((work / "metrics.json").read_text()), info))
-        return result
+        return {**json.loads(done_file.read_text()), **valid_metrics(work, info)}
     work.mkdir(parents=True, exist_ok=True)
     base, overrides = parse_model(spec)
     started = time.perf_counter()
@@ -267,7 +264,7 @@ def run_one(spec: str, path: Path, info: dict, seed: int, work: Path, args: argp
         preds, extra = run_chemprop(path, info, seed, work, args)
     result = {"metrics": score(preds, info), "seconds": round(time.perf_counter() - started, 1), **extra}
     done_file.write_text(json.dumps(result, indent=2))
-    return result
+    return {**result, **valid_metrics(work, info)}
 
 
 def summarize(runs: list[dict]) -> list[dict]:

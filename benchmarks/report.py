@@ -294,7 +294,7 @@ def _accuracy(name: str, r: dict) -> list[str]:
         head += f" | validation {chosen_on.upper().replace('_', '-')} (mean)" if valid else ""
         lines += [f"| data set | split | model | seeds | {head} |" + (" spread-error Spearman | 90% coverage |"
                                                                        if unc else ""),
-                  "|---|---|---|---|" + "---|" * (len(metrics) + valid + (2 if unc else 0))]
+                  "|---|---|---|---|" + "---|" * (len(metrics) + int(valid) + (2 if unc else 0))]
         for x in block:
             cells = " | ".join(f"{x[f'{m}_mean']:.3f}" + (f" ± {x[f'{m}_sd']:.3f}" if x["seeds"] > 1 else "")
                                for m in metrics)
