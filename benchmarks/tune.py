@@ -8,11 +8,19 @@ the best settings.
 
     python benchmarks/tune.py [--datasets esol,lipophilicity,bace] [--split scaffold] [--trials 20]
         [--epochs 20] [--model smilesformer-moses]
+
+``--grid "learning_rate=5e-5,1e-4,2e-4"`` tries every combination of the listed TrainConfig settings (all
+others at their defaults) instead of the TPE search. Each trial also keeps every data set's validation
+loss per epoch and what early stopping with a smaller patience would have kept, read from the same
+curve (exact: a run with patience p is the run with a larger patience cut at its p-th epoch without
+improvement), so one run per setting answers the patience and epoch questions too.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import sys
 import time
@@ -39,17 +47,55 @@ def suggest(trial: optuna.Trial) -> dict:
     }
 
 
+def parse_grid(text: str) -> dict[str, list]:
+    """``"learning_rate=5e-5,1e-4;early_stopping_patience=3,5"`` -> values typed as TrainConfig's fields."""
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    grid = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, values = part.partition("=")
+        name = name.strip()
+        if name not in fields:
+            raise SystemExit(f"--grid: {name!r} is not a TrainConfig setting; choose from {', '.join(fields)}")
+        kind = type(getattr(TrainConfig(), name))
+        grid[name] = [kind(v.strip()) for v in values.split(",") if v.strip()]
+        if not grid[name]:
+            raise SystemExit(f"--grid: no values for {name!r}; write {name}=v1,v2")
+    return grid
+
+
+def patience_table(history: list[dict], run_patience: int) -> dict:
+    """What early stopping with each patience up to the run's own would have stopped at and kept, from the
+    run's validation curve (a larger patience than the run's would have seen epochs the run never trained)."""
+    losses = [h["eval_loss"] for h in history if "eval_loss" in h]
+    table = {}
+    for patience in range(1, run_patience + 1):
+        best, waited, stop = 0, 0, len(losses)
+        for i in range(1, len(losses)):
+            if losses[i] < losses[best]:
+                best, waited = i, 0
+            else:
+                waited += 1
+                if waited == patience:
+                    stop = i + 1
+                    break
+        table[patience] = {"stopped_at_epoch": stop, "best_epoch": best + 1, "valid_loss": losses[best]}
+    return {"valid_loss_per_epoch": losses, "early_stopping": table}
+
+
 def objective(trial: optuna.Trial, files: dict, args: argparse.Namespace) -> float:
-    params = suggest(trial)
-    scores = {}
+    params = ({name: trial.suggest_categorical(name, values) for name, values in args.grid.items()}
+              if args.grid else suggest(trial))
+    scores, curves = {}, {}
     for dataset, (path, info) in files.items():
         data = DataConfig(str(path), smiles_col="smiles", target_cols=info["targets"], task=info["task"],
                           split="column", split_col="split")
         # no trees: their blend weight is picked on these same validation molecules, which would flatter them
-        train = TrainConfig(epochs=args.epochs, early_stopping_patience=args.patience, seed=0, progress=False,
-                            trees="none", **params)
+        settings = {"epochs": args.epochs, "early_stopping_patience": args.patience, **params}
+        train = TrainConfig(seed=0, progress=False, trees="none", **settings)
         result = run_finetune(data, args.model, train, args.work / f"trial{trial.number}" / dataset)
         valid = result.metrics["valid"]["mean"]
+        curves[dataset] = patience_table(json.loads((result.out_dir / "history.json").read_text()),
+                                         settings["early_stopping_patience"])
         if info["task"] == "regression":
             table = pd.read_csv(path)
             sd = table.loc[table["split"] == "train", info["targets"]].std().mean()
@@ -57,6 +103,7 @@ def objective(trial: optuna.Trial, files: dict, args: argparse.Namespace) -> flo
         else:
             scores[dataset] = 1 - valid["roc_auc"]
     trial.set_user_attr("scores", scores)
+    trial.set_user_attr("curves", curves)
     return sum(scores.values()) / len(scores)
 
 
@@ -67,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--grid", type=parse_grid, default={},
+                        help='every combination of these settings, e.g. "learning_rate=5e-5,1e-4;batch_size=16,32"')
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--sample", type=float, default=None, help="a fraction of each data set (smoke runs)")
     parser.add_argument("--tag", default="")
@@ -76,10 +125,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     files = {d: write_split_file(d, args.split, 0, args.sample, args.work) for d in args.datasets.split(",")}
     started = time.perf_counter()
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=0))
-    study.optimize(lambda trial: objective(trial, files, args), n_trials=args.trials)
-    trials = [{"number": t.number, "params": t.params, "value": t.value, "scores": t.user_attrs.get("scores")}
-              for t in study.trials]
+    if args.grid:  # every combination once, in a seeded order
+        sampler = optuna.samplers.GridSampler(args.grid, seed=0)
+        n_trials = min(args.trials, len(list(itertools.product(*args.grid.values()))))
+    else:
+        sampler, n_trials = optuna.samplers.TPESampler(seed=0), args.trials
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study.optimize(lambda trial: objective(trial, files, args), n_trials=n_trials)
+    trials = [{"number": t.number, "params": t.params, "value": t.value, "scores": t.user_attrs.get("scores"),
+               "curves": t.user_attrs.get("curves")} for t in study.trials]
     report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "objective": "mean over data sets of valid RMSE / train label sd (regression), 1 - valid ROC-AUC",
               "best": {"params": study.best_params, "value": study.best_value}, "trials": trials,

@@ -76,11 +76,32 @@ def test_suite_runs_every_model_on_the_same_split_file(suite, tmp_path):
     assert summary_only["missing"] == ["esol/scaffold/seed0/bundled"]
 
 
-@needs_shared_data
-def test_tuning_scores_trials_on_validation_sets_only(tmp_path):
+def _tune_module():
     spec = importlib.util.spec_from_file_location("tune", SCRIPT.parent / "tune.py")
     tune = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tune)
+    return tune
+
+
+def test_tuning_reads_smaller_patiences_off_one_validation_curve():
+    tune = _tune_module()
+    history = [{"loss": 9.0, "epoch": 0.5}] + [{"eval_loss": v, "epoch": i + 1}
+                                                for i, v in enumerate([3.0, 2.0, 2.5, 2.4, 1.9, 2.0])]
+    table = tune.patience_table(history, run_patience=3)
+    assert table["valid_loss_per_epoch"] == [3.0, 2.0, 2.5, 2.4, 1.9, 2.0]
+    assert table["early_stopping"] == {
+        1: {"stopped_at_epoch": 3, "best_epoch": 2, "valid_loss": 2.0},
+        2: {"stopped_at_epoch": 4, "best_epoch": 2, "valid_loss": 2.0},
+        3: {"stopped_at_epoch": 6, "best_epoch": 5, "valid_loss": 1.9}}
+    assert tune.parse_grid("learning_rate=5e-5, 1e-4; early_stopping_patience=3,5") == {
+        "learning_rate": [5e-5, 1e-4], "early_stopping_patience": [3, 5]}
+    with pytest.raises(SystemExit, match="'lr' is not a TrainConfig setting"):
+        tune.parse_grid("lr=1e-4")
+
+
+@needs_shared_data
+def test_tuning_scores_trials_on_validation_sets_only(tmp_path):
+    tune = _tune_module()
     report = tune.main(["--datasets", "esol", "--trials", "2", "--epochs", "1", "--model", "random:tiny",
                         "--sample", "0.15", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")])
     assert len(report["trials"]) == 2
@@ -88,3 +109,10 @@ def test_tuning_scores_trials_on_validation_sets_only(tmp_path):
                                                  "descriptors"}
     assert report["best"]["value"] == min(t["value"] for t in report["trials"]) > 0
     assert (tmp_path / "res" / "tune.json").is_file()
+    grid = tune.main(["--datasets", "esol", "--grid", "learning_rate=1e-4,3e-4", "--epochs", "2", "--patience", "1",
+                      "--model", "random:tiny", "--sample", "0.15", "--work", str(tmp_path / "grid"),
+                      "--results", str(tmp_path / "res"), "--tag", "grid"])
+    assert sorted(t["params"]["learning_rate"] for t in grid["trials"]) == [1e-4, 3e-4]  # each value once
+    curve = grid["trials"][0]["curves"]["esol"]
+    assert 1 <= len(curve["valid_loss_per_epoch"]) <= 2 and set(curve["early_stopping"]) == {1}
+    assert (tmp_path / "res" / "tune_grid.json").is_file()
