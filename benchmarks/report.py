@@ -265,6 +265,45 @@ def _inference(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _tuning(name: str, r: dict) -> list[str]:
+    """A grid search's trials (tune.py --grid): validation figures per setting and early stopping read off them."""
+    st, trials = r["settings"], sorted(r["trials"], key=lambda t: sorted(t["params"].items()))
+    names, datasets = list(st["grid"]), st["datasets"].split(",")
+    grid = ";".join(f"{k}={','.join(str(v) for v in vs)}" for k, vs in st["grid"].items())
+    lines = [f"## Fine-tuning defaults on validation sets: {name}", "",
+             f"`python benchmarks/tune.py --datasets {st['datasets']} --split {st['split']} --grid \"{grid}\" "
+             f"--epochs {st['epochs']} --patience {st['patience']}{' --tag ' + st['tag'] if st['tag'] else ''}` "
+             f"({r['wall_seconds'] / 60:.0f} min): model `{st['model']}` fine-tuned once per setting on each data "
+             f"set's seed-0 {st['split']} split, trees off, every other setting at its default. Validation sets "
+             "only: no test molecule is read. Score: the mean over data sets of validation RMSE / training labels' sd "
+             "(regression) and 1 - validation ROC-AUC (classification); lower is better.", "",
+             "| " + " | ".join(names) + " | " + " | ".join(f"{d} valid" for d in datasets) + " | score |",
+             "|---" * (len(names) + len(datasets) + 1) + "|"]
+    best = min(t["value"] for t in trials)
+    for t in trials:
+        cells = [f"{m['rmse']:.3f} RMSE" if "rmse" in m else f"{m['roc_auc']:.3f} ROC-AUC"
+                 for m in (t["valid_metrics"][d] for d in datasets)]
+        score = f"**{t['value']:.4f}**" if t["value"] == best else f"{t['value']:.4f}"
+        lines.append("| " + " | ".join(str(t["params"][k]) for k in names) + " | " + " | ".join(cells)
+                     + f" | {score} |")
+    patiences = sorted(int(p) for p in trials[0]["curves"][datasets[0]]["early_stopping"])
+    lines += ["", f"Early stopping, read off the same runs' validation-loss curves (exact for any patience up to the "
+              f"runs' {st['patience']}: the schedule does not depend on it): epoch of the best validation loss, "
+              "and for each patience the epoch it stops at / the validation loss it keeps.", "",
+              "| " + " | ".join(names) + " | data set | epochs run | best epoch | "
+              + " | ".join(f"patience {p}" for p in patiences) + " |",
+              "|---" * (len(names) + 3 + len(patiences)) + "|"]
+    for t in trials:
+        for d in datasets:
+            c = t["curves"][d]
+            stops = c["early_stopping"]
+            cells = [f"{stops[str(p)]['stopped_at_epoch']} / {stops[str(p)]['valid_loss']:.4f}" for p in patiences]
+            lines.append("| " + " | ".join(str(t["params"][k]) for k in names) + f" | {d} | "
+                         f"{len(c['valid_loss_per_epoch'])} | {stops[str(patiences[-1])]['best_epoch']} | "
+                         + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def _accuracy(name: str, r: dict) -> list[str]:
     hw = r["hardware"]
     where = hw["gpu"] or f"{hw['cpu_count']} CPU cores"
@@ -348,6 +387,9 @@ def main() -> None:
         lines += _serve(r)
     if (r := _load("descriptors.json")) is not None:
         lines += _descriptors(r)
+    for path in sorted(RESULTS.glob("tune_*.json")):
+        if (r := json.loads(path.read_text()))["settings"].get("grid"):  # TPE searches have no grid to tabulate
+            lines += _tuning(path.stem, r)
     for path in sorted(RESULTS.glob("accuracy*.json")):
         lines += _accuracy(path.stem, json.loads(path.read_text()))
     out = Path(__file__).parent.parent / "BENCHMARKS.md"

@@ -85,7 +85,7 @@ def patience_table(history: list[dict], run_patience: int) -> dict:
 def objective(trial: optuna.Trial, files: dict, args: argparse.Namespace) -> float:
     params = ({name: trial.suggest_categorical(name, values) for name, values in args.grid.items()}
               if args.grid else suggest(trial))
-    scores, curves = {}, {}
+    scores, curves, metrics = {}, {}, {}
     for dataset, (path, info) in files.items():
         data = DataConfig(str(path), smiles_col="smiles", target_cols=info["targets"], task=info["task"],
                           split="column", split_col="split")
@@ -93,7 +93,7 @@ def objective(trial: optuna.Trial, files: dict, args: argparse.Namespace) -> flo
         settings = {"epochs": args.epochs, "early_stopping_patience": args.patience, **params}
         train = TrainConfig(seed=0, progress=False, trees="none", **settings)
         result = run_finetune(data, args.model, train, args.work / f"trial{trial.number}" / dataset)
-        valid = result.metrics["valid"]["mean"]
+        valid = metrics[dataset] = result.metrics["valid"]["mean"]
         curves[dataset] = patience_table(json.loads((result.out_dir / "history.json").read_text()),
                                          settings["early_stopping_patience"])
         if info["task"] == "regression":
@@ -104,6 +104,7 @@ def objective(trial: optuna.Trial, files: dict, args: argparse.Namespace) -> flo
             scores[dataset] = 1 - valid["roc_auc"]
     trial.set_user_attr("scores", scores)
     trial.set_user_attr("curves", curves)
+    trial.set_user_attr("valid_metrics", metrics)
     return sum(scores.values()) / len(scores)
 
 
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     study = optuna.create_study(direction="minimize", sampler=sampler)
     study.optimize(lambda trial: objective(trial, files, args), n_trials=n_trials)
     trials = [{"number": t.number, "params": t.params, "value": t.value, "scores": t.user_attrs.get("scores"),
-               "curves": t.user_attrs.get("curves")} for t in study.trials]
+               "valid_metrics": t.user_attrs.get("valid_metrics"), "curves": t.user_attrs.get("curves")}
+              for t in study.trials]
     report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
               "objective": "mean over data sets of valid RMSE / train label sd (regression), 1 - valid ROC-AUC",
               "best": {"params": study.best_params, "value": study.best_value}, "trials": trials,
