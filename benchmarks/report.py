@@ -270,11 +270,13 @@ def _tuning(name: str, r: dict) -> list[str]:
     st, trials = r["settings"], sorted(r["trials"], key=lambda t: sorted(t["params"].items()))
     names, datasets = list(st["grid"]), st["datasets"].split(",")
     grid = ";".join(f"{k}={','.join(str(v) for v in vs)}" for k, vs in st["grid"].items())
+    seed = st.get("seed", 0)  # files written before --seed existed are seed 0
+    flags = (f" --seed {seed}" if seed else "") + (f" --tag {st['tag']}" if st["tag"] else "")
     lines = [f"## Fine-tuning defaults on validation sets: {name}", "",
              f"`python benchmarks/tune.py --datasets {st['datasets']} --split {st['split']} --grid \"{grid}\" "
-             f"--epochs {st['epochs']} --patience {st['patience']}{' --tag ' + st['tag'] if st['tag'] else ''}` "
+             f"--epochs {st['epochs']} --patience {st['patience']}{flags}` "
              f"({r['wall_seconds'] / 60:.0f} min): model `{st['model']}` fine-tuned once per setting on each data "
-             f"set's seed-0 {st['split']} split, trees off, every other setting at its default. Validation sets "
+             f"set's seed-{seed} {st['split']} split, trees off, every other setting at its default. Validation sets "
              "only: no test molecule is read. Score: the mean over data sets of validation RMSE / training labels' sd "
              "(regression) and 1 - validation ROC-AUC (classification); lower is better.", "",
              "| " + " | ".join(names) + " | " + " | ".join(f"{d} valid" for d in datasets) + " | score |",

@@ -1,6 +1,7 @@
 """A small hyper-parameter search (optuna, TPE sampler) for smilesformer's fine-tuning defaults.
 
-Each trial fine-tunes a model on every listed data set (the seed-0 split files of bench_accuracy.py)
+Each trial fine-tunes a model on every listed data set (the seed-0 split files of bench_accuracy.py, or
+``--seed``'s)
 and scores it on the validation sets only: regression by validation RMSE divided by the training
 labels' standard deviation, classification by 1 - ROC-AUC, averaged over data sets so each weighs
 alike. Test sets are never read. Writes ``benchmarks/results/tune[_TAG].json`` with every trial and
@@ -91,7 +92,7 @@ def objective(trial: optuna.Trial, files: dict, args: argparse.Namespace) -> flo
                           split="column", split_col="split")
         # no trees: their blend weight is picked on these same validation molecules, which would flatter them
         settings = {"epochs": args.epochs, "early_stopping_patience": args.patience, **params}
-        train = TrainConfig(seed=0, progress=False, trees="none", **settings)
+        train = TrainConfig(seed=args.seed, progress=False, trees="none", **settings)
         result = run_finetune(data, args.model, train, args.work / f"trial{trial.number}" / dataset)
         valid = metrics[dataset] = result.metrics["valid"]["mean"]
         curves[dataset] = patience_table(json.loads((result.out_dir / "history.json").read_text()),
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0, help="split file and training seed (a replicate)")
     parser.add_argument("--grid", type=parse_grid, default={},
                         help='every combination of these settings, e.g. "learning_rate=5e-5,1e-4;batch_size=16,32"')
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -124,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
 
-    files = {d: write_split_file(d, args.split, 0, args.sample, args.work) for d in args.datasets.split(",")}
+    files = {d: write_split_file(d, args.split, args.seed, args.sample, args.work) for d in args.datasets.split(",")}
     started = time.perf_counter()
     if args.grid:  # every combination once, in a seeded order
         sampler = optuna.samplers.GridSampler(args.grid, seed=0)
