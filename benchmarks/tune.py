@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -50,14 +50,17 @@ def suggest(trial: optuna.Trial) -> dict:
 
 def parse_grid(text: str) -> dict[str, list]:
     """``"learning_rate=5e-5,1e-4;early_stopping_patience=3,5"`` -> values typed as TrainConfig's fields."""
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    defaults = TrainConfig()
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
     grid = {}
     for part in filter(None, (p.strip() for p in text.split(";"))):
         name, _, values = part.partition("=")
         name = name.strip()
         if name not in fields:
             raise SystemExit(f"--grid: {name!r} is not a TrainConfig setting; choose from {', '.join(fields)}")
-        kind = type(getattr(TrainConfig(), name))
+        kind = type(getattr(defaults, name))
+        if kind is bool:  # bool("false") is True
+            kind = lambda v: v.lower() in ("1", "true", "yes")  # noqa: E731
         grid[name] = [kind(v.strip()) for v in values.split(",") if v.strip()]
         if not grid[name]:
             raise SystemExit(f"--grid: no values for {name!r}; write {name}=v1,v2")
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default="esol,lipophilicity,bace")
     parser.add_argument("--split", default="scaffold")
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=20, help="trials of the TPE search (a --grid runs all)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="split file and training seed (a replicate)")
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     if args.grid:  # every combination once, in a seeded order
         sampler = optuna.samplers.GridSampler(args.grid, seed=0)
-        n_trials = min(args.trials, len(list(itertools.product(*args.grid.values()))))
+        n_trials = math.prod(len(values) for values in args.grid.values())  # --trials is the TPE search's
     else:
         sampler, n_trials = optuna.samplers.TPESampler(seed=0), args.trials
     study = optuna.create_study(direction="minimize", sampler=sampler)

@@ -95,6 +95,7 @@ def test_tuning_reads_smaller_patiences_off_one_validation_curve():
         3: {"stopped_at_epoch": 6, "best_epoch": 5, "valid_loss": 1.9}}
     assert tune.parse_grid("learning_rate=5e-5, 1e-4; early_stopping_patience=3,5") == {
         "learning_rate": [5e-5, 1e-4], "early_stopping_patience": [3, 5]}
+    assert tune.parse_grid("group_by_length=false,true") == {"group_by_length": [False, True]}
     with pytest.raises(SystemExit, match="'lr' is not a TrainConfig setting"):
         tune.parse_grid("lr=1e-4")
 
