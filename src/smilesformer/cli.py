@@ -198,18 +198,19 @@ def pretrain(
     objective: Annotated[Objective, typer.Option(help="mlm (ChemBERTa), mtr (RDKit descriptors, ChemBERTa-2) or mlm+mtr (both, one forward pass).")] = _default(_P, "objective"),
     tokenizer: Annotated[TokenizerKind, typer.Option(help="smiles (fixed vocabulary, every SMILES), regex or bpe (counted on the corpus).")] = _default(_P, "tokenizer"),
     vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = _default(_P, "vocab_size"),
-    preset: Annotated[str, typer.Option(help="Model size: tiny, small, base.")] = _default(_P, "preset"),
+    preset: Annotated[str, typer.Option(help="Model size: tiny, small, medium, base.")] = _default(_P, "preset"),
     limit: Annotated[int | None, typer.Option(help="Use at most this many valid molecules.")] = _default(_P, "limit"),
     canonicalize: Annotated[bool, typer.Option()] = _default(_P, "canonicalize"),
     dedupe: Annotated[bool, typer.Option()] = _default(_P, "dedupe"),
     epochs: Annotated[float, typer.Option()] = _default(_P, "epochs"),
     max_steps: Annotated[int, typer.Option(help="If > 0, stop after this many steps.")] = _default(_P, "max_steps"),
+    max_minutes: Annotated[float | None, typer.Option(help="Wall-clock budget of the whole command, preparation included: training gets the steps that fit what is left, its learning rate decaying to zero on the last.")] = _default(_P, "max_minutes"),
     batch_size: Annotated[int, typer.Option()] = _default(_P, "batch_size"),
     grad_accum: Annotated[int, typer.Option()] = _default(_P, "grad_accum"),
     lr: Annotated[float, typer.Option()] = _default(_P, "learning_rate"),
     max_length: Annotated[int, typer.Option()] = _default(_P, "max_length"),
     mlm_probability: Annotated[float, typer.Option(help="Share of tokens masked per batch.")] = _default(_P, "mlm_probability"),
-    descriptor_set: Annotated[str, typer.Option(help="Descriptors MTR regresses: fast or rdkit.")] = _default(_P, "descriptor_set"),
+    descriptor_set: Annotated[str, typer.Option(help="Descriptors MTR regresses: mtr (107 cheap ones), fast or rdkit.")] = _default(_P, "descriptor_set"),
     dropout: Annotated[float, typer.Option(help="Encoder dropout while pretraining (the saved model gets 0.1).")] = _default(_P, "dropout"),
     mlm_weight: Annotated[float, typer.Option(help="mlm+mtr: weight of the MLM loss.")] = _default(_P, "mlm_weight"),
     mtr_weight: Annotated[float, typer.Option(help="mlm+mtr: weight of the MTR loss.")] = _default(_P, "mtr_weight"),
@@ -221,18 +222,22 @@ def pretrain(
     seed: Annotated[int, typer.Option()] = _default(_P, "seed"),
 ) -> None:
     """Pretrain a chemical language model from scratch (MLM, MTR or both); rerun the same command to resume."""
+    import psutil  # accelerate's dependency
+
     from .pretrain import run_pretrain
 
+    started = psutil.Process().create_time()  # --max-minutes counts from the command's start, imports included
     try:
         config = PretrainConfig(str(corpus), smiles_col, limit, canonicalize, dedupe, objective, tokenizer, vocab_size,
                                 preset=preset, max_length=max_length, epochs=epochs, max_steps=max_steps,
+                                max_minutes=max_minutes,
                                 batch_size=batch_size, grad_accum=grad_accum, learning_rate=lr,
                                 mlm_probability=mlm_probability, descriptor_set=descriptor_set, dropout=dropout,
                                 mlm_weight=mlm_weight, mtr_weight=mtr_weight,
                                 save_steps=save_steps, keep_checkpoints=keep_checkpoints,
                                 logging_steps=logging_steps, seed=seed,
                                 precision=precision, n_jobs=n_jobs)
-        model_dir = run_pretrain(config, out, command="smilesformer " + " ".join(sys.argv[1:]))
+        model_dir = run_pretrain(config, out, command="smilesformer " + " ".join(sys.argv[1:]), started=started)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     summary = json.loads((model_dir / "pretrain_summary.json").read_text())
@@ -265,6 +270,7 @@ def corpus(
     transform: Annotated[list[str] | None, typer.Option(help="NAME=P: probability of one transformation (stereo, iodo, boronic, phosphate, salt, isotope, kekule, random); repeatable.")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Data set names or tables whose molecules are removed (default: every registered data set).")] = None,
     n_jobs: Annotated[int, typer.Option(help="Processes (0: all cores).")] = 0,
+    descriptors: Annotated[str, typer.Option(help="RDKit descriptors for MTR pretraining, computed in the same pass and written beside the corpus (<out>.descriptors.npy, reused by `pretrain`): mtr, fast, rdkit or none.")] = "none",
 ) -> None:
     """Make a pretraining corpus that exercises the whole SMILES grammar (stereo, salts, P, I, B, isotopes,
     randomized SMILES) from one that does not, with every benchmark molecule removed."""
@@ -278,7 +284,7 @@ def corpus(
                 raise SmilesformerError(f"--transform takes NAME=P, e.g. stereo=0.5; got {item!r}")
             transforms[name] = float(value)
         config = CorpusConfig(str(source), smiles_col, limit, seed, transforms,
-                              list(exclude) if exclude else _default(CorpusConfig, "exclude"), n_jobs)
+                              list(exclude) if exclude else _default(CorpusConfig, "exclude"), n_jobs, descriptors)
         report = build_corpus(config, out)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)

@@ -20,6 +20,14 @@ label stays true of its SMILES:
 Every molecule that appears in a benchmark data set is removed, before and after the transformations,
 by the first block of its InChIKey (the connectivity: stereoisomers, salts' parents and isotopologues of a
 benchmark molecule go too), so no benchmark figure is flattered by pretraining on its test molecules.
+InChI takes about 0.3 ms a molecule, so each molecule is first checked against the benchmark sets' element graphs
+(RDKit's ``MolHash`` ElementGraph of the molecule without stereo or isotopes: its atoms and bonds, no bond orders,
+charges or hydrogens, about 0.1 ms): two molecules with the same InChIKey skeleton have the same element graph,
+so only the few molecules whose graph matches are given an InChIKey, and exactly the same molecules go.
+
+Every step works on one RDKit parse of each molecule, in worker processes: the skeleton check, the
+transformations, the SMILES written and, when asked (``descriptors``), the RDKit descriptors pretraining's MTR
+regresses, written beside the corpus (``<out>.descriptors.npy``) so ``smilesformer pretrain`` reuses them.
 """
 
 from __future__ import annotations
@@ -30,19 +38,23 @@ import logging
 import multiprocessing
 import os
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rdkit import Chem, rdBase
-from rdkit.Chem import AllChem
-from rdkit.Chem.EnumerateStereoisomers import EnumerateStereoisomers, StereoEnumerationOptions
+from rdkit.Chem import AllChem, rdMolHash
 
-from .data import DATASETS, SmilesformerError, iter_smiles, locate_dataset, mol_from_smiles, read_table
+from .data import DATASETS, MoleculeLimits, SmilesformerError, file_sha256, iter_smiles, locate_dataset, \
+    mol_from_smiles, read_table
+from .descriptors import DESCRIPTOR_SETS, descriptor_calculator, descriptor_names
 
-__all__ = ["TRANSFORMS", "CorpusConfig", "benchmark_keys", "connectivity_key", "transform_molecule", "build_corpus"]
+__all__ = ["TRANSFORMS", "CorpusConfig", "benchmark_keys", "connectivity_key", "element_graph_key",
+           "transform_molecule", "build_corpus", "DESCRIPTORS_SUFFIX"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +79,8 @@ _ACID = Chem.MolFromSmarts("[CX3](=O)[OX2H1]")
 # A basic amine: sp3 N, not an amide, sulfonamide, aniline or N-oxide.
 _AMINE = Chem.MolFromSmarts("[NX3;!$(N-C=[O,S,N]);!$(N-S(=O)=O);!$(N-a);!$(N-[#7,#8]);!$(N#*);!$(N=*)]")
 _ISOTOPES = {"C": 13, "N": 15, "O": 18}
+_STEREO_OR_ISOTOPE = re.compile(r"[@/\\]|\[\d")  # how a SMILES writes stereo (@, /, \) and isotopes ([13C])
+DESCRIPTORS_SUFFIX = ".descriptors.npy"  # beside the corpus: float32 (molecules, descriptors), rows in corpus order
 
 
 @dataclass
@@ -86,8 +100,14 @@ class CorpusConfig:
     """Registered data set names or table paths whose molecules must not be in the corpus."""
     n_jobs: int = 0
     """Processes (0: all cores)."""
+    descriptors: str = "none"
+    """RDKit descriptors computed on each molecule as written, for MTR pretraining (``mtr``, ``fast``, ``rdkit``),
+    saved beside the corpus as ``<out>.descriptors.npy``; "none": no file."""
 
     def __post_init__(self) -> None:
+        if self.descriptors not in DESCRIPTOR_SETS:
+            raise SmilesformerError(f"unknown descriptor set {self.descriptors!r}; choose one of "
+                                    f"{', '.join(DESCRIPTOR_SETS)}")
         unknown = sorted(set(self.transforms) - set(TRANSFORMS))
         if unknown:
             raise SmilesformerError(f"unknown corpus transformation(s) {', '.join(unknown)}; known: "
@@ -104,6 +124,18 @@ def connectivity_key(mol: Chem.Mol) -> str | None:
     return key.split("-")[0] if key else None
 
 
+def element_graph_key(mol: Chem.Mol, clean: bool = True) -> str:
+    """The molecule's element graph (RDKit ``MolHash`` ElementGraph of the molecule without stereo or isotopes):
+    what the InChIKey skeleton determines, at a third of its cost. ``clean=False`` skips removing stereo and
+    isotopes (a copy and a Python loop over the atoms) for a molecule known to have neither."""
+    if clean:
+        mol = Chem.Mol(mol)
+        Chem.RemoveStereochemistry(mol)
+        for atom in mol.GetAtoms():
+            atom.SetIsotope(0)
+    return rdMolHash.MolHash(mol, rdMolHash.HashFunction.ElementGraph)  # hashes a copy: mol is left as it was
+
+
 def _parent(mol: Chem.Mol) -> Chem.Mol:
     """The largest component of a multi-component molecule (a salt's organic part)."""
     frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
@@ -111,22 +143,32 @@ def _parent(mol: Chem.Mol) -> Chem.Mol:
 
 
 def _keys(mol: Chem.Mol) -> set[str]:
-    keys = {connectivity_key(mol), connectivity_key(_parent(mol))}
+    """InChIKey skeletons of the molecule and of its largest component."""
+    parent = _parent(mol)
+    keys = {connectivity_key(mol), connectivity_key(parent) if parent is not mol else None}
     return {k for k in keys if k}
 
 
-def _keys_of_smiles(smiles: Sequence[str]) -> set[str]:
-    keys: set[str] = set()
+def _graphs(mol: Chem.Mol, clean: bool = True, single: bool = False) -> set[str]:
+    """Element graphs of the molecule and of its largest component (``_keys``' cheap stand-in); ``single``: the
+    molecule is known to be one component."""
+    parent = mol if single else _parent(mol)
+    graphs = {element_graph_key(mol, clean)}
+    if parent is not mol:
+        graphs.add(element_graph_key(parent, clean))
+    return graphs
+
+
+def _keys_of_smiles(smiles: Sequence[str]) -> tuple[set[str], set[str]]:
     with rdBase.BlockLogs():  # for this block only: RDKit's logging stays as the caller set it
-        return _collect_keys(smiles, keys)
-
-
-def _collect_keys(smiles: Sequence[str], keys: set[str]) -> set[str]:
-    for s in smiles:
-        mol = mol_from_smiles(s.strip()) if isinstance(s, str) else None
-        if mol is not None:
-            keys |= _keys(mol)
-    return keys
+        keys: set[str] = set()
+        graphs: set[str] = set()
+        for s in smiles:
+            mol = mol_from_smiles(s.strip()) if isinstance(s, str) else None
+            if mol is not None:
+                keys |= _keys(mol)
+                graphs |= _graphs(mol)
+        return keys, graphs
 
 
 def benchmark_keys(sources: Iterable[str], pool=None) -> tuple[set[str], dict[str, int]]:
@@ -141,7 +183,14 @@ def benchmark_keys(sources: Iterable[str], pool=None) -> tuple[set[str], dict[st
     Raises:
         SmilesformerError: a source that cannot be found, so a corpus is never silently left unfiltered.
     """
+    keys, _, counts = _benchmark_skeletons(sources, pool)
+    return keys, counts
+
+
+def _benchmark_skeletons(sources: Iterable[str], pool=None) -> tuple[set[str], set[str], dict[str, int]]:
+    """``benchmark_keys`` and the element graphs of the same molecules: (InChIKey skeletons, graphs, counts)."""
     keys: set[str] = set()
+    graphs: set[str] = set()
     counts: dict[str, int] = {}
     for source in sources:
         if source in DATASETS:
@@ -154,20 +203,40 @@ def benchmark_keys(sources: Iterable[str], pool=None) -> tuple[set[str], dict[st
         else:
             smiles = list(iter_smiles(source))
         counts[source] = len(smiles)
-        blocks = [smiles[i:i + 500] for i in range(0, len(smiles), 500)]
-        for block_keys in _map(_keys_of_smiles, blocks, pool):
+        blocks = [smiles[i:i + 200] for i in range(0, len(smiles), 200)]
+        for block_keys, block_graphs in _map(_keys_of_smiles, blocks, pool):
             keys |= block_keys
-    return keys, counts
+            graphs |= block_graphs
+    return keys, graphs, counts
 
 
 def _random_stereoisomer(mol: Chem.Mol, rng: random.Random) -> Chem.Mol | None:
-    options = StereoEnumerationOptions(onlyUnassigned=True, maxIsomers=8, rand=rng.randrange(2**31), unique=True)
-    isomers = list(EnumerateStereoisomers(mol, options=options))
-    if not isomers:
+    """One stereoisomer, each unassigned stereocentre and stereo double bond given a label drawn at random.
+
+    Written on RDKit's ``FindPotentialStereo`` (C++; it lists true stereo elements only, symmetric centres left out)
+    rather than ``EnumerateStereoisomers``, whose Python loops over atoms cost 0.5 ms a molecule even for one
+    isomer."""
+    elements = [e for e in Chem.FindPotentialStereo(mol) if e.specified == Chem.StereoSpecified.Unspecified]
+    if not elements:
         return None
-    isomer = isomers[rng.randrange(len(isomers))]
-    Chem.AssignStereochemistry(isomer, cleanIt=True, force=True)
-    return isomer if Chem.MolToSmiles(isomer) != Chem.MolToSmiles(mol) else None
+    isomer = Chem.Mol(mol)
+    for element in elements:
+        if element.type == Chem.StereoType.Atom_Tetrahedral:
+            isomer.GetAtomWithIdx(element.centeredOn).SetChiralTag(rng.choice(_TETRAHEDRAL))
+        elif element.type == Chem.StereoType.Bond_Double:
+            atoms = list(element.controllingAtoms)  # two slots per end, NOATOM where an end has one neighbour
+            ends = [next((a for a in atoms[k:k + 2] if a != _NO_ATOM), None) for k in (0, 2)]
+            if None in ends:
+                continue
+            bond = isomer.GetBondWithIdx(element.centeredOn)
+            bond.SetStereoAtoms(*ends)
+            bond.SetStereo(rng.choice(_DOUBLE))
+    return isomer
+
+
+_NO_ATOM = 2**32 - 1  # RDKit's StereoInfo::NOATOM, an empty slot of controllingAtoms
+_TETRAHEDRAL = (Chem.ChiralType.CHI_TETRAHEDRAL_CW, Chem.ChiralType.CHI_TETRAHEDRAL_CCW)
+_DOUBLE = (Chem.BondStereo.STEREOCIS, Chem.BondStereo.STEREOTRANS)
 
 
 def _react(mol: Chem.Mol, name: str, rng: random.Random) -> Chem.Mol | None:
@@ -212,7 +281,9 @@ def _salt(mol: Chem.Mol, rng: random.Random) -> Chem.Mol | None:
         Chem.SanitizeMol(rw)
     except Exception:  # noqa: BLE001 - a charge RDKit rejects: leave the molecule neutral
         return None
-    return Chem.CombineMols(rw.GetMol(), Chem.MolFromSmiles(counter_ion))
+    salt = Chem.CombineMols(rw.GetMol(), Chem.MolFromSmiles(counter_ion))
+    Chem.SanitizeMol(salt)  # ring information and valences, as the SMILES would give on reading
+    return salt
 
 
 def _isotope(mol: Chem.Mol, rng: random.Random) -> Chem.Mol | None:
@@ -227,6 +298,13 @@ def _isotope(mol: Chem.Mol, rng: random.Random) -> Chem.Mol | None:
 
 def transform_molecule(mol: Chem.Mol, transforms: dict[str, float], rng: random.Random) -> tuple[str, list[str]]:
     """Rewrite one molecule with the transformations the draw picks; returns (SMILES, names applied)."""
+    smiles, applied, _ = _transform(mol, transforms, rng)
+    return smiles, applied
+
+
+def _transform(mol: Chem.Mol, transforms: dict[str, float], rng: random.Random) -> tuple[str, list[str], Chem.Mol]:
+    """``transform_molecule``, also returning the molecule written (aromatic, before any Kekulé spelling), on which
+    the descriptors are computed."""
     applied = []
     for name in ("iodo", "boronic", "phosphate", "salt", "isotope", "stereo"):
         if rng.random() >= transforms.get(name, 0):
@@ -244,61 +322,83 @@ def transform_molecule(mol: Chem.Mol, transforms: dict[str, float], rng: random.
             applied.append(name)
     kekule = rng.random() < transforms.get("kekule", 0)
     randomized = rng.random() < transforms.get("random", 0)
+    written = mol
     if kekule:
-        mol = Chem.Mol(mol)
-        Chem.Kekulize(mol, clearAromaticFlags=True)
+        written = Chem.Mol(mol)
+        Chem.Kekulize(written, clearAromaticFlags=True)
         applied.append("kekule")
     if randomized:
         applied.append("random")
     if randomized:  # RDKit's own generator, seeded from ours, so a corpus is the same on every run
-        smiles = Chem.MolToRandomSmilesVect(mol, 1, randomSeed=rng.randrange(2**31), kekuleSmiles=kekule)[0]
+        smiles = Chem.MolToRandomSmilesVect(written, 1, randomSeed=rng.randrange(2**31), kekuleSmiles=kekule)[0]
     else:
-        smiles = Chem.MolToSmiles(mol, kekuleSmiles=kekule)
-    return smiles, applied
+        smiles = Chem.MolToSmiles(written, kekuleSmiles=kekule)
+    return smiles, applied, mol
 
 
 _SKELETON_CHANGES = {"iodo", "boronic", "phosphate", "salt"}  # the others keep the InChIKey's first block
 
 
-def _transform_block(args: tuple[int, list[str], dict[str, float], int]) -> list[tuple[str, list[str], set[str]]]:
-    """Transform a block of molecules; each comes back with the skeleton keys of what it was and what it is,
-    so the parent, which holds the benchmark keys, decides what to drop."""
+def _prepare_block(args: tuple[int, list[str], dict[str, float], int, tuple[str, ...]]) -> tuple[list, np.ndarray]:
+    """Parse, check, transform and describe a block of molecules, each parsed once (see the module docstring).
+
+    Returns each molecule's (SMILES written, transformations applied, element graphs of what it was and what it
+    is) and its descriptors as float32 (block, descriptors); the parent, which holds the benchmark skeletons,
+    decides what to drop."""
     with rdBase.BlockLogs():  # for this block only: RDKit's logging stays as the caller set it
-        return _transform_each(args)
+        return _prepare_each(args)
 
 
-def _transform_each(args: tuple[int, list[str], dict[str, float], int]) -> list[tuple[str, list[str], set[str]]]:
-    start, smiles, transforms, seed = args
+def _prepare_each(args: tuple[int, list[str], dict[str, float], int, tuple[str, ...]]) -> tuple[list, np.ndarray]:
+    start, smiles, transforms, seed, names = args
+    calculate = descriptor_calculator(names) if names else None
+    values = np.full((len(smiles), len(names)), np.nan)
+    max_atoms = MoleculeLimits.current().max_atoms
     out = []
+    # One generator per block (seeding one per molecule took 35 us, a tenth of the molecule's work): a molecule's
+    # draw depends on the seed and its place in the corpus, so a corpus is the same on every run.
+    rng = random.Random(seed * 1_000_003 + start)
     for offset, text in enumerate(smiles):
-        rng = random.Random(seed * 1_000_003 + start + offset)  # each molecule's draw depends on nothing else
-        mol = mol_from_smiles(text)
-        if mol is None:
+        mol = Chem.MolFromSmiles(text)
+        if mol is None or mol.GetNumAtoms() > max_atoms:
             out.append(("", ["invalid"], set()))
             continue
-        keys = _keys(mol)
+        clean = bool(_STEREO_OR_ISOTOPE.search(text))
+        graphs = _graphs(mol, clean, single="." not in text)
         try:
-            new_smiles, applied = transform_molecule(mol, transforms, rng)
-            new = mol_from_smiles(new_smiles)
+            new_smiles, applied, new = _transform(mol, transforms, rng)
         except Exception:  # noqa: BLE001 - RDKit can fail on an odd molecule: keep it as it was
-            new = None
-        if new is None:  # a transformation RDKit cannot read back: keep the original
-            new_smiles, applied = text, ["transform_failed"]
-        elif _SKELETON_CHANGES & set(applied):
-            keys |= _keys(new)
-        out.append((new_smiles, applied, keys))
-    return out
+            new_smiles, applied, new = text, ["transform_failed"], mol
+        if _SKELETON_CHANGES & set(applied):
+            graphs |= _graphs(new, clean)  # isotopes and stereo come after the skeleton changes, never from them
+        if calculate is not None:
+            calculate(new, values[offset])
+        out.append((new_smiles, applied, graphs))
+    values[~np.isfinite(values)] = np.nan
+    return out, np.clip(values, -1e30, 1e30).astype(np.float32)
 
 
-def _map(fn, items: list, pool):
+def _map(fn, items, pool):
     return pool.imap(fn, items) if pool is not None else map(fn, items)
+
+
+def _confirmed(source: str, written: str, keys: set[str]) -> bool:
+    """Whether a molecule whose element graph matched a benchmark molecule's has its InChIKey skeleton too."""
+    with rdBase.BlockLogs():
+        found: set[str] = set()
+        for text in (source, written):
+            mol = mol_from_smiles(text)
+            if mol is not None:
+                found |= _keys(mol)
+    return bool(found & keys)
 
 
 def build_corpus(config: CorpusConfig, out: str | Path) -> dict:
     """Write the transformed, benchmark-free corpus to ``out`` (one SMILES per line, gzip if it ends in .gz).
 
     Writes ``<out>.json`` beside it: the settings, counts per transformation, molecules removed as benchmark
-    molecules, and the benchmark sets checked. Returns that report.
+    molecules, duplicates dropped, the benchmark sets checked, the corpus file's sha256 and the seconds each stage
+    took; with ``config.descriptors``, also ``<out>.descriptors.npy``. Returns that report.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -308,45 +408,83 @@ def build_corpus(config: CorpusConfig, out: str | Path) -> dict:
     n_source = len(smiles)
     if config.limit and config.limit < len(smiles):
         smiles = random.Random(config.seed).sample(smiles, config.limit)
-    block = 1000
-    tasks = [(i, smiles[i:i + block], config.transforms, config.seed) for i in range(0, len(smiles), block)]
-    totals: Counter = Counter()
+    drawn = len(smiles)
+    smiles = list(dict.fromkeys(smiles))  # a source line repeated is drawn once
+    seconds = {"read": time.perf_counter() - started}
+    names = tuple(descriptor_names(config.descriptors)) if config.descriptors != "none" else ()
+    block = 500
+    tasks = ((i, smiles[i:i + block], config.transforms, config.seed, names) for i in range(0, len(smiles), block))
+    totals: Counter = Counter(duplicates=drawn - len(smiles))
     opener = gzip.open if out.suffix == ".gz" else open
     tmp = out.with_name(out.name + ".partial")
+    raw_values = out.with_name(out.name + ".descriptors.partial")
+    seen: set[int] = set()  # hashes of the SMILES written: a molecule drawn twice, or two that became one
     # One pool for the whole build (spawn, not fork: the parent may run torch threads); a worker takes
     # seconds to import, too slow to start per step.
     pool = multiprocessing.get_context("spawn").Pool(jobs) if jobs > 1 else None
     try:
-        keys, checked = benchmark_keys(config.exclude, pool)
+        stage = time.perf_counter()
+        keys, graphs, checked = _benchmark_skeletons(config.exclude, pool)
+        seconds["benchmark_skeletons"] = time.perf_counter() - stage
         logger.info("%d benchmark skeletons from %s", len(keys), ", ".join(checked))
-        with opener(tmp, "wt") as fh:
-            for results in _map(_transform_block, tasks, pool):
-                for new_smiles, applied, mol_keys in results:
+        stage = time.perf_counter()
+        # compresslevel 1: level 9 (gzip's default) made the writer, one process, the bottleneck of the build
+        with opener(tmp, "wt", **({"compresslevel": 1} if opener is gzip.open else {})) as fh, \
+                open(raw_values, "wb") as values_out:
+            for i, (results, values) in enumerate(_map(_prepare_block, tasks, pool)):
+                keep = np.zeros(len(results), dtype=bool)
+                for j, (new_smiles, applied, mol_graphs) in enumerate(results):
                     if "invalid" in applied:
                         totals["invalid"] += 1
-                    elif mol_keys & keys:
+                    elif mol_graphs & graphs and _confirmed(smiles[i * block + j], new_smiles, keys):
                         totals["removed_benchmark"] += 1
+                    elif hash(new_smiles) in seen:
+                        totals["duplicates"] += 1
                     else:
+                        seen.add(hash(new_smiles))
                         fh.write(new_smiles + "\n")
                         totals.update(applied)
                         totals["kept"] += 1
+                        keep[j] = True
+                        totals["graph_matches"] += bool(mol_graphs & graphs)
+                if names:
+                    values_out.write(values[keep].tobytes())
+        seconds["molecules"] = time.perf_counter() - stage
     finally:
         if pool is not None:
             pool.close()
             pool.join()
+    if names:
+        _save_rows(raw_values, Path(str(out) + DESCRIPTORS_SUFFIX), totals["kept"], len(names))
     os.replace(tmp, out)  # a killed run leaves only the .partial file, never a corpus that looks complete
     report = {
         "config": {**asdict(config), "source": Path(config.source).name},  # the file's name, not where it sat
         "source_molecules": n_source,
-        "drawn": len(smiles),
+        "drawn": drawn,
         "kept": totals["kept"],
         "removed_benchmark": totals["removed_benchmark"],
         "invalid": totals["invalid"],
+        "duplicates": totals["duplicates"],
         "transform_failed": totals["transform_failed"],
         "applied": {name: totals[name] for name in TRANSFORMS},
         "benchmark_sets": checked,
         "benchmark_skeletons": len(keys),
+        "element_graph_matches": totals["graph_matches"] + totals["removed_benchmark"],
+        "descriptors": {"set": config.descriptors, "names": list(names)} if names else None,
+        "sha256": file_sha256(out),
+        "stage_seconds": {k: round(v, 1) for k, v in seconds.items()},
         "seconds": round(time.perf_counter() - started, 1),
     }
     Path(str(out) + ".json").write_text(json.dumps(report, indent=2))
     return report
+
+
+def _save_rows(raw: Path, path: Path, rows: int, columns: int) -> None:
+    """Raw float32 rows, appended as blocks came in, as a ``.npy`` array (one pass, in slices)."""
+    source = np.memmap(raw, dtype=np.float32, mode="r", shape=(rows, columns)) if rows else np.empty((0, columns))
+    target = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, columns))
+    for start in range(0, rows, 200_000):
+        target[start:start + 200_000] = source[start:start + 200_000]
+    target.flush()
+    del source, target
+    os.remove(raw)

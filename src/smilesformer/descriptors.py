@@ -41,13 +41,14 @@ __all__ = [
     "clear_descriptor_cache",
     "compute_descriptors",
     "descriptor_block",
+    "descriptor_calculator",
     "descriptor_names",
     "descriptor_inputs",
     "prefetch_descriptors",
     "uses_descriptors",
 ]
 
-DESCRIPTOR_SETS = ("none", "rdkit", "fast")
+DESCRIPTOR_SETS = ("none", "rdkit", "fast", "mtr")
 MODEL_TYPE = "smilesformer-roberta-descriptors"
 ENCODER_TYPES = ("roberta", MODEL_TYPE)  # the model types the head goes on
 CLIP = 6.0  # scaled descriptors are clipped to +-CLIP: a few (Ipc, say) reach 1e30 on large molecules
@@ -63,16 +64,48 @@ SLOW_NAMES = frozenset({"qed", "Ipc", "AvgIpc", "BertzCT", "SPS", "BalabanJ", "P
                         "NumRadicalElectrons"})
 
 
+# "mtr": what pretraining regresses (multi-task regression, ChemBERTa-2), chosen by value per millisecond
+# (benchmarks/bench_descriptor_value.py --sets; docs/foundation.md): RDKit's C++ calculators only, each vector family
+# (VSA bins, MQNs) computed by one call. About 0.35 ms per molecule against the fast set's 1.7-2.1: Crippen logP and
+# MR (the most useful pair for solubility and lipophilicity) take half of it, and their atom contributions give the
+# SlogP and SMR VSA bins for free; NumHAcceptors (0.04 ms) is left to the MQNs' acceptor counts.
+_MTR_SINGLES = ("MolLogP", "MolMR", "TPSA", "LabuteASA", "MolWt", "ExactMolWt", "HeavyAtomCount", "NumHeteroatoms",
+                "NumHDonors", "RingCount", "NumAromaticRings", "NumAliphaticRings",
+                "NumSaturatedRings", "NumAromaticHeterocycles", "NumAromaticCarbocycles", "NumAliphaticHeterocycles",
+                "NumSaturatedHeterocycles", "NumHeterocycles", "FractionCSP3", "NumAmideBonds", "NumAtomStereoCenters",
+                "NumSpiroAtoms", "NumBridgeheadAtoms", "Chi0v", "Chi1v", "Chi0n", "Chi1n", "HallKierAlpha", "Kappa1")
+MQN_NAMES = tuple(f"MQN{i}" for i in range(1, 43))  # the 42 molecular quantum numbers (Nguyen et al. 2009)
+
+
+@functools.cache
+def _vector_families() -> dict[str, tuple[object, tuple[str, ...]]]:
+    """Descriptors RDKit computes as one vector: (function, the names of its entries in order)."""
+    from rdkit.Chem import rdMolDescriptors as rd
+
+    # One call gives logP and MR. Without includeHs RDKit counts the implicit hydrogens' contributions itself:
+    # the same values as MolLogP / MolMR (which add explicit hydrogens first; a test checks it), a third faster.
+    return {"Crippen": (functools.partial(rd.CalcCrippenDescriptors, includeHs=False), ("MolLogP", "MolMR")),
+            "PEOE_VSA": (rd.PEOE_VSA_, tuple(f"PEOE_VSA{i}" for i in range(1, 15))),
+            "SlogP_VSA": (rd.SlogP_VSA_, tuple(f"SlogP_VSA{i}" for i in range(1, 13))),
+            "SMR_VSA": (rd.SMR_VSA_, tuple(f"SMR_VSA{i}" for i in range(1, 11))),
+            "MQN": (rd.MQNs_, MQN_NAMES)}
+
+
 def descriptor_names(kind: str = "rdkit") -> list[str]:
     """Names of the descriptors in a set, in the order the model reads them.
 
     "rdkit": RDKit's whole 2D registry (217 in RDKit 2026.09); "fast": the same less its slow families
-    (``SLOW_PREFIXES``, ``SLOW_NAMES``), about 150 descriptors at 6-7x the speed.
+    (``SLOW_PREFIXES``, ``SLOW_NAMES``), about 150 descriptors at 6-7x the speed; "mtr": the pretraining targets,
+    RDKit's cheap C++ calculators, three VSA families and the MQN counts (107, about 0.35 ms per molecule).
     """
-    if kind not in ("rdkit", "fast"):
+    if kind not in DESCRIPTOR_SETS[1:]:
         raise SmilesformerError(f"unknown descriptor set {kind!r}; choose one of {', '.join(DESCRIPTOR_SETS[1:])}")
     from rdkit.Chem import Descriptors
 
+    if kind == "mtr":
+        families = _vector_families()
+        return [*_MTR_SINGLES, *(name for family in ("PEOE_VSA", "SlogP_VSA", "SMR_VSA", "MQN")
+                                 for name in families[family][1])]
     names = [name for name, _ in Descriptors._descList]  # RDKit's own registry of 2D descriptors
     if kind == "fast":
         names = [n for n in names if n not in SLOW_NAMES and not n.startswith(SLOW_PREFIXES)]
@@ -112,7 +145,8 @@ def clear_descriptor_cache() -> None:
 def _known(names: tuple[str, ...]) -> tuple[str, ...]:
     from rdkit.Chem import Descriptors
 
-    unknown = [n for n in names if n not in dict(Descriptors._descList)]
+    known = set(dict(Descriptors._descList)) | set(MQN_NAMES)
+    unknown = [n for n in names if n not in known]
     if unknown:
         raise SmilesformerError(f"this RDKit has no descriptor(s) {', '.join(unknown[:5])}: the model was trained "
                                 "with another RDKit version; install that version to use it")
@@ -228,21 +262,51 @@ def descriptor_block(smiles: Sequence[str], names: Sequence[str]) -> np.ndarray:
     """``compute_descriptors`` in this process, uncached: for callers that run their own pool (pretraining)."""
     from rdkit import rdBase
 
-    functions = _functions()
+    calculate = descriptor_calculator(names)
     out = np.full((len(smiles), len(names)), np.nan)
     limits = MoleculeLimits.current()  # read once, not per molecule
     with rdBase.BlockLogs():  # some descriptors remove hydrogens again and warn ("not removing hydrogen atom
         for i, text in enumerate(smiles):  # without neighbors") about molecules already validated
             mol, _ = parse_smiles(text, limits)
-            if mol is None:
-                continue
-            for j, name in enumerate(names):
-                try:
-                    out[i, j] = functions[name](mol)
-                except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is NaN, not fatal
-                    pass
+            if mol is not None:
+                calculate(mol, out[i])
     out[~np.isfinite(out)] = np.nan
     return np.clip(out, -_FLOAT32_SAFE, _FLOAT32_SAFE)
+
+
+def descriptor_calculator(names: Sequence[str]):
+    """A function ``(mol, row)`` that writes the descriptors ``names`` of a parsed molecule into ``row`` (NaN where
+    one fails); a vector family (VSA bins, MQNs) named in full is computed by one call, not once per entry.
+
+    Values are written as RDKit returns them: the caller masks non-finite ones and clips (``descriptor_block``).
+    """
+    functions = _functions()
+    position = {name: j for j, name in enumerate(names)}
+    vectors = []  # (function, [(index in the vector, column)]) for families computed whole
+    singles = []
+    covered: set[str] = set()
+    for function, members in _vector_families().values():
+        columns = [(k, position[n]) for k, n in enumerate(members) if n in position]
+        if len(columns) > 1 or any(n not in functions for n in members if n in position):
+            vectors.append((function, columns))
+            covered.update(members)
+    singles = [(functions[n], j) for n, j in position.items() if n not in covered]
+
+    def calculate(mol, row: np.ndarray) -> None:
+        for function, columns in vectors:
+            try:
+                values = function(mol)
+            except Exception:  # noqa: BLE001 - a family that fails on one molecule is NaN, not fatal
+                continue
+            for k, j in columns:
+                row[j] = values[k]
+        for function, j in singles:
+            try:
+                row[j] = function(mol)
+            except Exception:  # noqa: BLE001 - a descriptor that fails on one molecule is NaN, not fatal
+                pass
+
+    return calculate
 
 
 PARALLEL_MIN = 2000

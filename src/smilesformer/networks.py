@@ -45,10 +45,13 @@ HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")  # a hub repository id: name or owner
 
 # RoBERTa shapes. `small` has the layers, width and heads of ChemBERTa-2's smallest (3 layers, hidden 384,
 # 12 heads; feed-forward 2x hidden to keep the shipped weights under 25 MB), the bundled model's;
+# `medium` is the largest shape whose weights still fit 25 MB in fp16 (6 layers, hidden 512, 8 heads of 64,
+# feed-forward 1.75x hidden; 12.3M parameters, 3.2x small's), for a GPU window that can afford it;
 # `base` is ChemBERTa's (6 layers, hidden 768); `tiny` is for tests.
 PRESETS: dict[str, dict[str, int]] = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64),
     "small": dict(hidden_size=384, num_hidden_layers=3, num_attention_heads=12, intermediate_size=768),
+    "medium": dict(hidden_size=512, num_hidden_layers=6, num_attention_heads=8, intermediate_size=896),
     "base": dict(hidden_size=768, num_hidden_layers=6, num_attention_heads=12, intermediate_size=3072),
 }
 

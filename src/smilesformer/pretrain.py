@@ -8,6 +8,9 @@ Trainer shuffle, group by length and skip exactly the batches already seen when 
 
 from __future__ import annotations
 
+import copy
+import gzip
+import itertools
 import json
 import logging
 import multiprocessing
@@ -26,6 +29,7 @@ from torch.utils.data import Dataset
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from .config import Objective, PretrainConfig, TokenizerKind, save_config
+from .corpus import DESCRIPTORS_SUFFIX
 from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles
 from .descriptors import descriptor_block
 from .descriptors import descriptor_names as rdkit_descriptor_names
@@ -77,6 +81,21 @@ def clean_corpus(config: PretrainConfig, out_dir: Path) -> tuple[Path, dict]:
         if report.get("key") == key:
             logger.info("reusing the cleaned corpus %s (%d molecules)", cleaned, report["kept"])
             return cleaned, report
+    built = built_corpus_report(config.corpus)
+    if built is not None and not config.canonicalize and config.smiles_col is None:
+        # Made by `smilesformer corpus`: every line was parsed there and duplicates dropped, so parsing it again
+        # would only repeat that work. Its lines are copied as they are.
+        kept = 0
+        with open(cleaned, "w") as out:
+            for line in _lines_of(config.corpus):
+                if config.limit and kept >= config.limit:
+                    break
+                out.write(line + "\n")
+                kept += 1
+        (out_dir / "invalid_lines.tsv").write_text("line\tvalue\treason\n")
+        report = {"key": key, "read": kept, "invalid": 0, "duplicates": 0, "kept": kept, "prepared": True}
+        report_path.write_text(json.dumps(report, indent=2))
+        return cleaned, report
     counts = {"read": 0, "invalid": 0, "duplicates": 0, "kept": 0}
     seen: set[int] = set()  # hashes, not strings: ~10x less memory on a 10M-line corpus
     jobs = config.n_jobs or os.cpu_count() or 1
@@ -118,6 +137,28 @@ def clean_corpus(config: PretrainConfig, out_dir: Path) -> tuple[Path, dict]:
         logger.warning("%d invalid corpus lines skipped (first ones in %s)", counts["invalid"],
                        out_dir / "invalid_lines.tsv")
     return cleaned, report
+
+
+def built_corpus_report(corpus: str | Path) -> dict | None:
+    """The report ``smilesformer corpus`` wrote beside a corpus it made (``<corpus>.json``), if it still describes
+    the file (same sha256): such a corpus is clean already and may carry its MTR descriptors."""
+    path = Path(str(corpus) + ".json")
+    if not path.is_file():
+        return None
+    try:
+        report = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return report if report.get("sha256") == file_sha256(corpus) else None
+
+
+def _lines_of(path: str | Path) -> Iterator[str]:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt") as fh:
+        for line in fh:
+            line = line.strip()
+            if line:
+                yield line
 
 
 def _parse_chunk(args: tuple[list[str], bool]) -> list[tuple[str, str | None, str, str]]:
@@ -168,17 +209,22 @@ class TokenCache(Dataset):
         if stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp:
             return cls(folder)
         dtype = np.uint16 if len(tokenizer) < 2**16 else np.int32
-        lengths: list[int] = []
+        # The Rust tokenizer itself, not the Python wrapper's __call__: the wrapper's batch of Python lists cost
+        # 20 us a molecule in this one process (a third of the whole), the same ids (a test holds them equal).
+        backend = copy.deepcopy(tokenizer.backend_tokenizer)
+        backend.enable_truncation(max_length)
+        backend.no_padding()
+        lengths: list[np.ndarray] = []
         with open(folder / "token_ids.bin", "wb") as flat:
             for chunk in _chunks(_read_lines(corpus), CHUNK):
-                for ids in tokenizer(chunk, truncation=True, max_length=max_length)["input_ids"]:
-                    flat.write(np.asarray(ids, dtype=dtype).tobytes())
-                    lengths.append(len(ids))
+                encodings = backend.encode_batch(chunk, add_special_tokens=True)
+                lengths.append(np.fromiter((len(e.ids) for e in encodings), np.int64, len(encodings)))
+                flat.write(np.fromiter(itertools.chain.from_iterable(e.ids for e in encodings), dtype).tobytes())
         raw = np.memmap(folder / "token_ids.bin", dtype=dtype, mode="r")
         np.save(folder / "token_ids.npy", raw)
         del raw
         os.remove(folder / "token_ids.bin")
-        np.save(folder / "token_offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        np.save(folder / "token_offsets.npy", np.concatenate([[0], np.cumsum(np.concatenate(lengths))]).astype(np.int64))
         stamp_path.write_text(json.dumps(stamp))
         return cls(folder)
 
@@ -192,8 +238,8 @@ class TokenCache(Dataset):
         return item
 
 
-def descriptor_names(descriptor_set: str = "fast") -> list[str]:
-    """The RDKit descriptors MTR regresses, in RDKit's order ("fast" or "rdkit", see ``descriptors``)."""
+def descriptor_names(descriptor_set: str = "mtr") -> list[str]:
+    """The RDKit descriptors MTR regresses ("mtr", "fast" or "rdkit", see ``descriptors``)."""
     return rdkit_descriptor_names(descriptor_set)
 
 
@@ -210,12 +256,17 @@ class DescriptorCache:
         self.stats = json.loads((folder / "descriptor_stats.json").read_text())
 
 
-def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0, descriptor_set: str = "fast") -> DescriptorCache:
+def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0, descriptor_set: str = "mtr",
+                        precomputed: Path | None = None) -> DescriptorCache:
     """Compute RDKit descriptors once, in parallel, standardize them and cache them on disk.
 
     NaN or infinite values stay NaN (masked out of the MTR loss). Each descriptor is standardized with
     its corpus mean and standard deviation and clipped to +-10 sd, because a few (Ipc, BertzCT) have
     heavy tails that would otherwise dominate the loss. Reused when the corpus is unchanged.
+
+    Args:
+        precomputed: raw descriptors ``smilesformer corpus`` computed (``.npy``, one row per corpus line, the
+            same names), used instead of computing them again; its first rows when the corpus is a prefix.
     """
     stats_path = folder / "descriptor_stats.json"
     digest = file_sha256(corpus)
@@ -226,6 +277,15 @@ def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0, descriptor_
             logger.info("reusing the descriptor cache in %s", folder)
             return DescriptorCache(folder)
     n = sum(1 for _ in _read_lines(corpus))
+    started = time.perf_counter()
+    if precomputed is not None:
+        raw = np.load(precomputed, mmap_mode="r")
+        if raw.shape[0] < n or raw.shape[1] != len(names):
+            raise SmilesformerError(f"{precomputed} holds {raw.shape} descriptors, not ({n}, {len(names)}): make "
+                                    "the corpus again with `smilesformer corpus`")
+        return _standardize(raw[:n], folder, {"corpus_sha256": digest, "descriptor_set": descriptor_set,
+                                              "names": names, "n": n, "computed_by": "smilesformer corpus"},
+                            started)
     # Raw values go to descriptors_raw.npy, block by block, with the rows done recorded beside them: a killed
     # run resumes where it stopped. The standardized copy is written from it in one pass at the end.
     raw_path, progress_path = folder / "descriptors_raw.npy", folder / "descriptors_raw.json"
@@ -238,7 +298,6 @@ def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0, descriptor_
     if done:
         logger.warning("resuming descriptors at row %d of %d", done, n)
     jobs = n_jobs or os.cpu_count() or 1
-    started = time.perf_counter()
     lines = (line for i, line in enumerate(_read_lines(corpus)) if i >= done)
     chunks = ((chunk, names) for chunk in _chunks(lines, DESCRIPTOR_BLOCK))
     pos = done
@@ -253,21 +312,27 @@ def compute_descriptors(corpus: Path, folder: Path, n_jobs: int = 0, descriptor_
         if pool is not None:
             pool.terminate()
             pool.join()
+    return _standardize(raw, folder, {"corpus_sha256": digest, "descriptor_set": descriptor_set, "names": names,
+                                      "n": n}, started)
+
+
+def _standardize(raw: np.ndarray, folder: Path, stamp: dict, started: float) -> DescriptorCache:
+    """Standardize raw descriptors (NaN stays NaN) into ``descriptors.npy`` and write their statistics."""
+    n, k = raw.shape
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a descriptor RDKit computed for no molecule
-        mean = np.nanmean(raw, axis=0)
-        std = np.nanstd(raw, axis=0)
+        mean = np.nanmean(raw, axis=0, dtype=np.float64)
+        std = np.nanstd(raw, axis=0, dtype=np.float64)
     std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
-    out = np.lib.format.open_memmap(folder / "descriptors.npy", mode="w+", dtype=np.float32, shape=(n, len(names)))
+    out = np.lib.format.open_memmap(folder / "descriptors.npy", mode="w+", dtype=np.float32, shape=(n, k))
     for start in range(0, n, 100_000):
         out[start:start + 100_000] = np.clip((raw[start:start + 100_000] - mean) / std, -10, 10)
     out.flush()
     del out, raw
-    stats_path.write_text(json.dumps({"corpus_sha256": digest, "descriptor_set": descriptor_set, "names": names,
-                                      "mean": mean.tolist(),
-                                      "std": std.tolist(), "n": n,
-                                      "seconds": round(time.perf_counter() - started, 1)}, indent=2))
+    (folder / "descriptor_stats.json").write_text(json.dumps(
+        {**stamp, "mean": mean.tolist(), "std": std.tolist(), "seconds": round(time.perf_counter() - started, 1)},
+        indent=2))
     return DescriptorCache(folder)
 
 
@@ -280,11 +345,14 @@ def _build_tokenizer(config: PretrainConfig, corpus: Path) -> PreTrainedTokenize
     return build_regex_tokenizer(_read_lines(corpus), model_max_length=config.max_length, extra_tokens=extra)
 
 
-def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | None = None) -> Path:
+def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | None = None,
+                 started: float | None = None) -> Path:
     """Pretrain a model from scratch and write it, with tokenizer, caches, loss curve and card, to ``out_dir``.
 
     Interrupted runs resume from the last checkpoint in ``out_dir/checkpoints`` when run again with
-    the same settings. Returns the folder of the final model (``out_dir/model``).
+    the same settings. With ``config.max_minutes`` the run ends within that many minutes of ``started`` (a
+    ``time.time()``; default: now), preparation included. Returns the folder of the final model
+    (``out_dir/model``).
     """
     from .plots import plot_training_curve
     from .train import distributed_state, run_pretraining
@@ -292,7 +360,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
     out_dir = Path(out_dir)
     cache = out_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    started = started or time.time()
     state = distributed_state()  # one process, unless launched with torchrun / accelerate launch (DDP)
     with state.main_process_first():  # the main process builds the caches; the others then reuse them
         corpus, corpus_report = clean_corpus(config, cache)
@@ -313,8 +381,12 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
                                hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
     extra_files: dict[str, dict] = {}
     if config.objective in (Objective.mtr, Objective.both):
+        made_by = built_corpus_report(config.corpus) if corpus_report.get("prepared") else None
+        carried = (made_by or {}).get("descriptors") or {}
+        precomputed = Path(str(config.corpus) + DESCRIPTORS_SUFFIX) \
+            if carried.get("names") == descriptor_names(config.descriptor_set) else None
         with state.main_process_first():
-            descriptors = compute_descriptors(corpus, cache, config.n_jobs, config.descriptor_set)
+            descriptors = compute_descriptors(corpus, cache, config.n_jobs, config.descriptor_set, precomputed)
         dataset.labels = descriptors.values
         extra_files["descriptor_stats.json"] = {k: v for k, v in descriptors.stats.items()}
     built = Path(str(config.corpus) + ".json")  # what `smilesformer corpus` wrote beside a corpus it made
@@ -331,8 +403,8 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
         model_config.mlm_weight = config.mlm_weight if both else 1.0
         model_config.mtr_weight = config.mtr_weight if both else 0.0
         model = RobertaForMlmMtr(model_config)
-    history, throughput = run_pretraining(model, tokenizer, dataset, config, out_dir / "checkpoints")
-    wall = time.perf_counter() - started
+    preparation = time.time() - started
+    history, trained = run_pretraining(model, tokenizer, dataset, config, out_dir / "checkpoints", started)
 
     model_dir = out_dir / "model"
     if state.is_main_process:  # one writer for the model folder
@@ -348,15 +420,21 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
         save_config(model_dir / "pretrain_config.json", pretrain=config)
         for name, content in extra_files.items():
             (model_dir / name).write_text(json.dumps(content, indent=2))
+        throughput = {k: trained[k] for k in ("tokens_per_second", "molecules_per_second", "measured_over",
+                                              "world_size", "resumed_from")}
         summary = {"corpus": {k: v for k, v in corpus_report.items() if k != "key"},
-                   "tokenizer_coverage": coverage, "throughput": throughput, "wall_seconds": round(wall, 1),
+                   "tokenizer_coverage": coverage, "throughput": throughput,
+                   "preparation_seconds": round(preparation, 1),
                    "n_parameters": sum(p.numel() for p in model.parameters()),
                    "final_loss": next((h["loss"] for h in reversed(history) if "loss" in h), None),
-                   "steps": max((h.get("step", 0) for h in history), default=0),
-                   "hardware": _hardware()}
+                   "steps": trained["steps"], "planned_steps": trained["planned_steps"],
+                   "molecules_presented": trained["molecules_presented"], "epochs_done": trained["epochs"],
+                   "budget": trained["budget"], "hardware": _hardware()}
         (model_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
         (out_dir / "history.json").write_text(json.dumps(history, indent=2))
         plot_training_curve(history, model_dir / "loss_curve.png", title=f"{config.objective.value} pretraining")
+        summary["wall_seconds"] = round(time.time() - started, 1)  # the command's, up to the card
+        (model_dir / "pretrain_summary.json").write_text(json.dumps(summary, indent=2))
         write_model_card(model_dir, command)
     state.wait_for_everyone()  # the others return once the folder is complete: callers read it
     return model_dir
@@ -423,8 +501,8 @@ A RoBERTa encoder pretrained on SMILES with smilesformer's own `smilesformer pre
 {build}| corpus | `{Path(config["corpus"]).name}`: {corpus["read"]:,} lines read, {corpus["invalid"]:,} invalid, {corpus["duplicates"]:,} duplicates dropped, **{corpus["kept"]:,} molecules used**{f" (the first {config['limit']:,} valid ones)" if config.get("limit") else ""} |
 | tokenizer | {config["tokenizer"]} ({model_config["vocab_size"]} tokens); on the first 20k corpus molecules: round-trip {coverage["roundtrip"]:.4f}, unknown-token rate {coverage["unk_rate"]:.5f}, {coverage["mean_tokens"]:.1f} tokens per molecule |
 | architecture | {model_config["num_hidden_layers"]} layers, hidden {model_config["hidden_size"]}, {model_config["num_attention_heads"]} heads, feed-forward {model_config["intermediate_size"]}, max length {config["max_length"]}; {summary["n_parameters"]:,} parameters |
-| training | {summary["steps"]:,} steps, batch {config["batch_size"]} x {config["grad_accum"]} accumulation, peak learning rate {config["learning_rate"]}, {f"stopped at --max-steps {config['max_steps']}" if config["max_steps"] > 0 else f"{config['epochs']} epoch(s)"}, seed {config["seed"]} |
-| final training loss | {summary["final_loss"]:.4f} (loss curve: `loss_curve.png`) |
+| training | {_training_line(config, summary)} |
+{_budget_line(summary.get("budget"))}| final training loss | {summary["final_loss"]:.4f} (loss curve: `loss_curve.png`) |
 | hardware | {summary["hardware"]} |
 | throughput | {speed["tokens_per_second"] or 0:,.0f} tokens/s, {speed["molecules_per_second"] or 0:,.0f} molecules/s{f" ({speed['measured_over']})" if speed.get("measured_over") else ""} |
 | wall time | {wall / 60:.1f} min |
@@ -451,6 +529,29 @@ model = SmilesModel.from_pretrained("{model_dir.name}", task="regression", targe
     path = model_dir / "README.md"
     path.write_text(card)
     return path
+
+
+def _training_line(config: dict, summary: dict) -> str:
+    """Steps, molecules presented and passes, as trained (not as planned: a budget or a callback may stop early)."""
+    steps = summary["steps"]
+    line = f"{steps:,} steps, batch {config['batch_size']} x {config['grad_accum']} accumulation"
+    if "molecules_presented" in summary:
+        line += (f" ({summary['molecules_presented']:,} molecule presentations, {summary['epochs_done']:.2f} passes "
+                 f"over the corpus; {summary['planned_steps']:,} steps planned: "
+                 + (f"--max-steps {config['max_steps']}" if config["max_steps"] > 0 else
+                    f"{config['epochs']} epoch(s)") + ")")
+    return line + f", peak learning rate {config['learning_rate']}, seed {config['seed']}"
+
+
+def _budget_line(budget: dict | None) -> str:
+    if not budget:
+        return ""
+    fits = budget["fits"]
+    fitted = (f"measured {fits[-1]['steps_per_second']:.1f} steps/s; last step that fit: {budget['last_step']:,}"
+              if fits else "stopped before a step rate was measured")
+    return (f"| time budget | {budget['max_seconds'] / 60:g} min for the whole command: preparation "
+            f"{budget['preparation_seconds']:.0f} s, training {budget['training_seconds']:.0f} s; {fitted}; "
+            f"stopped because {budget['stopped_because']} |\n")
 
 
 def _hardware() -> str:

@@ -31,6 +31,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from .budget import BudgetSchedule, TimeBudget
 from .config import Objective, Precision, PretrainConfig, TrainConfig
 from .data import SmilesformerError, randomized_smiles
 from .descriptors import ENCODER_TYPES, compute_descriptors, descriptor_names, uses_descriptors
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = ["finetune", "fit_predictor", "adapt_mtr", "run_pretraining", "training_arguments", "distributed_state",
-           "EncodedDataset", "MaskedLossTrainer"]
+           "EncodedDataset", "MaskedLossTrainer", "PretrainTrainer"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,19 @@ class PadCollator:
         return dict(batch)
 
 
-class MaskedLossTrainer(Trainer):
+class PretrainTrainer(Trainer):
+    """Trainer whose learning rate follows a ``BudgetSchedule`` (``schedule``) that a time budget can re-fit while
+    training runs; the Trainer's own schedules are fixed at the start."""
+
+    schedule: BudgetSchedule | None = None
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.schedule is not None and self.lr_scheduler is None:
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, self.schedule)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+
+class MaskedLossTrainer(PretrainTrainer):
     """Trainer whose loss is the task layout's (``tasks.Layout.loss``): missing labels (NaN) are left out, so
     multi-task data with gaps trains as is.
 
@@ -486,7 +499,8 @@ class TokenCounter:
 
 
 class ThroughputCallback(TrainerCallback):
-    """Adds tokens/s and molecules/s (this process, since the last log) to every training log line."""
+    """Adds tokens/s and molecules/s (this process, since the last log) to every training log line, and keeps
+    totals up to the end of training however it ends (a budget or a callback may stop it between log lines)."""
 
     def __init__(self, counter: TokenCounter, batch_size: int):
         self.counter = counter
@@ -494,34 +508,51 @@ class ThroughputCallback(TrainerCallback):
         self.last = (time.perf_counter(), 0, 0)
         self.totals = {"tokens": 0, "molecules": 0, "seconds": 0.0}
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.last = (time.perf_counter(), self.counter.tokens, state.global_step)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs:
             return
-        now, tokens, step = time.perf_counter(), self.counter.tokens, state.global_step
+        rates = self._add(state.global_step)
+        if rates:
+            logs.update(rates)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._add(state.global_step)
+
+    def _add(self, step: int) -> dict | None:
+        now, tokens = time.perf_counter(), self.counter.tokens
         t0, tok0, step0 = self.last
-        if now > t0 and tokens > tok0:
-            logs["tokens_per_second"] = round((tokens - tok0) / (now - t0), 1)
-            logs["molecules_per_second"] = round((step - step0) * self.batch_size / (now - t0), 1)
-            self.totals["tokens"] += tokens - tok0
-            self.totals["molecules"] += (step - step0) * self.batch_size
-            self.totals["seconds"] += now - t0
         self.last = (now, tokens, step)
+        if now <= t0 or tokens <= tok0:
+            return None
+        self.totals["tokens"] += tokens - tok0
+        self.totals["molecules"] += (step - step0) * self.batch_size
+        self.totals["seconds"] += now - t0
+        return {"tokens_per_second": round((tokens - tok0) / (now - t0), 1),
+                "molecules_per_second": round((step - step0) * self.batch_size / (now - t0), 1)}
 
 
-def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_dir: Path) -> tuple[list[dict], dict]:
+BUDGET_RESERVE = (10.0, 0.03)  # seconds, and share of the budget, kept after training to write the model
+
+
+def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_dir: Path,
+                    started: float | None = None) -> tuple[list[dict], dict]:
     """Train ``model`` on ``dataset`` (a token cache) with MLM or MTR; resumes from the last checkpoint.
 
     Several GPUs or nodes need no change here: launched with ``torchrun`` or ``accelerate launch``,
-    the Trainer runs data-parallel (DDP) on its own.
+    the Trainer runs data-parallel (DDP) on its own. With ``config.max_minutes`` training ends so that the whole
+    command, begun at ``started`` (a ``time.time()``), ends within the budget (see ``budget``).
 
     Returns:
-        (log history, throughput summary with mean tokens/s and molecules/s).
+        (log history, summary: mean tokens/s and molecules/s, steps, epochs, molecules presented, and the budget).
     """
     output_dir = Path(output_dir)
     if config.objective in (Objective.mlm, Objective.both):
         # RoBERTa-style dynamic masking: a fresh share of tokens is masked in every batch.
         collator = MlmMtrCollator(tokenizer, config.mlm_probability, config.seed)
-        trainer_cls = Trainer
+        trainer_cls = PretrainTrainer
     else:
         collator = PadCollator(tokenizer, torch.float32)
         trainer_cls = MaskedLossTrainer
@@ -531,8 +562,8 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
                                warmup_fraction=config.warmup_fraction, max_length=config.max_length,
                                seed=config.seed, precision=config.precision, logging_steps=config.logging_steps,
                                progress=config.progress)
-    steps = config.max_steps if config.max_steps > 0 else math.ceil(
-        config.epochs * len(dataset) / (config.batch_size * config.grad_accum * _world_size()))
+    per_step = config.batch_size * config.grad_accum * _world_size()
+    steps = config.max_steps if config.max_steps > 0 else math.ceil(config.epochs * len(dataset) / per_step)
     args = training_arguments(
         output_dir, train_config, len(dataset), has_valid=False,
         num_train_epochs=config.epochs, max_steps=steps, warmup_steps=int(config.warmup_fraction * steps),
@@ -543,16 +574,30 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
         dataloader_num_workers=min(8, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0,
     )
     throughput = ThroughputCallback(counter, config.batch_size * _world_size())
-    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=counter,
-                          processing_class=tokenizer, callbacks=[throughput])
+    schedule = BudgetSchedule(steps, config.warmup_fraction)  # the Trainer's linear schedule, re-fittable
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    callbacks: list[TrainerCallback] = [throughput]
+    budget = None
+    if config.max_minutes:
+        started = started or time.time()
+        seconds = config.max_minutes * 60
+        reserve = max(BUDGET_RESERVE[0], BUDGET_RESERVE[1] * seconds)
+        budget = TimeBudget(started + seconds, reserve, schedule, steps, resumed=last is not None)
+        callbacks.append(budget)
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=counter,
+                          processing_class=tokenizer, callbacks=callbacks)
+    trainer.schedule = schedule
     if last:
         logger.warning("resuming pretraining from %s", last)
     trainer.train(resume_from_checkpoint=last)
     seconds = throughput.totals["seconds"]
+    done = trainer.state.global_step
     summary = {"tokens_per_second": round(throughput.totals["tokens"] / seconds, 1) if seconds else None,
                "molecules_per_second": round(throughput.totals["molecules"] / seconds, 1) if seconds else None,
-               "world_size": _world_size(), "resumed_from": last}
+               "measured_over": f"{seconds:.1f} s of training" if seconds else None,
+               "world_size": _world_size(), "resumed_from": last, "steps": done, "planned_steps": steps,
+               "molecules_presented": done * per_step, "epochs": round(done * per_step / len(dataset), 3),
+               "budget": budget.summary(config.max_minutes * 60, started) if budget else None}
     return trainer.state.log_history, summary
 
 
