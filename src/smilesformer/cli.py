@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -226,7 +227,11 @@ def pretrain(
 
     from .pretrain import run_pretrain
 
-    started = psutil.Process().create_time()  # --max-minutes counts from the command's start, imports included
+    # --max-minutes counts from the command's start, imports included; a clock that reads oddly (a sandbox's
+    # process table, say) falls back to now rather than end the run at once.
+    started = psutil.Process().create_time()
+    if not time.time() - 600 < started <= time.time():
+        started = time.time()
     try:
         config = PretrainConfig(str(corpus), smiles_col, limit, canonicalize, dedupe, objective, tokenizer, vocab_size,
                                 preset=preset, max_length=max_length, epochs=epochs, max_steps=max_steps,
