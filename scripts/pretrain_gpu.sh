@@ -33,7 +33,7 @@ MINUTES=${MINUTES:-8}
 EXPORT_SECONDS=${EXPORT_SECONDS:-20}  # kept at the end of the window for the export and the packing
 
 case "$SCALE" in
-    full) LIMIT=(); PRESET=${PRESET:-small}; BATCH=1024 ;;
+    full) LIMIT=(${LIMIT:+--limit "$LIMIT"}); PRESET=${PRESET:-small}; BATCH=1024 ;;  # LIMIT=N: N molecules
     tiny) LIMIT=(--limit 3000); PRESET=${PRESET:-tiny}; BATCH=64 ;;
     *) echo "SCALE must be full or tiny, got $SCALE" >&2; exit 2 ;;
 esac

@@ -485,31 +485,22 @@ def adapt_mtr(model: Transformer, smiles: Sequence[str], config: TrainConfig, ou
     return trainer.state.log_history
 
 
-class TokenCounter:
-    """Wraps a collator and counts the real (non-pad) tokens it hands to the model."""
-
-    def __init__(self, collator):
-        self.collator = collator
-        self.tokens = 0
-
-    def __call__(self, features):
-        batch = self.collator(features)
-        self.tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else 0
-        return batch
-
-
 class ThroughputCallback(TrainerCallback):
     """Adds tokens/s and molecules/s (this process, since the last log) to every training log line, and keeps
-    totals up to the end of training however it ends (a budget or a callback may stop it between log lines)."""
+    totals up to the end of training however it ends (a budget or a callback may stop it between log lines).
 
-    def __init__(self, counter: TokenCounter, batch_size: int):
-        self.counter = counter
+    Tokens are the molecules times the corpus's mean tokens per molecule: counting them batch by batch would need
+    the batches, which a GPU run collates in worker processes, or a device sync per step.
+    """
+
+    def __init__(self, batch_size: int, tokens_per_molecule: float):
         self.batch_size = batch_size
-        self.last = (time.perf_counter(), 0, 0)
-        self.totals = {"tokens": 0, "molecules": 0, "seconds": 0.0}
+        self.tokens_per_molecule = tokens_per_molecule
+        self.last = (time.perf_counter(), 0)
+        self.totals = {"tokens": 0.0, "molecules": 0, "seconds": 0.0}
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.last = (time.perf_counter(), self.counter.tokens, state.global_step)
+        self.last = (time.perf_counter(), state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs is None or "loss" not in logs:
@@ -522,16 +513,17 @@ class ThroughputCallback(TrainerCallback):
         self._add(state.global_step)
 
     def _add(self, step: int) -> dict | None:
-        now, tokens = time.perf_counter(), self.counter.tokens
-        t0, tok0, step0 = self.last
-        self.last = (now, tokens, step)
-        if now <= t0 or tokens <= tok0:
+        now = time.perf_counter()
+        t0, step0 = self.last
+        self.last = (now, step)
+        if now <= t0 or step <= step0:
             return None
-        self.totals["tokens"] += tokens - tok0
-        self.totals["molecules"] += (step - step0) * self.batch_size
+        molecules = (step - step0) * self.batch_size
+        self.totals["molecules"] += molecules
+        self.totals["tokens"] += molecules * self.tokens_per_molecule
         self.totals["seconds"] += now - t0
-        return {"tokens_per_second": round((tokens - tok0) / (now - t0), 1),
-                "molecules_per_second": round((step - step0) * self.batch_size / (now - t0), 1)}
+        return {"tokens_per_second": round(molecules * self.tokens_per_molecule / (now - t0), 1),
+                "molecules_per_second": round(molecules / (now - t0), 1)}
 
 
 BUDGET_RESERVE = (10.0, 0.03)  # seconds, and share of the budget, kept after training to write the model
@@ -556,7 +548,6 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
     else:
         collator = PadCollator(tokenizer, torch.float32)
         trainer_cls = MaskedLossTrainer
-    counter = TokenCounter(collator)
     train_config = TrainConfig(epochs=max(1, math.ceil(config.epochs)), batch_size=config.batch_size,
                                learning_rate=config.learning_rate, weight_decay=config.weight_decay,
                                warmup_fraction=config.warmup_fraction, max_length=config.max_length,
@@ -573,7 +564,8 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
         # A small model on a GPU waits for batches: collate them in worker processes there.
         dataloader_num_workers=min(8, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0,
     )
-    throughput = ThroughputCallback(counter, config.batch_size * _world_size())
+    tokens_per_molecule = float(dataset.offsets[-1]) / len(dataset) if hasattr(dataset, "offsets") else 0.0
+    throughput = ThroughputCallback(per_step, tokens_per_molecule)
     schedule = BudgetSchedule(steps, config.warmup_fraction)  # the Trainer's linear schedule, re-fittable
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     callbacks: list[TrainerCallback] = [throughput]
@@ -584,7 +576,7 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
         reserve = max(BUDGET_RESERVE[0], BUDGET_RESERVE[1] * seconds)
         budget = TimeBudget(started + seconds, reserve, schedule, steps, resumed=last is not None)
         callbacks.append(budget)
-    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=counter,
+    trainer = trainer_cls(model=model, args=args, train_dataset=dataset, data_collator=collator,
                           processing_class=tokenizer, callbacks=callbacks)
     trainer.schedule = schedule
     if last:
