@@ -47,7 +47,8 @@ rm -rf "$WORK" && mkdir -p "$WORK" "$OUT"
     --descriptors mtr "${LIMIT[@]}"
 corpus_done=$(elapsed)
 echo "corpus: $corpus_done s"
-left=$(python3 -c "print(round(($MINUTES * 60 - $corpus_done - $EXPORT_SECONDS) / 60, 3))")
+# What the corpus left, less the export; at least 12 s, so a window the corpus overran still ends with a model.
+left=$(python3 -c "print(round(max(($MINUTES * 60 - $corpus_done - $EXPORT_SECONDS) / 60, 0.2), 3))")
 # Epochs only bound the run: the budget decides how many steps it takes.
 "$PY" -m smilesformer pretrain --corpus "$WORK/corpus.smi.gz" --out "$WORK/run" --objective mlm+mtr \
     --mlm-probability 0.3 --preset "$PRESET" --epochs 50 --batch-size "$BATCH" --lr "$LR" --max-minutes "$left" \

@@ -47,7 +47,8 @@ def test_adapt_reads_training_smiles_only_and_moves_the_encoder(make_tiny_model,
 
 
 def test_adapt_reuses_a_pretrained_mtr_head(make_tiny_model, esol50, tmp_path, monkeypatch):
-    """A base model that ships mtr_head.safetensors lends its head and its descriptor statistics."""
+    """A base model that ships mtr_head.safetensors lends its head, its descriptor statistics and its descriptor
+    set (here "mtr", not the fallback "fast")."""
     import json
 
     from safetensors.torch import save_file
@@ -56,15 +57,22 @@ def test_adapt_reuses_a_pretrained_mtr_head(make_tiny_model, esol50, tmp_path, m
     from smilesformer.objectives import mtr_model
 
     model = make_tiny_model()
-    names = descriptor_names("fast")
+    names = descriptor_names("mtr")
     head = mtr_model(model.model.config, len(names)).mtr_head
     save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp_path / "mtr_head.safetensors"))
     (tmp_path / "descriptor_stats.json").write_text(json.dumps({"names": names, "mean": [0.0] * len(names),
                                                                 "std": [1.0] * len(names)}))
     model.meta.base_model = str(tmp_path)
-    loaded = train._pretrained_mtr(model.meta.base_model, names)
-    assert loaded is not None and set(loaded[0]) == set(head.state_dict())
-    assert train._pretrained_mtr(model.meta.base_model, names[:-1]) is None  # another descriptor set: not used
+    loaded = train._pretrained_mtr(model.meta.base_model)
+    assert loaded is not None and set(loaded[0]) == set(head.state_dict()) and loaded[1]["names"] == names
+    asked = []
+    real = train.compute_descriptors
+    monkeypatch.setattr(train, "compute_descriptors", lambda smi, n: asked.append(list(n)) or real(smi, n))
+    train.adapt_mtr(model, list(esol50["smiles"][:20]), TrainConfig(adapt="mtr", adapt_epochs=1, batch_size=8,
+                                                                    progress=False), tmp_path / "adapt")
+    assert asked == [names]
+    (tmp_path / "mtr_head.safetensors").unlink()
+    assert train._pretrained_mtr(model.meta.base_model) is None  # no head: a new one, on the fallback set
 
 
 def test_adapt_setting_is_checked():

@@ -77,3 +77,54 @@ def test_missing_benchmark_set_stops_the_build(tmp_path, monkeypatch):
     (tmp_path / "s.smi").write_text("CCO\n")
     with pytest.raises(SmilesformerError, match="cannot be removed"):
         build_corpus(CorpusConfig(str(tmp_path / "s.smi"), exclude=["esol"], n_jobs=1), tmp_path / "c.smi")
+
+
+def test_stereo_gives_every_unassigned_centre_and_double_bond_a_label():
+    mol = Chem.MolFromSmiles("CC(F)C=CC(Cl)Br")  # two centres and a stereo double bond, none assigned
+    smiles, applied = transform_molecule(mol, _only("stereo"), random.Random(0))
+    written = Chem.MolFromSmiles(smiles)
+    assert applied == ["stereo"] and smiles.count("@") == 2 and ("/" in smiles or "\\" in smiles)
+    assert connectivity_key(written) == connectivity_key(mol)
+    assert transform_molecule(Chem.MolFromSmiles("CC(C)C"), _only("stereo"), random.Random(0))[1] == []
+
+
+def test_element_graph_is_shared_by_every_molecule_with_the_same_inchikey_skeleton():
+    """The prefilter may only ever let more through to the InChIKey check, never fewer."""
+    from smilesformer.corpus import _graphs, _keys
+
+    variants = ["Cc1occc1C(=O)Nc1ccccc1", "Cc1occc1C(=O)[15NH]c1ccccc1.[Na+].[Cl-]", "C[C@H](N)C(=O)O",
+                "C[C@@H]([NH3+])C(=O)[O-]", "O=c1cccc[nH]1", "Oc1ccccn1", "CC(=O)Oc1ccccc1C(=O)O",
+                "CC(=O)Oc1ccccc1C(=O)[O-].[K+]", "C/C=C/C(=O)O", "[2H]C([2H])([2H])C(=O)O", "CC(=O)O"]
+    mols = [Chem.MolFromSmiles(s) for s in variants]
+    for a in mols:
+        for b in mols:
+            if _keys(a) & _keys(b):
+                assert _graphs(a) & _graphs(b), (Chem.MolToSmiles(a), Chem.MolToSmiles(b))
+    assert not _graphs(mols[0]) & _graphs(mols[2])
+
+
+@needs_shared_data
+def test_corpus_descriptors_are_those_of_the_smiles_as_written(tmp_path):
+    import gzip
+
+    import numpy as np
+
+    from smilesformer.data import iter_smiles
+    from smilesformer.descriptors import descriptor_block, descriptor_names
+
+    from .conftest import SHARED_DATA
+
+    source = tmp_path / "source.smi"
+    source.write_text("\n".join(s for _, s in zip(range(400), iter_smiles(SHARED_DATA / "moses_train.csv.gz"))))
+    transforms = {name: 0.9 for name in TRANSFORMS}  # every transformation, often
+    report = build_corpus(CorpusConfig(str(source), transforms=transforms, exclude=["esol"], n_jobs=1,
+                                       descriptors="mtr"), tmp_path / "c.smi.gz")
+    lines = gzip.open(tmp_path / "c.smi.gz", "rt").read().split()
+    values = np.load(tmp_path / "c.smi.gz.descriptors.npy")
+    assert values.shape == (len(lines), len(descriptor_names("mtr"))) == (report["kept"], 85)
+    assert report["descriptors"]["names"] == descriptor_names("mtr")
+    assert all(Chem.MolFromSmiles(s) is not None for s in lines)  # every line written reads back
+    again = descriptor_block(lines, descriptor_names("mtr"))  # from the SMILES, parsed afresh
+    np.testing.assert_allclose(values, again, rtol=1e-5, atol=1e-4, equal_nan=True)
+    print(report["applied"])
+    assert min(report["applied"].values()) > 0 and report["applied"]["stereo"] > 50  # every kind was checked

@@ -24,6 +24,7 @@ from smilesformer.data import SmilesformerError
 from smilesformer.descriptors import (
     RobertaWithDescriptorsForSequenceClassification,
     compute_descriptors,
+    descriptor_block,
     descriptor_names,
     uses_descriptors,
 )
@@ -369,3 +370,20 @@ def test_prefetched_descriptors_are_collected_not_recomputed(monkeypatch, esol50
     assert np.array_equal(got, serial[::-1], equal_nan=True) and np.isnan(got[0]).all()
     assert not module._CACHE.pending[tuple(names)], "collected futures are dropped"
     module.shutdown_pool()
+
+
+def test_the_mtr_set_is_rdkits_own_values_computed_by_family():
+    from rdkit import Chem
+    from rdkit.Chem import Descriptors, rdMolDescriptors
+
+    names = descriptor_names("mtr")
+    assert len(names) == len(set(names)) == 85
+    smiles = ["CC(=O)Oc1ccccc1C(=O)O", "C[C@@H]([NH3+])C(=O)[O-]", "[13CH3]OP(=O)(O)O", "Brc1ccc2[nH]ccc2c1.[Na+]",
+              "O=C1CCCN1", "C1CC2CCC1C2", "ClC(Cl)(Cl)Cl"]
+    values = descriptor_block(smiles, names)
+    registry = dict(Descriptors._descList)
+    for i, text in enumerate(smiles):
+        mol = Chem.MolFromSmiles(text)
+        mqn = rdMolDescriptors.MQNs_(mol)
+        expected = [mqn[int(n[3:]) - 1] if n.startswith("MQN") else registry[n](mol) for n in names]
+        np.testing.assert_allclose(values[i], expected, rtol=1e-12, err_msg=text)

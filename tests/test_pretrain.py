@@ -6,6 +6,8 @@ import gzip
 import json
 import subprocess
 import sys
+import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def test_mlm_pretraining_learns_and_reports_bad_lines(corpus, tmp_path):
 def test_mtr_pretraining_caches_descriptors(corpus, tmp_path):
     model_dir = run_pretrain(_config(corpus, objective="mtr", tokenizer="bpe", vocab_size=200), tmp_path)
     stats = json.loads((model_dir / "descriptor_stats.json").read_text())
-    assert stats["names"] == descriptor_names("fast") and stats["n"] == 500
+    assert stats["names"] == descriptor_names("mtr") and stats["n"] == 500
     cache = tmp_path / "cache" / "descriptors.npy"
     values = np.load(cache)
     assert values.shape == (500, len(stats["names"])) and np.nanmax(np.abs(values)) <= 10
@@ -175,15 +177,64 @@ def test_gpu_pretraining_script_runs_end_to_end_at_tiny_scale(tmp_path):
     import os
 
     root = bundled_model_path().parents[3]
-    env = dict(os.environ, SCALE="tiny", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"),
+    env = dict(os.environ, SCALE="tiny", MINUTES="1.5", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"),
                SMILESFORMER_DATA=str(SHARED_DATA), PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    started = time.time()
     out = subprocess.run(["bash", str(root / "scripts" / "pretrain_gpu.sh")], env=env, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    model = tmp_path / "out" / "model"
+    parts = sorted((tmp_path / "out").glob("model.tar.gz.part-*"))
+    assert parts and all(p.stat().st_size <= 15 * 2**20 for p in parts)
+    packed = tmp_path / "packed.tar.gz"
+    packed.write_bytes(b"".join(p.read_bytes() for p in parts))
+    with tarfile.open(packed) as tar:
+        tar.extractall(tmp_path / "back", filter="data")
+    model = tmp_path / "back" / "model"
     assert (model / "config.json").is_file() and (model / MTR_HEAD_FILE).is_file()
-    assert all(p.stat().st_size <= 15 * 2**20 for p in model.iterdir())
     report = json.loads((tmp_path / "work" / "corpus.smi.gz.json").read_text())
     assert report["kept"] > 2900 and set(report["benchmark_sets"]) == {
         "aqsoldb", "esol", "lipophilicity", "bbbp", "bace", "clintox"}
     assert "because their InChIKey skeleton" in (model / "README.md").read_text()
+    breakdown = json.loads((tmp_path / "out" / "breakdown.json").read_text())
+    assert breakdown["steps"] > 0 and breakdown["training_seconds"] > 0 and breakdown["stopped"] in ("fitted", "deadline")
+    assert time.time() - started < 1.5 * 60 + 30  # the window, and Python's start before the script's clock
+
+
+@needs_shared_data
+def test_a_corpus_made_by_smilesformer_corpus_is_neither_parsed_nor_described_again(tmp_path, monkeypatch):
+    import smilesformer.pretrain as pretrain
+    from smilesformer.corpus import CorpusConfig, build_corpus
+
+    source = tmp_path / "source.smi"
+    with gzip.open(SHARED_DATA / "moses_train.csv.gz", "rt") as src:
+        source.write_text("".join(line for _, line in zip(range(301), src)))  # a header and 300 molecules
+    corpus = tmp_path / "corpus.smi.gz"
+    build_corpus(CorpusConfig(str(source), exclude=["esol"], n_jobs=1, descriptors="mtr"), corpus)
+    monkeypatch.setattr(pretrain, "_parse_chunk", None)  # neither parsed again ...
+    monkeypatch.setattr(pretrain, "_descriptor_chunk", None)  # ... nor described again
+    config = PretrainConfig(corpus=str(corpus), preset="tiny", objective="mlm+mtr", batch_size=16, max_steps=4,
+                            save_steps=100, logging_steps=2, progress=False, n_jobs=1, limit=250)
+    model_dir = run_pretrain(config, tmp_path / "run")
+    summary = json.loads((model_dir / "pretrain_summary.json").read_text())
+    assert summary["corpus"]["prepared"] and summary["corpus"]["kept"] == 250
+    stats = json.loads((model_dir / "descriptor_stats.json").read_text())
+    assert stats["computed_by"] == "smilesformer corpus" and stats["n"] == 250
+    raw = np.load(str(corpus) + ".descriptors.npy")[:250]
+    standardized = np.load(tmp_path / "run" / "cache" / "descriptors.npy")
+    expected = np.clip((raw - np.asarray(stats["mean"])) / np.asarray(stats["std"]), -10, 10)
+    np.testing.assert_allclose(standardized, expected, rtol=1e-5, atol=1e-5)
+    assert (model_dir / "corpus_build.json").is_file()
+
+
+@pytest.mark.parametrize("kind", ["smiles", "bpe"])
+def test_token_cache_holds_the_tokenizers_own_ids(tmp_path, kind, esol50):
+    from smilesformer.pretrain import TokenCache
+    from smilesformer.tokenization import build_smiles_tokenizer, train_bpe_tokenizer
+
+    smiles = list(esol50["smiles"]) + ["C" * 300]  # one longer than max_length: truncated alike
+    corpus = tmp_path / "c.smi"
+    corpus.write_text("\n".join(smiles) + "\n")
+    tokenizer = build_smiles_tokenizer(64) if kind == "smiles" else train_bpe_tokenizer(smiles, 120, model_max_length=64)
+    cache = TokenCache.build(tokenizer, corpus, tmp_path, 64)
+    expected = tokenizer(smiles, truncation=True, max_length=64)["input_ids"]
+    assert [cache[i]["input_ids"] for i in range(len(cache))] == expected

@@ -211,7 +211,7 @@ def pretrain(
     lr: Annotated[float, typer.Option()] = _default(_P, "learning_rate"),
     max_length: Annotated[int, typer.Option()] = _default(_P, "max_length"),
     mlm_probability: Annotated[float, typer.Option(help="Share of tokens masked per batch.")] = _default(_P, "mlm_probability"),
-    descriptor_set: Annotated[str, typer.Option(help="Descriptors MTR regresses: mtr (107 cheap ones), fast or rdkit.")] = _default(_P, "descriptor_set"),
+    descriptor_set: Annotated[str, typer.Option(help="Descriptors MTR regresses: mtr (85 cheap ones), fast or rdkit.")] = _default(_P, "descriptor_set"),
     dropout: Annotated[float, typer.Option(help="Encoder dropout while pretraining (the saved model gets 0.1).")] = _default(_P, "dropout"),
     mlm_weight: Annotated[float, typer.Option(help="mlm+mtr: weight of the MLM loss.")] = _default(_P, "mlm_weight"),
     mtr_weight: Annotated[float, typer.Option(help="mlm+mtr: weight of the MTR loss.")] = _default(_P, "mtr_weight"),
@@ -293,7 +293,10 @@ def corpus(
         report = build_corpus(config, out)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
-    console.print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=2), markup=False)
+    shown = {k: v for k, v in report.items() if k != "config"}
+    if shown.get("descriptors"):  # the set's name and size, not its 85 names
+        shown["descriptors"] = {"set": shown["descriptors"]["set"], "count": len(shown["descriptors"]["names"])}
+    console.print(json.dumps(shown, indent=2), markup=False)
 
 
 @app.command()

@@ -280,7 +280,7 @@ class PretrainConfig:
     mlm_probability: float = 0.15
     """Share of tokens masked (80% <mask>, 10% random, 10% kept), re-drawn every batch."""
     descriptor_set: str = "mtr"
-    """mtr, mlm+mtr: the RDKit descriptors regressed ("mtr": 107 cheap C++ ones, ~0.35 ms a molecule; "fast": ~150
+    """mtr, mlm+mtr: the RDKit descriptors regressed ("mtr": 85 cheap C++ ones, ~0.45 ms a molecule; "fast": ~150
     at ~2 ms; "rdkit": all 217, ~8 ms)."""
     dropout: float = 0.0
     """Dropout of the encoder while pretraining (the saved model gets 0.1 for fine-tuning)."""

@@ -49,8 +49,8 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import AllChem, rdMolHash
 
-from .data import DATASETS, MoleculeLimits, SmilesformerError, file_sha256, iter_smiles, locate_dataset, \
-    mol_from_smiles, read_table
+from .data import DATASETS, MoleculeLimits, SmilesformerError, cache_dir, file_sha256, iter_smiles, \
+    locate_dataset, mol_from_smiles, read_table
 from .descriptors import DESCRIPTOR_SETS, descriptor_calculator, descriptor_names
 
 __all__ = ["TRANSFORMS", "CorpusConfig", "benchmark_keys", "connectivity_key", "element_graph_key",
@@ -126,13 +126,14 @@ def connectivity_key(mol: Chem.Mol) -> str | None:
 
 def element_graph_key(mol: Chem.Mol, clean: bool = True) -> str:
     """The molecule's element graph (RDKit ``MolHash`` ElementGraph of the molecule without stereo or isotopes):
-    what the InChIKey skeleton determines, at a third of its cost. ``clean=False`` skips removing stereo and
-    isotopes (a copy and a Python loop over the atoms) for a molecule known to have neither."""
+    what the InChIKey skeleton determines, at a third of its cost. ``clean=False`` skips removing stereo, isotopes
+    and isotopic hydrogens (a copy and a Python loop over the atoms) for a molecule known to have none."""
     if clean:
         mol = Chem.Mol(mol)
         Chem.RemoveStereochemistry(mol)
         for atom in mol.GetAtoms():
             atom.SetIsotope(0)
+        mol = Chem.RemoveAllHs(mol, sanitize=False)  # a deuterium, once plain H, is no atom of the skeleton
     return rdMolHash.MolHash(mol, rdMolHash.HashFunction.ElementGraph)  # hashes a copy: mol is left as it was
 
 
@@ -201,12 +202,29 @@ def _benchmark_skeletons(sources: Iterable[str], pool=None) -> tuple[set[str], s
                                         "from exclude")
             smiles = read_table(path)[DATASETS[source].smiles_col].tolist()
         else:
+            path = Path(source)
             smiles = list(iter_smiles(source))
         counts[source] = len(smiles)
+        # Kept per file, RDKit version and key kind in the user cache: 20k benchmark molecules take 20-35 s of
+        # InChI on two cores, and every corpus build (and test) asks for the same ones.
+        cache = cache_dir() / "skeletons" / f"v1-{file_sha256(path)[:32]}-rdkit{rdBase.rdkitVersion}.json"
+        if cache.is_file():
+            saved = json.loads(cache.read_text())
+            keys.update(saved["inchikey"])
+            graphs.update(saved["element_graph"])
+            continue
+        found_keys: set[str] = set()
+        found_graphs: set[str] = set()
         blocks = [smiles[i:i + 200] for i in range(0, len(smiles), 200)]
         for block_keys, block_graphs in _map(_keys_of_smiles, blocks, pool):
-            keys |= block_keys
-            graphs |= block_graphs
+            found_keys |= block_keys
+            found_graphs |= block_graphs
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"inchikey": sorted(found_keys), "element_graph": sorted(found_graphs)}))
+        os.replace(tmp, cache)  # whole or not at all, for builds running side by side
+        keys |= found_keys
+        graphs |= found_graphs
     return keys, graphs, counts
 
 
@@ -293,6 +311,8 @@ def _isotope(mol: Chem.Mol, rng: random.Random) -> Chem.Mol | None:
     mol = Chem.Mol(mol)
     atom = mol.GetAtomWithIdx(rng.choice(atoms))
     atom.SetIsotope(_ISOTOPES[atom.GetSymbol()])
+    mol.ClearComputedProps()  # a heavy isotope can make a neighbour a stereocentre: perceive stereo afresh ...
+    Chem.SanitizeMol(mol)  # ... and rings and aromaticity, which that cleared too
     return mol
 
 

@@ -34,6 +34,7 @@ from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Task
 
 __all__ = [
     "DATA_ENV",
+    "cache_dir",
     "DATASETS",
     "DatasetInfo",
     "SmilesformerError",
@@ -182,7 +183,8 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
+    """smilesformer's folder for downloads and derived files: $SMILESFORMER_CACHE, else ~/.cache/smilesformer."""
     return Path(os.environ.get(CACHE_ENV, Path.home() / ".cache" / "smilesformer"))
 
 
@@ -198,7 +200,7 @@ def resolve_dataset(name: str, download: bool = True) -> Path:
     if found is not None:
         return found
     info = DATASETS[name]
-    target = _cache_dir() / f"{name}.csv"
+    target = cache_dir() / f"{name}.csv"
     if not download:
         raise SmilesformerError(f"data set {name!r} is not in ${DATA_ENV} nor in the cache {target.parent}")
     try:
@@ -221,7 +223,7 @@ def resolve_dataset(name: str, download: bool = True) -> Path:
 def locate_dataset(name: str) -> Path | None:
     """Where a registered data set is on this machine, or None."""
     folders = [Path(os.environ[DATA_ENV])] if os.environ.get(DATA_ENV) else []
-    folders.append(_cache_dir())
+    folders.append(cache_dir())
     for folder in folders:
         for candidate in (folder / f"{name}.csv.gz", folder / f"{name}.csv"):
             if candidate.is_file():

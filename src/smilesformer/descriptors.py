@@ -66,9 +66,9 @@ SLOW_NAMES = frozenset({"qed", "Ipc", "AvgIpc", "BertzCT", "SPS", "BalabanJ", "P
 
 # "mtr": what pretraining regresses (multi-task regression, ChemBERTa-2), chosen by value per millisecond
 # (benchmarks/bench_descriptor_value.py --sets; docs/foundation.md): RDKit's C++ calculators only, each vector family
-# (VSA bins, MQNs) computed by one call. About 0.35 ms per molecule against the fast set's 1.7-2.1: Crippen logP and
-# MR (the most useful pair for solubility and lipophilicity) take half of it, and their atom contributions give the
-# SlogP and SMR VSA bins for free; NumHAcceptors (0.04 ms) is left to the MQNs' acceptor counts.
+# (PEOE VSA bins, MQNs) computed by one call. About 0.45 ms per molecule against the fast set's 1.7-2.1: Crippen logP
+# and MR (the most useful pair for solubility and lipophilicity) take 0.26 of it; the SlogP and SMR VSA bins
+# (another 0.2) and NumHAcceptors (0.04; the MQNs count acceptors) are left out.
 _MTR_SINGLES = ("MolLogP", "MolMR", "TPSA", "LabuteASA", "MolWt", "ExactMolWt", "HeavyAtomCount", "NumHeteroatoms",
                 "NumHDonors", "RingCount", "NumAromaticRings", "NumAliphaticRings",
                 "NumSaturatedRings", "NumAromaticHeterocycles", "NumAromaticCarbocycles", "NumAliphaticHeterocycles",
@@ -82,9 +82,7 @@ def _vector_families() -> dict[str, tuple[object, tuple[str, ...]]]:
     """Descriptors RDKit computes as one vector: (function, the names of its entries in order)."""
     from rdkit.Chem import rdMolDescriptors as rd
 
-    # One call gives logP and MR. Without includeHs RDKit counts the implicit hydrogens' contributions itself:
-    # the same values as MolLogP / MolMR (which add explicit hydrogens first; a test checks it), a third faster.
-    return {"Crippen": (functools.partial(rd.CalcCrippenDescriptors, includeHs=False), ("MolLogP", "MolMR")),
+    return {"Crippen": (rd.CalcCrippenDescriptors, ("MolLogP", "MolMR")),  # one call gives both
             "PEOE_VSA": (rd.PEOE_VSA_, tuple(f"PEOE_VSA{i}" for i in range(1, 15))),
             "SlogP_VSA": (rd.SlogP_VSA_, tuple(f"SlogP_VSA{i}" for i in range(1, 13))),
             "SMR_VSA": (rd.SMR_VSA_, tuple(f"SMR_VSA{i}" for i in range(1, 11))),
@@ -96,7 +94,7 @@ def descriptor_names(kind: str = "rdkit") -> list[str]:
 
     "rdkit": RDKit's whole 2D registry (217 in RDKit 2026.09); "fast": the same less its slow families
     (``SLOW_PREFIXES``, ``SLOW_NAMES``), about 150 descriptors at 6-7x the speed; "mtr": the pretraining targets,
-    RDKit's cheap C++ calculators, three VSA families and the MQN counts (107, about 0.35 ms per molecule).
+    RDKit's cheap C++ calculators, the PEOE VSA bins and the MQN counts (85, about 0.45 ms per molecule).
     """
     if kind not in DESCRIPTOR_SETS[1:]:
         raise SmilesformerError(f"unknown descriptor set {kind!r}; choose one of {', '.join(DESCRIPTOR_SETS[1:])}")
@@ -104,8 +102,7 @@ def descriptor_names(kind: str = "rdkit") -> list[str]:
 
     if kind == "mtr":
         families = _vector_families()
-        return [*_MTR_SINGLES, *(name for family in ("PEOE_VSA", "SlogP_VSA", "SMR_VSA", "MQN")
-                                 for name in families[family][1])]
+        return [*_MTR_SINGLES, *(name for family in ("PEOE_VSA", "MQN") for name in families[family][1])]
     names = [name for name, _ in Descriptors._descList]  # RDKit's own registry of 2D descriptors
     if kind == "fast":
         names = [n for n in names if n not in SLOW_NAMES and not n.startswith(SLOW_PREFIXES)]

@@ -425,11 +425,11 @@ def fit_predictor(make_member: Callable[[int], Transformer], smiles: Sequence[st
     return predictor, histories
 
 
-ADAPT_DESCRIPTORS = "fast"  # the set the bundled model was pretrained on
+ADAPT_DESCRIPTORS = "fast"  # for an encoder that ships no MTR head of its own
 
 
-def _pretrained_mtr(base_model: str, names: list[str]) -> tuple[dict, dict] | None:
-    """The MTR head and descriptor statistics a pretraining run left beside its encoder, if they match ``names``."""
+def _pretrained_mtr(base_model: str) -> tuple[dict, dict] | None:
+    """The MTR head and descriptor statistics a pretraining run left beside its encoder, if any."""
     from safetensors.torch import load_file
 
     folder = bundled_model_path(base_model) or Path(base_model)
@@ -437,7 +437,7 @@ def _pretrained_mtr(base_model: str, names: list[str]) -> tuple[dict, dict] | No
     if not (stats_path.is_file() and head_path.is_file()):
         return None
     stats = json.loads(stats_path.read_text())
-    return (load_file(str(head_path)), stats) if stats.get("names") == names else None
+    return (load_file(str(head_path)), stats) if stats.get("names") else None
 
 
 def adapt_mtr(model: Transformer, smiles: Sequence[str], config: TrainConfig, output_dir: Path) -> list[dict]:
@@ -456,9 +456,9 @@ def adapt_mtr(model: Transformer, smiles: Sequence[str], config: TrainConfig, ou
     if getattr(model.model.config, "model_type", "") not in ENCODER_TYPES:
         raise SmilesformerError(f"adapt='mtr' is built for RoBERTa encoders; this model is a "
                                 f"{model.model.config.model_type!r} model. Use adapt='none'")
-    names = descriptor_names(ADAPT_DESCRIPTORS)
+    pretrained = _pretrained_mtr(model.meta.base_model)  # its own descriptors, when the encoder ships its head
+    names = pretrained[1]["names"] if pretrained is not None else descriptor_names(ADAPT_DESCRIPTORS)
     raw = compute_descriptors(list(smiles), names).astype(np.float64)
-    pretrained = _pretrained_mtr(model.meta.base_model, names)
     if pretrained is not None:
         head_state, stats = pretrained
         mean, std = np.asarray(stats["mean"]), np.asarray(stats["std"])
