@@ -177,7 +177,7 @@ def test_gpu_pretraining_script_runs_end_to_end_at_tiny_scale(tmp_path):
     import os
 
     root = bundled_model_path().parents[3]
-    env = dict(os.environ, SCALE="tiny", MINUTES="1.5", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"),
+    env = dict(os.environ, SCALE="tiny", MINUTES="1", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"),
                SMILESFORMER_DATA=str(SHARED_DATA), PYTHON=sys.executable, OMP_NUM_THREADS="1")
     started = time.time()
     out = subprocess.run(["bash", str(root / "scripts" / "pretrain_gpu.sh")], env=env, capture_output=True,
@@ -196,8 +196,9 @@ def test_gpu_pretraining_script_runs_end_to_end_at_tiny_scale(tmp_path):
         "aqsoldb", "esol", "lipophilicity", "bbbp", "bace", "clintox"}
     assert "because their InChIKey skeleton" in (model / "README.md").read_text()
     breakdown = json.loads((tmp_path / "out" / "breakdown.json").read_text())
-    assert breakdown["steps"] > 0 and breakdown["training_seconds"] > 0 and breakdown["stopped"] in ("fitted", "deadline")
-    assert time.time() - started < 1.5 * 60 + 30  # the window, and Python's start before the script's clock
+    assert breakdown["steps"] > 0 and breakdown["training_seconds"] > 0
+    assert breakdown["stopped"] in ("fitted", "deadline")
+    assert time.time() - started < 60 + 45  # the window, and what a slow corpus step may overrun it by
 
 
 @needs_shared_data
@@ -234,7 +235,8 @@ def test_token_cache_holds_the_tokenizers_own_ids(tmp_path, kind, esol50):
     smiles = list(esol50["smiles"]) + ["C" * 300]  # one longer than max_length: truncated alike
     corpus = tmp_path / "c.smi"
     corpus.write_text("\n".join(smiles) + "\n")
-    tokenizer = build_smiles_tokenizer(64) if kind == "smiles" else train_bpe_tokenizer(smiles, 120, model_max_length=64)
+    tokenizer = (build_smiles_tokenizer(64) if kind == "smiles"
+                 else train_bpe_tokenizer(smiles, 120, model_max_length=64))
     cache = TokenCache.build(tokenizer, corpus, tmp_path, 64)
     expected = tokenizer(smiles, truncation=True, max_length=64)["input_ids"]
     assert [cache[i]["input_ids"] for i in range(len(cache))] == expected

@@ -49,8 +49,17 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import AllChem, rdMolHash
 
-from .data import DATASETS, MoleculeLimits, SmilesformerError, cache_dir, file_sha256, iter_smiles, \
-    locate_dataset, mol_from_smiles, read_table
+from .data import (
+    DATASETS,
+    MoleculeLimits,
+    SmilesformerError,
+    cache_dir,
+    file_sha256,
+    iter_smiles,
+    locate_dataset,
+    mol_from_smiles,
+    read_table,
+)
 from .descriptors import DESCRIPTOR_SETS, descriptor_calculator, descriptor_names
 
 __all__ = ["TRANSFORMS", "CorpusConfig", "benchmark_keys", "connectivity_key", "element_graph_key",
