@@ -143,6 +143,69 @@ def _finetune(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _prepare(r: dict) -> list[str]:
+    lines = ["## Pretraining preparation per core", "",
+             f"`python benchmarks/bench_prepare.py --n {r['n']} --before-src <checkout at e49dc1d>/src --exclusion`: "
+             "CPU time per molecule of every preparation step, one core each side, the same MOSES molecules "
+             f"(load average {r['load_average_at_start']:.2f} at the start). Before: the corpus step (InChIKey "
+             "exclusion, transformations, a parse back), `pretrain`'s cleaning parse, its tokenizer call and its "
+             "'fast' descriptors, each parsing again; after: one parse per molecule for all of it, the 'mtr' "
+             "descriptors, and the Rust tokenizer called directly.", "",
+             "| code | stage | ms per molecule |", "|---|---|---|"]
+    for side in ("before", "after"):
+        if side in r:
+            lines += [f"| {side} | {stage} | {ms:.3f} |" for stage, ms in r[side]["stages_ms"].items()]
+    lines += ["", "| code | ms per molecule | molecules/s per core | MOSES (1.58M) on 16 such cores | MTR descriptors |",
+              "|---|---|---|---|---|"]
+    for side in ("before", "after"):
+        if side in r:
+            x = r[side]
+            lines.append(f"| {side} | {x['ms_per_molecule']:.3f} | {x['molecules_per_second_per_core']:,.0f} | "
+                         f"{x['moses_on_16_cores_seconds']:.0f} s | {x['descriptors']} |")
+    if "speedup_per_core" in r:
+        lines += ["", f"**{r['speedup_per_core']}x** faster per core (target 4x)."]
+    if "exclusion" in r:
+        e = r["exclusion"]
+        lines += ["", f"Benchmark exclusion: of {e['molecules']:,} benchmark molecules, transformed as the corpus "
+                  f"transforms, the InChIKey skeleton catches {e['caught_by_inchikey']:,}; the element-graph "
+                  f"prefilter passes {e['passed_by_element_graph']:,} on to it and misses "
+                  f"**{e['inchikey_catches_the_graph_missed']}** of those it catches."]
+    return lines + [""]
+
+
+def _gpu_runs(r: dict) -> list[str]:
+    lines = ["## The GPU recipe: where a window goes", "",
+             "`scripts/pretrain_gpu.sh` (corpus, `pretrain --max-minutes`, export), each run's `breakdown.json`. "
+             "Preparation is the corpus step and `pretrain` before its first step.", "",
+             "| run | machine | molecules | window s | corpus s | pretrain preparation s | training s | export s | "
+             "training share | steps | molecules presented | final loss | stopped |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in r["runs"]:
+        b = run["breakdown"]
+        loss = f"{run['final_loss']:.3f}" if "final_loss" in run else ""
+        lines.append(f"| {run['name']} | {b['hardware']} | {b['molecules']:,} | {b['window_seconds']:.0f} | "
+                     f"{b['corpus_seconds']:.0f} | {b['pretrain_preparation_seconds']:.0f} | "
+                     f"{b['training_seconds']:.0f} | {b['export_seconds']:.0f} | {b['training_share']:.0%} | "
+                     f"{b['steps']:,} | {b['molecules_presented']:,} | {loss} | {b['stopped']} |")
+    lines.append("")
+    lines += [f"- {run['name']}: `{run['command']}`. {run['note']}" for run in r["runs"]]
+    return lines + [""]
+
+
+def _presets(rows: list[dict]) -> list[str]:
+    lines = ["## Model size on this CPU: small against medium", "",
+             "`python benchmarks/bench_finetune.py --model random:<preset> --skip-padded`: the demo's fine-tuning "
+             "(10% of AqSolDB, 80/20, 5 epochs, default settings: `descriptors` and `trees` auto) from random weights of "
+             "each shape, then prediction of all of AqSolDB, one after the other on an idle machine.", "",
+             "| preset | fine-tune s (training) | whole command s | predict molecules/s | test MSE | peak RSS MB |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        d = r["dynamic_padding_length_grouped"]
+        lines.append(f"| {r['model'].removeprefix('random:')} | {d['train_seconds']:.0f} | {d['wall_seconds']:.0f} | "
+                     f"{r['predict']['molecules_per_second']:.0f} | {d['test_mse']:.3f} | {r['peak_rss_mb']:,.0f} |")
+    return lines + [""]
+
+
 def _vs_simpletransformers(r: dict) -> list[str]:
     return ["## Fine-tuning against simpletransformers (the seed notebook's tool)", "",
             "`python benchmarks/bench_vs_simpletransformers.py` (simpletransformers in its own environment: "
@@ -374,6 +437,13 @@ def main() -> None:
             lines += render(r)
     if (r := _load("finetune.json")) is not None:
         lines += _finetune(r)
+    if (r := _load("prepare.json")) is not None:
+        lines += _prepare(r)
+    if (r := _load("gpu_pretrain.json")) is not None:
+        lines += _gpu_runs(r)
+    presets = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("finetune_preset_*.json"))]
+    if presets:
+        lines += _presets(sorted(presets, key=lambda r: r["dynamic_padding_length_grouped"]["train_seconds"]))
     if (r := _load("vs_simpletransformers.json")) is not None:
         lines += _vs_simpletransformers(r)
     if (r := _load("busy.json")) is not None:
