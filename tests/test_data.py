@@ -240,3 +240,16 @@ def test_reading_a_bad_smiles_keeps_the_callers_rdkit_log_levels():
         for level in before.splitlines():
             name, state = level.rsplit(":", 1)
             (rdBase.EnableLog if state == "enabled" else rdBase.DisableLog)(name)
+
+
+def test_rdkits_reason_is_given_whole():
+    from smilesformer.data import parse_smiles
+
+    mol, reason = parse_smiles("C1CC(")
+    assert mol is None and not reason.endswith(":") and "position" in reason and "C1CC(" in reason, reason
+
+
+def test_saved_weights_are_as_readable_as_the_rest_of_the_run(make_tiny_model, tmp_path):
+    folder = make_tiny_model().save_pretrained(tmp_path / "model")
+    modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()}
+    assert modes["model.safetensors"] == modes["tokenizer.json"], modes

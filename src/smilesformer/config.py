@@ -77,8 +77,8 @@ class DuplicatePolicy(str, Enum):
 
 
 class Precision(str, Enum):
-    """Floating-point format. For training `auto` is bf16 on a GPU that has it, else fp32; for inference it is
-    also bf16 on a CPU with AVX512-BF16 or AMX (see `embeddings.resolve_inference_precision`)."""
+    """Floating-point format. `auto` is bf16 on a GPU that has it, else fp32 (on a CPU bf16 is asked for by name:
+    see `embeddings.resolve_inference_precision`)."""
 
     auto = "auto"
     fp32 = "fp32"

@@ -35,6 +35,7 @@ from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Task
 __all__ = [
     "DATA_ENV",
     "cache_dir",
+    "readable_like_the_rest",
     "DATASETS",
     "DatasetInfo",
     "SmilesformerError",
@@ -229,6 +230,18 @@ def locate_dataset(name: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def readable_like_the_rest(folder: str | Path) -> None:
+    """Give the files of ``folder`` the permissions any new file gets here (the umask's): safetensors writes its
+    weights 0600, so a model shared on a group machine could not be loaded by the colleagues who can read the
+    rest of its run."""
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    for path in Path(folder).iterdir():
+        if path.is_file() and path.stat().st_mode & 0o777 != mode:
+            path.chmod(mode)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -465,12 +478,16 @@ def parse_smiles(smiles: object, limits: MoleculeLimits | None = None) -> tuple[
         for level in status.splitlines():
             name, state = level.rsplit(":", 1)
             (rdBase.EnableLog if state == "enabled" else rdBase.DisableLog)(name)
-    lines = []
+    lines: list[str] = []
     for line in buffer.getvalue().splitlines():
         line = _TIMESTAMP.sub("", line).replace("SMILES Parse Error: ", "").strip()
-        if line and line not in lines and not line.startswith("Failed parsing SMILES"):
+        if not line or line in lines or line.startswith("Failed parsing SMILES") or set(line) <= set("~^ "):
+            continue  # the caret under the position cannot line up in a one-line message
+        if lines and lines[-1].endswith(":"):
+            lines[-1] += " " + line  # "check for mistakes around position 5:" + the text it points into
+        else:
             lines.append(line)
-    return None, "; ".join(lines[:2]) or "RDKit cannot parse it"
+    return None, "; ".join(lines) or "RDKit cannot parse it"
 
 
 def parse_molecule(smiles: str) -> Chem.Mol:

@@ -191,14 +191,19 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_inference_precision(precision: Precision | str, device: torch.device) -> Precision:
-    """The format ``auto`` means for inference on ``device``: bf16 where the hardware does bf16 natively
-    (a GPU that supports it, a CPU with AVX512-BF16 or AMX), else fp32. Other values pass through."""
+    """The format ``auto`` means for inference on ``device``: bf16 on a GPU that supports it, fp32 on a CPU.
+    Other values pass through.
+
+    Not bf16 on a CPU, even one that does it natively (AVX512-BF16, AMX; ``--precision bf16`` asks for it): there
+    a molecule's bf16 prediction moved by up to 1.3e-4 with the molecules batched beside it, and a prediction must
+    not depend on its neighbours in the input.
+    """
     precision = Precision(precision)
     if precision is not Precision.auto:
         return precision
     if device.type == "cuda":
         return Precision.bf16 if torch.cuda.is_bf16_supported() else Precision.fp32
-    return Precision.bf16 if device.type == "cpu" and cpu_has_native_bf16() else Precision.fp32
+    return Precision.fp32
 
 
 def inference_autocast(precision: Precision | str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -206,8 +211,8 @@ def inference_autocast(precision: Precision | str, device: torch.device) -> cont
 
     ``auto`` follows ``resolve_inference_precision``. On the bundled model bf16 autocast moves mean-pooled
     embeddings by about 0.1% (relative L2) and runs about 1.8x faster than fp32 on an AVX512-BF16 CPU
-    (measured with benchmarks/bench_inference.py); where bf16 would be emulated, ``auto`` stays fp32. Pass ``fp32`` for
-    results that are bit-for-bit those of ``SmilesModel.predict``.
+    (measured with benchmarks/bench_inference.py), which ``--precision bf16`` trades for results that depend on the
+    batch; ``auto`` on a CPU is fp32, the results of ``SmilesModel.predict``.
     """
     precision = resolve_inference_precision(precision, device)
     if precision is Precision.fp32:

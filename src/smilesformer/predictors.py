@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .data import MoleculeLimits, SmilesformerError, randomized_smiles, validate_smiles
+from .data import MoleculeLimits, SmilesformerError, randomized_smiles, readable_like_the_rest, validate_smiles
 from .descriptors import descriptor_inputs, uses_descriptors
 from .networks import (
     check_model_folder,
@@ -143,6 +143,7 @@ class Transformer(Predictor):
             self.model.save_pretrained(folder)
             self.tokenizer.save_pretrained(folder)
         self.meta.save(folder)
+        readable_like_the_rest(folder)
         return folder
 
     @property

@@ -30,7 +30,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 
 from .config import Objective, PretrainConfig, TokenizerKind, save_config
 from .corpus import DESCRIPTORS_SUFFIX
-from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles
+from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles, readable_like_the_rest
 from .descriptors import descriptor_block
 from .descriptors import descriptor_names as rdkit_descriptor_names
 from .networks import make_config
@@ -417,6 +417,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
         model.config.hidden_dropout_prob = model.config.attention_probs_dropout_prob = FINETUNE_DROPOUT
         model.save_pretrained(model_dir)
         tokenizer.save_pretrained(model_dir)
+        readable_like_the_rest(model_dir)
         save_config(model_dir / "pretrain_config.json", pretrain=config)
         for name, content in extra_files.items():
             (model_dir / name).write_text(json.dumps(content, indent=2))
@@ -457,8 +458,7 @@ def export_model(model_dir: str | Path, out: str | Path, max_file_mb: int = 15) 
     for path in model_dir.iterdir():
         if path.is_file() and not path.name.startswith("model") and path.name != "config.json":
             shutil.copy2(path, out / path.name)
-    for path in out.iterdir():
-        path.chmod(0o644)  # safetensors writes 0600: a model shared on a group machine must be readable
+    readable_like_the_rest(out)
     too_big = [p.name for p in out.iterdir() if p.stat().st_size > max_file_mb * 2**20]
     if too_big:
         raise SmilesformerError(f"files over {max_file_mb} MB in {out}: {', '.join(too_big)}")
