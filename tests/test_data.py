@@ -120,6 +120,34 @@ def test_duplicates_are_counted_and_can_be_averaged(tmp_path):
     assert merged.table["row"].tolist() == [0, 2]
 
 
+def test_repeated_molecules_whose_labels_disagree_are_reported_and_can_be_dropped(tmp_path):
+    # CCO and OCC: 1.0 against 5.0, far apart for a target whose sd is about 1.8; CCN twice, in agreement
+    path = _write(tmp_path, {"smiles": ["CCO", "OCC", "CCN", "NCC", "c1ccccc1", "CCCl"],
+                             "y": [1.0, 5.0, 2.0, 2.1, 3.0, 4.0]})
+    kept = load_dataset(DataConfig(str(path), target_cols=["y"]))
+    assert kept.conflicts == 1 and len(kept.table) == 6
+    report = kept.duplicates
+    assert report["row"].tolist() == [0, 1, 2, 3] and report["conflict"].tolist() == [True, True, False, False]
+    dropped = load_dataset(DataConfig(str(path), target_cols=["y"], duplicates="drop-conflicts"))
+    assert dropped.table["row"].tolist() == [2, 3, 4, 5] and dropped.conflicts == 1
+    classes = _write(tmp_path, {"smiles": ["CCO", "OCC", "OCC", "CCN"], "y": ["1", "0", "0", "1"]})
+    merged = load_dataset(DataConfig(str(classes), target_cols=["y"], task="classification", duplicates="average"))
+    assert merged.conflicts == 1 and merged.table["y"].tolist() == [0.0, 1.0]  # the most frequent class
+
+
+def test_a_run_lists_conflicting_labels_in_its_notes_and_duplicates_csv(tmp_path):
+    from smilesformer import TrainConfig
+    from smilesformer.workflow import run_finetune
+
+    rows = {"smiles": ["CCO", "OCC"] + [f"C{'C' * k}O" for k in range(2, 20)], "y": [1.0, 5.0] + [2.0] * 18}
+    path = _write(tmp_path, rows)
+    run = run_finetune(DataConfig(str(path), target_cols=["y"], fractions=(0.8, 0.1, 0.1)), "random:tiny",
+                       TrainConfig(epochs=1, descriptors="none", trees="none", progress=False), tmp_path / "run")
+    assert any("1 repeated molecule(s) have labels more than 0.5 sd apart" in n for n in run.notes), run.notes
+    listed = pd.read_csv(tmp_path / "run" / "duplicates.csv")
+    assert listed["data_row"].tolist() == [1, 2] and listed["conflict"].all()
+
+
 def test_offline_and_not_found_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv(DATA_ENV, str(tmp_path / "nothing"))
     monkeypatch.setenv("SMILESFORMER_CACHE", str(tmp_path / "cache"))

@@ -141,7 +141,7 @@ def finetune(
     fractions: Annotated[tuple[float, float, float], typer.Option(help="Train, valid, test fractions.")] = _default(_D, "fractions"),
     sample: Annotated[float | None, typer.Option(help="Use only this fraction of the rows.")] = _default(_D, "sample"),
     bad_input: Annotated[BadInputPolicy, typer.Option(help="error: stop and list bad rows; skip: drop and report.")] = _default(_D, "bad_input"),
-    duplicates: Annotated[DuplicatePolicy, typer.Option(help="keep, or average labels of repeated molecules.")] = _default(_D, "duplicates"),
+    duplicates: Annotated[DuplicatePolicy, typer.Option(help="keep every row; average the labels of a repeated molecule (classification: the most frequent class); or drop-conflicts: drop the molecules whose labels disagree. Repeats and conflicts are listed in duplicates.csv either way.")] = _default(_D, "duplicates"),
     canonicalize: Annotated[bool, typer.Option(help="Train on RDKit canonical SMILES.")] = _default(_D, "canonicalize"),
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = _default(_T, "epochs"),
     batch_size: Annotated[int, typer.Option()] = _default(_T, "batch_size"),

@@ -70,10 +70,13 @@ class BadInputPolicy(str, Enum):
 
 
 class DuplicatePolicy(str, Enum):
-    """What to do with molecules that appear more than once (compared by canonical SMILES)."""
+    """What to do with molecules that appear more than once (compared by canonical SMILES): keep every row,
+    average (regression: the mean label; classification: the most frequent class), or drop the molecules whose
+    labels disagree (``data.CONFLICT_SD``) and keep the rest."""
 
     keep = "keep"
     average = "average"
+    drop_conflicts = "drop-conflicts"
 
 
 class Precision(str, Enum):
@@ -111,7 +114,8 @@ class DataConfig:
     bad_input: BadInputPolicy = BadInputPolicy.error
     """error: stop on the first bad rows; skip: drop them and write a report."""
     duplicates: DuplicatePolicy = DuplicatePolicy.keep
-    """keep every row (reported) or average the labels of duplicated molecules."""
+    """keep every row, average the labels of a repeated molecule, or drop-conflicts: drop the molecules whose
+    labels disagree. Repeats and conflicts are reported (``duplicates.csv``) whichever is chosen."""
     canonicalize: bool = False
     """Feed the model RDKit canonical SMILES instead of the input spelling."""
 

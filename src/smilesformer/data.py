@@ -24,6 +24,7 @@ import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclasses_field
 from pathlib import Path
 
 import numpy as np
@@ -625,24 +626,55 @@ def clean_labels(
     return labels, _bad_frame(bad).sort_values("row", kind="stable").reset_index(drop=True)
 
 
-def merge_duplicates(table: pd.DataFrame, target_cols: list[str], policy: DuplicatePolicy) -> tuple[pd.DataFrame, int]:
-    """Find molecules that appear more than once (by canonical SMILES) and, with ``average``, merge them.
+CONFLICT_SD = 0.5
+"""Regression labels of one molecule disagree when they span more than this many standard deviations of the
+target (over all rows): for AqSolDB's logS (sd 2.4) more than 1.2 log units."""
+
+
+def merge_duplicates(table: pd.DataFrame, target_cols: list[str], policy: DuplicatePolicy,
+                     task: Task = Task.regression) -> tuple[pd.DataFrame, int, pd.DataFrame]:
+    """Find molecules that appear more than once (by canonical SMILES), say which disagree, and apply ``policy``.
+
+    A repeated molecule's labels conflict when a regression target spans more than ``CONFLICT_SD`` of its
+    standard deviation, or a classification target holds different classes.
 
     Returns:
-        (table, n_duplicates): the table (merged rows keep the first row's number and the mean label)
-        and the number of rows that repeat an earlier molecule.
+        (table, n_duplicates, report): the table (with ``average`` merged rows keep the first row's number and the
+        mean label, or for classification the most frequent class; with ``drop-conflicts`` the conflicting
+        molecules are gone), the number of rows that repeat an earlier molecule, and every row of a repeated
+        molecule (row, smiles, its labels, ``molecule`` numbering the groups, ``conflict``).
     """
     canonical = table["smiles"].map(lambda s: Chem.MolToSmiles(mol_from_smiles(s)))
     n_dup = int(canonical.duplicated().sum())
-    if policy is DuplicatePolicy.keep or n_dup == 0:
-        return table, n_dup
-    grouped = table.assign(_canon=canonical.values).groupby("_canon", sort=False)
+    if n_dup == 0:
+        return table, 0, pd.DataFrame(columns=["molecule", "row", "smiles", *target_cols, "conflict"])
+    labelled = table.assign(_canon=canonical.values)
+    repeated = labelled[canonical.duplicated(keep=False).values]
+    grouped = repeated.groupby("_canon", sort=False)
+    if task is Task.classification:
+        conflict = grouped[target_cols].nunique().gt(1).any(axis=1)
+    else:
+        spread = grouped[target_cols].max() - grouped[target_cols].min()
+        conflict = (spread > CONFLICT_SD * table[target_cols].std()).any(axis=1)
+    report = repeated.assign(molecule=repeated["_canon"].map({c: i + 1 for i, c in enumerate(conflict.index)}),
+                             conflict=repeated["_canon"].map(conflict))
+    report = report[["molecule", "row", "smiles", *target_cols, "conflict"]].reset_index(drop=True)
+    if policy is DuplicatePolicy.keep:
+        return table, n_dup, report
+    if policy is DuplicatePolicy.drop_conflicts:
+        drop = labelled["_canon"].isin(conflict.index[conflict]).values
+        return table[~drop], n_dup, report
+    grouped = labelled.groupby("_canon", sort=False)
     merged = grouped.first()
-    merged[target_cols] = grouped[target_cols].mean()
+    if task is Task.classification:  # the most frequent class; a tie goes to the first row's
+        merged[target_cols] = grouped[target_cols].agg(lambda v: v.dropna().mode().iloc[0] if v.notna().any()
+                                                        else np.nan)
+    else:
+        merged[target_cols] = grouped[target_cols].mean()
     merged["row"] = grouped["row"].first()
     merged = merged.reset_index(drop=True).set_index("row", drop=False)
     merged.index.name = None
-    return merged.sort_index(), n_dup
+    return merged.sort_index(), n_dup, report
 
 
 @dataclass
@@ -660,6 +692,14 @@ class LoadedData:
     source_rows: int
     raw: pd.DataFrame
     """The source table as read (sampled, if asked), for split columns and reports."""
+    duplicates: pd.DataFrame = dataclasses_field(default_factory=pd.DataFrame)
+    """Every row of a repeated molecule and whether its labels conflict (``merge_duplicates``)."""
+
+    @property
+    def conflicts(self) -> int:
+        """Molecules whose repeated labels disagree."""
+        return int(self.duplicates.loc[self.duplicates["conflict"].astype(bool), "molecule"].nunique()) \
+            if len(self.duplicates) else 0
 
 
 def load_dataset(config: DataConfig) -> LoadedData:
@@ -701,5 +741,8 @@ def load_dataset(config: DataConfig) -> LoadedData:
         table[col] = labels.loc[keep, col].values
     if table.empty:
         raise SmilesformerError(f"no usable rows left in {path} after dropping {len(bad)} bad row(s)")
-    table, n_dup = merge_duplicates(table, target_cols, config.duplicates)
-    return LoadedData(table, target_cols, task, bad, n_dup, path, source_rows, raw)
+    table, n_dup, report = merge_duplicates(table, target_cols, config.duplicates, task)
+    if table.empty:
+        raise SmilesformerError(f"no rows left in {path}: every molecule's repeated labels disagree (see "
+                                "duplicates.csv); use --duplicates keep or average")
+    return LoadedData(table, target_cols, task, bad, n_dup, path, source_rows, raw, report)

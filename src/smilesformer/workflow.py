@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import DEFAULT_MODEL, DataConfig, SplitKind, Task, TrainConfig, save_config
+from .config import DEFAULT_MODEL, DataConfig, DuplicatePolicy, SplitKind, Task, TrainConfig, save_config
 from .data import (
+    CONFLICT_SD,
+    LoadedData,
     SmilesformerError,
     _guess_smiles_col,
     bad_rows_report,
@@ -92,6 +94,22 @@ def _write_plots(meta, y: np.ndarray, p: np.ndarray, out_dir: Path, title: str) 
     return paths
 
 
+def duplicate_notes(loaded: LoadedData, data: DataConfig, out_dir: Path) -> list[str]:
+    """What a run says of repeated molecules: how many, what was done, and which disagree."""
+    classification = loaded.task is Task.classification
+    verb = {"keep": "kept (use --duplicates average to merge)",
+            "average": "merged, the most frequent class kept" if classification else "merged, labels averaged",
+            "drop-conflicts": "kept where their labels agree"}[data.duplicates.value]
+    notes = [f"{loaded.n_duplicates} row(s) repeat an earlier molecule: {verb}; listed in "
+             f"{out_dir / 'duplicates.csv'}"]
+    if loaded.conflicts:
+        what = "different classes" if classification else f"labels more than {CONFLICT_SD} sd apart"
+        done = "dropped" if data.duplicates is DuplicatePolicy.drop_conflicts else \
+            "trained on as they are (--duplicates drop-conflicts drops them)"
+        notes.append(f"{loaded.conflicts} repeated molecule(s) have {what}: {done}")
+    return notes
+
+
 def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: TrainConfig | None = None,
                  out_dir: str | Path = "runs/finetune") -> RunResult:
     """Load and clean ``data``, split it, fine-tune ``model_name`` and write a complete run folder.
@@ -115,8 +133,10 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
             bad_rows_report(loaded.bad).to_csv(out_dir / "bad_rows.csv", index=False)
         notes.append(f"skipped {len(loaded.bad)} bad row(s); listed in {out_dir / 'bad_rows.csv'}")
     if loaded.n_duplicates:
-        verb = "averaged" if data.duplicates.value == "average" else "kept (use --duplicates average to merge)"
-        notes.append(f"{loaded.n_duplicates} row(s) repeat an earlier molecule: {verb}")
+        notes += duplicate_notes(loaded, data, out_dir)
+        if main:
+            loaded.duplicates.assign(row=loaded.duplicates["row"] + 1).rename(columns={"row": "data_row"}).to_csv(
+                out_dir / "duplicates.csv", index=False)
 
     smiles = table["smiles"].tolist()
     if data.split is SplitKind.random:
