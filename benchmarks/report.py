@@ -155,8 +155,8 @@ def _prepare(r: dict) -> list[str]:
     for side in ("before", "after"):
         if side in r:
             lines += [f"| {side} | {stage} | {ms:.3f} |" for stage, ms in r[side]["stages_ms"].items()]
-    lines += ["", "| code | ms per molecule | molecules/s per core | MOSES (1.58M) on 16 such cores | MTR descriptors |",
-              "|---|---|---|---|---|"]
+    lines += ["", "| code | ms per molecule | molecules/s per core | MOSES (1.58M) on 16 such cores | "
+              "MTR descriptors |", "|---|---|---|---|---|"]
     for side in ("before", "after"):
         if side in r:
             x = r[side]
@@ -202,7 +202,8 @@ def _presets(rows: list[dict]) -> list[str]:
     for r in rows:
         d = r["dynamic_padding_length_grouped"]
         lines.append(f"| {r['model'].removeprefix('random:')} | {d['train_seconds']:.0f} | {d['wall_seconds']:.0f} | "
-                     f"{r['predict']['molecules_per_second']:.0f} | {d['test_mse']:.3f} | {r['peak_rss_mb']:,.0f} |")
+                     f"{r['predict']['molecules_per_second']:.0f} | {d['test_mse']:.3f} | "
+                     f"{r['peak_rss_mb']:,.0f} |")
     return lines + [""]
 
 
