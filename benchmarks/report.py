@@ -195,7 +195,8 @@ def _gpu_runs(r: dict) -> list[str]:
 def _presets(rows: list[dict]) -> list[str]:
     lines = ["## Model size on this CPU: small against medium", "",
              "`python benchmarks/bench_finetune.py --model random:<preset> --skip-padded`: the demo's fine-tuning "
-             "(10% of AqSolDB, 80/20, 5 epochs, default settings: `descriptors` and `trees` auto) from random weights of "
+             "(10% of AqSolDB, 80/20, 5 epochs, default settings: `descriptors` and `trees` auto) from random "
+             "weights of "
              "each shape, then prediction of all of AqSolDB, one after the other on an idle machine.", "",
              "| preset | fine-tune s (training) | whole command s | predict molecules/s | test MSE | peak RSS MB |",
              "|---|---|---|---|---|---|"]
