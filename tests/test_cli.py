@@ -222,3 +222,11 @@ def test_errors_print_square_brackets_as_written(tmp_path):
                                  "--model", "random:tiny", "--out", str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "'c1ccccc1[nH]'" in result.output and "'[bold]C'" in result.output, result.output
+
+
+def test_finetune_into_a_file_is_one_line_naming_it(tmp_path, esol50_path):
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(app, ["finetune", "--data", str(esol50_path), "--target", "logS",
+                                      "--model", "random:tiny", "--out", str(tmp_path / "afile")])
+    assert result.exit_code == 2 and "afile is a file, not a folder" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 3

@@ -240,3 +240,37 @@ def test_streamed_prediction_prefetches_the_next_chunks_descriptors(make_tiny_mo
     resumed = stream_predict(folder, table_path, out, chunk_size=10)
     assert started == chunks[3:], "resumed at chunk 4: chunks 4 to 6, not the ones already written"
     assert resumed.rows == reference.rows and out.read_bytes() == (tmp_path / "ref.csv").read_bytes()
+
+
+def test_output_path_problems_are_one_line_before_any_work(tmp_path, monkeypatch):
+    import tempfile
+
+    from smilesformer.data import check_output
+
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(SmilesformerError, match=r"--out .*afile is a file, not a folder"):
+        check_output(tmp_path / "afile", folder=True)
+    with pytest.raises(SmilesformerError, match=r"afile is a file, so no folder can be made there"):
+        check_output(tmp_path / "afile" / "p.csv")
+    with pytest.raises(SmilesformerError, match=r"is a folder: give a file name"):
+        check_output(tmp_path)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refused)  # what a folder this user cannot write gives
+    with pytest.raises(SmilesformerError, match=r"cannot write --out .*ro/p.csv: .* is not writable by this user"):
+        check_output(tmp_path / "ro" / "p.csv")
+
+
+def test_a_second_run_on_the_same_output_stops_with_a_message(tmp_path, tiny_regressor_dir):
+    from smilesformer.streaming import output_lock
+
+    out = tmp_path / "same.csv"
+    data = tmp_path / "in.smi"
+    data.write_text("CCO\nCCN\n")
+    with output_lock(out):  # the first run, still writing
+        with pytest.raises(SmilesformerError, match=r"same.csv is being written by another run \(process \d+\)"):
+            stream_predict(tiny_regressor_dir, data, out)
+    summary = stream_predict(tiny_regressor_dir, data, out)  # once it is done, the output is free again
+    assert summary.rows == 2 and not (tmp_path / "same.csv.lock").exists()

@@ -54,6 +54,7 @@ from .data import (
     MoleculeLimits,
     SmilesformerError,
     cache_dir,
+    check_output,
     file_sha256,
     iter_smiles,
     locate_dataset,
@@ -429,7 +430,7 @@ def build_corpus(config: CorpusConfig, out: str | Path) -> dict:
     molecules, duplicates dropped, the benchmark sets checked, the corpus file's sha256 and the seconds each stage
     took; with ``config.descriptors``, also ``<out>.descriptors.npy``. Returns that report.
     """
-    out = Path(out)
+    out = check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     jobs = config.n_jobs or os.cpu_count() or 1
     started = time.perf_counter()

@@ -20,6 +20,7 @@ import hashlib
 import io
 import os
 import re
+import tempfile
 import urllib.request
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +37,7 @@ from .config import BadInputPolicy, DataConfig, DuplicatePolicy, Task
 __all__ = [
     "DATA_ENV",
     "cache_dir",
+    "check_output",
     "readable_like_the_rest",
     "DATASETS",
     "DatasetInfo",
@@ -231,6 +233,38 @@ def locate_dataset(name: str) -> Path | None:
             if candidate.is_file():
                 return candidate
     return None
+
+
+def check_output(path: str | Path, folder: bool = False, option: str = "--out") -> Path:
+    """Check, before any work, that a run can write ``path`` (a file, or with ``folder`` a folder it fills).
+
+    Raises:
+        SmilesformerError: one line naming the path as given and the fix: a folder where a file goes or the other
+            way round, a file where a folder would have to be made, or a place this user cannot write in.
+    """
+    given = Path(path)
+    if folder and given.exists() and not given.is_dir():
+        raise SmilesformerError(f"{option} {path} is a file, not a folder: give the name of a folder (a new one is "
+                                "made) or move the file away")
+    if not folder and given.is_dir():
+        raise SmilesformerError(f"{option} {path} is a folder: give a file name, such as {given / 'predictions.csv'}")
+    place = given if folder else given.parent
+    existing = place.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SmilesformerError(f"cannot write {option} {path}: {existing} is a file, so no folder can be made there; "
+                                "choose another place")
+    try:  # a real write, not os.access: root passes every access check, and a read-only mount fails them all
+        probe = tempfile.NamedTemporaryFile(dir=existing, prefix=".smilesformer-write-test-")
+        probe.close()
+    except OSError as exc:
+        raise SmilesformerError(f"cannot write {option} {path}: {existing} is not writable by this user "
+                                f"({exc.strerror}); choose a folder you can write in, or ask for write access") from exc
+    if not folder and given.exists() and not os.access(given, os.W_OK):
+        raise SmilesformerError(f"cannot write {option} {path}: the file exists and is read-only; remove it or choose "
+                                "another name")
+    return given
 
 
 def readable_like_the_rest(folder: str | Path) -> None:

@@ -30,7 +30,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 
 from .config import Objective, PretrainConfig, TokenizerKind, save_config
 from .corpus import DESCRIPTORS_SUFFIX
-from .data import SmilesformerError, file_sha256, iter_smiles, parse_smiles, readable_like_the_rest
+from .data import SmilesformerError, check_output, file_sha256, iter_smiles, parse_smiles, readable_like_the_rest
 from .descriptors import descriptor_block
 from .descriptors import descriptor_names as rdkit_descriptor_names
 from .networks import make_config
@@ -357,7 +357,7 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
     from .plots import plot_training_curve
     from .train import distributed_state, run_pretraining
 
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, folder=True)
     cache = out_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     started = started or time.time()
@@ -450,7 +450,7 @@ def export_model(model_dir: str | Path, out: str | Path, max_file_mb: int = 15) 
     """
     from transformers import AutoModelForMaskedLM
 
-    model_dir, out = Path(model_dir), Path(out)
+    model_dir, out = Path(model_dir), check_output(out, folder=True)
     if not (model_dir / "config.json").is_file():
         raise SmilesformerError(f"{model_dir} is not a model folder (no config.json)")
     out.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from .data import (
     _guess_smiles_col,
     _suffixes,
     check_header,
+    check_output,
     read_error,
     read_table,
     require_columns,
@@ -267,8 +268,39 @@ def _output_for(out: Path, allowed: tuple[str, ...]):
     kind = out.suffix.lower()
     if kind not in allowed:
         raise SmilesformerError(f"cannot write {out}: use one of {', '.join(allowed)}")
+    check_output(out)
     return {".csv": lambda: _TextOutput(","), ".tsv": lambda: _TextOutput("\t"), ".parquet": _ParquetOutput,
             ".npy": _NpyOutput}[kind]()
+
+
+@contextlib.contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold ``<out>.lock`` while a run writes ``out``: a second run asked for the same output stops at once with a
+    message instead of both crashing on each other's parts. The lock is the kernel's (``flock``): it goes with
+    the process, even one killed."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; runs are not guarded there
+        yield
+        return
+    path = out.with_name(out.name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise SmilesformerError(f"{out} is being written by another run ({holder}); wait for it to finish or "
+                                    "give this run another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"process {os.getpid()}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
 
 # the chunk loop ---------------------------------------------------------------------------------------------
@@ -351,6 +383,12 @@ def _run_chunks(chunks: Iterator, process: Callable[[object, int], tuple[object,
     is called with each chunk still to compute before it is processed: the first at once, the others while the
     chunk before them is processed.
     """
+    with output_lock(out):
+        return _chunks_into(chunks, process, output, out, key, resume, progress, total, description, prefetch)
+
+
+def _chunks_into(chunks: Iterator, process, output, out: Path, key: dict, resume: bool, progress: bool,
+                 total: int | None, description: str, prefetch) -> StreamSummary:
     work = parts_dir(out)
     manifest = _load_manifest(work, key) if resume else None
     if manifest is None:

@@ -26,6 +26,7 @@ from .data import (
     SmilesformerError,
     _guess_smiles_col,
     bad_rows_report,
+    check_output,
     file_sha256,
     load_dataset,
     read_table,
@@ -121,7 +122,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         out_dir: the run folder; checkpoints inside it let an interrupted run resume.
     """
     train = train or TrainConfig()
-    out_dir = Path(out_dir)
+    out_dir = check_output(out_dir, folder=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     state = distributed_state()  # one process, unless launched with torchrun / accelerate launch (DDP)
     main = state.is_main_process  # only the main process writes the run folder
@@ -243,6 +244,8 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
     Invalid rows and rows without labels are left out of the metrics and counted. An ensemble or a model
     with test-time augmentation also gets the quality of its spread (``uncertainty``), as in fine-tuning.
     """
+    if out_dir is not None:
+        check_output(out_dir, folder=True)
     model = load_predictor(model_dir)
     table, col = _read_input(data, smiles_col)
     require_columns(table, model.meta.targets, data)
@@ -268,6 +271,7 @@ def run_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles
                 batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
     """Append prediction columns (and ``error``) to a table; same rows, same order; write it to ``out``."""
     writable_kind(out)
+    check_output(out)
     model = load_predictor(model_dir)
     table, col = _read_input(data, smiles_col)
     result = predict_frame(model, table, col, batch_size=batch_size, progress=progress)
