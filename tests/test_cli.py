@@ -165,10 +165,11 @@ def test_finetune_command_defaults_are_the_config_defaults():
     command = typer.main.get_command(app).commands["finetune"]
     fields = {f.name: f.default for cls in (DataConfig, TrainConfig) for f in dataclasses.fields(cls)}
     renamed = {"lr": "learning_rate", "patience": "early_stopping_patience", "target": "target_cols"}
+    derived = {"split"}  # None on the command line: DataConfig's random, or column when --split-col is given
     checked = 0
     for param in command.params:
         name = renamed.get(param.name, param.name)
-        if name in fields and fields[name] is not dataclasses.MISSING:
+        if name in fields and fields[name] is not dataclasses.MISSING and name not in derived:
             default = fields[name].value if hasattr(fields[name], "value") else fields[name]
             shown = tuple(param.default) if isinstance(param.default, list | tuple) else param.default
             assert shown == default, (param.name, param.default, default)
@@ -230,3 +231,23 @@ def test_finetune_into_a_file_is_one_line_naming_it(tmp_path, esol50_path):
                                       "--model", "random:tiny", "--out", str(tmp_path / "afile")])
     assert result.exit_code == 2 and "afile is a file, not a folder" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 3
+
+
+def test_a_split_column_alone_selects_the_column_split(tmp_path, esol50):
+    table = esol50.assign(fold=["train"] * 40 + ["valid"] * 5 + ["test"] * 5)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    result = CliRunner().invoke(app, ["finetune", "--data", str(tmp_path / "t.csv"), "--target", "logS",
+                                      "--split-col", "fold", "--model", "random:tiny", "--epochs", "1",
+                                      "--descriptors", "none", "--trees", "none", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    split = pd.read_csv(tmp_path / "run" / "split.csv")
+    assert split["split"].tolist() == table["fold"].tolist()
+
+
+def test_predict_reads_a_csv_saved_as_txt_as_a_table(tmp_path, tiny_regressor_dir, esol50):
+    esol50[["smiles"]].assign(y=1.0).head(10).to_csv(tmp_path / "csvcontent.txt", index=False)
+    result = CliRunner().invoke(app, ["predict", str(tiny_regressor_dir), "--data", str(tmp_path / "csvcontent.txt"),
+                                      "--out", str(tmp_path / "p.csv")])
+    assert result.exit_code == 0, result.output
+    out = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
+    assert len(out) == 10 and (out["error"] == "").all() and out["smiles"].tolist() == esol50["smiles"][:10].tolist()

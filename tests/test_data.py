@@ -281,3 +281,49 @@ def test_saved_weights_are_as_readable_as_the_rest_of_the_run(make_tiny_model, t
     folder = make_tiny_model().save_pretrained(tmp_path / "model")
     modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()}
     assert modes["model.safetensors"] == modes["tokenizer.json"], modes
+
+
+@pytest.mark.parametrize("name, text, columns, smiles", [
+    ("csv_saved_as.txt", "smiles,y\nCCO,1.0\nCCN,-0.77\n", ["smiles", "y"], ["CCO", "CCN"]),
+    ("semicolons.csv", "smiles;y\nCCO;1.0\nCCN;2.5\n", ["smiles", "y"], ["CCO", "CCN"]),
+    ("header.smi", "SMILES Name\nCCO ethanol\nCCN ethylamine\nc1ccccc1 benzene\n", ["smiles", "name"],
+     ["CCO", "CCN", "c1ccccc1"]),
+    ("plain.smi", "CCO\nCCN\n", ["smiles"], ["CCO", "CCN"]),
+    ("spaces.csv", "smiles  , y \nCCO,1\n", ["smiles", "y"], ["CCO"]),
+    ("bom_crlf.csv", "\ufeffsmiles,y\r\nCCO,1\r\n", ["smiles", "y"], ["CCO"]),
+])
+def test_text_tables_are_read_by_content(tmp_path, name, text, columns, smiles):
+    from smilesformer.data import read_table
+
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    table = read_table(path)
+    assert list(table.columns) == columns and table.iloc[:, 0].tolist() == smiles
+
+
+def test_separated_values_without_a_header_in_a_smi_file_stop_with_the_fix(tmp_path):
+    from smilesformer.data import read_table
+
+    path = tmp_path / "values.txt"
+    path.write_text("CCO,1.0\nCCN,2.0\nc1ccccc1,3.0\n")
+    with pytest.raises(SmilesformerError, match=r"separated by ',' without a header line .*'CCO,1.0'.*save it as .csv"):
+        read_table(path)
+
+
+def test_sep_decides_where_the_content_cannot(tmp_path):
+    from smilesformer.data import read_table
+
+    path = tmp_path / "pipes.csv"
+    path.write_text("smiles|y\nCCO|1\n")  # one line: a comma-free header read as one column by the extension alone
+    assert list(read_table(path, sep="|").columns) == ["smiles", "y"]
+
+
+def test_a_header_naming_no_smiles_column_lists_the_names_quoted(tmp_path):
+    path = _write(tmp_path, {"smile ": ["CCO"], "y": [1.0]})
+    with pytest.raises(SmilesformerError, match=r"columns: 'smile', 'y'; name the column with --smiles-col"):
+        load_dataset(DataConfig(str(path), target_cols=["y"]))
+
+
+def test_a_split_column_without_split_column_is_refused_by_the_config():
+    with pytest.raises(ValueError, match=r"split_col 'fold' is given but split is 'scaffold'"):
+        DataConfig("x.csv", target_cols=["y"], split="scaffold", split_col="fold")

@@ -37,6 +37,7 @@ from .data import (
     DATASETS,
     MAX_ATOMS_ENV,
     MAX_CHARS_ENV,
+    READABLE_HINT,
     MoleculeLimits,
     SmilesformerError,
     locate_dataset,
@@ -106,6 +107,9 @@ MaxChars = Annotated[int | None, typer.Option(
     help=f"Longest SMILES, in characters (default {MoleculeLimits.max_chars}, or ${MAX_CHARS_ENV}).")]
 
 # the options predict and embed share: streaming, the engine and precision
+DataOption = Annotated[str, typer.Option(help=f"Table of SMILES: {READABLE_HINT}; read by content too "
+                                               "(separator, header line), or a data set name (see `datasets`).")]
+SepOption = Annotated[str | None, typer.Option(help="Separator of a text table where its content cannot decide (default: sniffed from its first lines).")]
 Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last written chunk.")]
 EngineOption = Annotated[Engine, typer.Option(
     "--engine", help="local, or ray (Ray Data on the local machine or $RAY_ADDRESS's cluster).")]
@@ -131,18 +135,19 @@ _D, _T = DataConfig, TrainConfig
 
 @app.command()
 def finetune(
-    data: Annotated[str, typer.Option(help="Data file (csv/tsv/parquet/sdf/smi) or data set name (see `datasets`).")],
+    data: DataOption,
     target: Annotated[list[str] | None, typer.Option(help="Label column; repeat for multi-task.")] = None,
     smiles_col: Annotated[str | None, typer.Option(help="SMILES column (default: the data set's, or 'smiles').")] = None,
     task: Annotated[Task | None, typer.Option(help="Default: the data set's, else regression.")] = None,
     model: Annotated[str, typer.Option(help="Bundled name, local folder, hub name, or random:<tiny|small|base>.")] = DEFAULT_MODEL,
-    split: Annotated[SplitKind, typer.Option(help="How to split train/valid/test.")] = _default(_D, "split"),
-    split_col: Annotated[str | None, typer.Option(help="With --split column: column of train/valid/test.")] = None,
+    split: Annotated[SplitKind | None, typer.Option(help="How to split train/valid/test (default: random; column when --split-col is given).")] = None,
+    split_col: Annotated[str | None, typer.Option(help="Column of train/valid/test values to split by (--split column).")] = None,
     fractions: Annotated[tuple[float, float, float], typer.Option(help="Train, valid, test fractions.")] = _default(_D, "fractions"),
     sample: Annotated[float | None, typer.Option(help="Use only this fraction of the rows.")] = _default(_D, "sample"),
     bad_input: Annotated[BadInputPolicy, typer.Option(help="error: stop and list bad rows; skip: drop and report.")] = _default(_D, "bad_input"),
     duplicates: Annotated[DuplicatePolicy, typer.Option(help="keep every row; average the labels of a repeated molecule (classification: the most frequent class); or drop-conflicts: drop the molecules whose labels disagree. Repeats and conflicts are listed in duplicates.csv either way.")] = _default(_D, "duplicates"),
     canonicalize: Annotated[bool, typer.Option(help="Train on RDKit canonical SMILES.")] = _default(_D, "canonicalize"),
+    sep: SepOption = None,
     epochs: Annotated[int, typer.Option(help="Maximum epochs (early stopping may end sooner).")] = _default(_T, "epochs"),
     batch_size: Annotated[int, typer.Option()] = _default(_T, "batch_size"),
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = _default(_T, "learning_rate"),
@@ -172,8 +177,9 @@ def finetune(
 
     try:
         _set_limits(max_atoms, max_chars)
+        split = split or (SplitKind.column if split_col else _default(_D, "split"))
         data_config = DataConfig(data, smiles_col, list(target or []), task, split, split_col, fractions, seed,
-                                 sample, bad_input, duplicates, canonicalize)
+                                 sample, bad_input, duplicates, canonicalize, sep)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=lr, max_length=max_length,
                                    early_stopping_patience=patience, precision=precision, seed=seed,
                                    augment=augment, tta=tta, ensemble=ensemble, layer_lr_decay=layer_lr_decay,
@@ -302,9 +308,10 @@ def corpus(
 @app.command()
 def evaluate(
     model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
-    data: Annotated[str, typer.Option(help="Labelled table with the model's target columns.")],
+    data: Annotated[str, typer.Option(help=f"Labelled table with the model's target columns: {READABLE_HINT}.")],
     smiles_col: Annotated[str | None, typer.Option()] = None,
     out: Annotated[Path | None, typer.Option(help="Folder for metrics.json, predictions and plots.")] = None,
+    sep: SepOption = None,
     max_atoms: MaxAtoms = None,
     max_chars: MaxChars = None,
 ) -> None:
@@ -313,7 +320,7 @@ def evaluate(
 
     try:
         _set_limits(max_atoms, max_chars)
-        result = run_evaluate(model_dir, _data_path(data), smiles_col, out)
+        result = run_evaluate(model_dir, _data_path(data), smiles_col, out, sep=sep)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     _print_metrics(result.metrics, f"evaluation of {model_dir}")
@@ -325,9 +332,10 @@ def evaluate(
 @app.command()
 def predict(
     model_dir: Annotated[Path, typer.Argument(help="A fine-tuned model folder (run/model).")],
-    data: Annotated[str, typer.Option(help="Table of SMILES (csv/tsv/parquet/sdf/smi).")],
+    data: DataOption,
     out: Annotated[Path, typer.Option(help="Output table (.csv, .tsv or .parquet).")],
     smiles_col: Annotated[str | None, typer.Option()] = None,
+    sep: SepOption = None,
     batch_size: Annotated[int, typer.Option()] = 128,
     chunk_size: Annotated[int, typer.Option(help="Rows read, length-sorted and written at a time (bounds memory).")] = 10_000,
     resume: Resume = True,
@@ -343,7 +351,7 @@ def predict(
     try:
         _set_limits(max_atoms, max_chars)
         result = stream_predict(model_dir, _data_path(data), out, smiles_col, batch_size, chunk_size, progress=True,
-                                resume=resume, engine=engine, workers=workers, precision=precision)
+                                resume=resume, engine=engine, workers=workers, precision=precision, sep=sep)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     n_bad = result.invalid
@@ -437,9 +445,10 @@ def explain(
 @app.command()
 def embed(
     model: Annotated[str, typer.Argument(help="Model folder (fine-tuned, or a pretrained encoder) or bundled name.")],
-    data: Annotated[str, typer.Option(help="Table of SMILES (csv/tsv/parquet/smi/sdf, gzip allowed).")],
+    data: DataOption,
     out: Annotated[Path, typer.Option(help="Output: .parquet (one row per input) or .npy (pooled vectors only).")],
     smiles_col: Annotated[str | None, typer.Option()] = None,
+    sep: SepOption = None,
     pooling: Annotated[Pooling, typer.Option(help="cls, mean, max, or head (the classification head's pooled input).")] = Pooling.mean,
     layer: Annotated[int, typer.Option(help="Hidden state: 0 = embedding layer, 1..L = encoder layers, -1 = last.")] = -1,
     last_k: Annotated[int, typer.Option(help="Concatenate the last k layers (each pooled) instead of one.")] = 1,
@@ -462,7 +471,7 @@ def embed(
         _set_limits(max_atoms, max_chars)
         config = EmbedConfig(pooling, layer, last_k, per_token, all_layers, batch_size, precision)
         result = stream_embed(model, _data_path(data), out, smiles_col, config, chunk_size, progress=True,
-                              resume=resume, engine=engine, workers=workers)
+                              resume=resume, engine=engine, workers=workers, sep=sep)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     n_bad = result.invalid

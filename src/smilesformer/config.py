@@ -118,6 +118,9 @@ class DataConfig:
     labels disagree. Repeats and conflicts are reported (``duplicates.csv``) whichever is chosen."""
     canonicalize: bool = False
     """Feed the model RDKit canonical SMILES instead of the input spelling."""
+    sep: str | None = None
+    """Separator of a text table, where reading its content cannot decide (default: sniffed, see
+    ``data.sniff_text``)."""
 
     def __post_init__(self) -> None:
         self.task = Task(self.task) if self.task is not None else None
@@ -131,6 +134,9 @@ class DataConfig:
             raise ValueError(f"train and test fractions must be > 0, got {self.fractions}")
         if self.split is SplitKind.column and not self.split_col:
             raise ValueError("split=column needs split_col, the column whose values are train / valid / test")
+        if self.split_col and self.split is not SplitKind.column:
+            raise ValueError(f"split_col {self.split_col!r} is given but split is {self.split.value!r}, which would "
+                             "ignore it: use split='column' (--split column) to split by it, or leave split_col out")
         if self.sample is not None and not 0 < self.sample <= 1:
             raise ValueError(f"sample must be in (0, 1], got {self.sample}")
 

@@ -358,22 +358,118 @@ def read_error(path: Path, exc: Exception) -> SmilesformerError:
     return SmilesformerError(f"cannot read {path}: {exc}")
 
 
-def check_header(path: Path, columns: Sequence[object]) -> None:
+READABLE = (".csv", ".tsv", ".parquet", ".sdf", ".smi", ".smiles", ".txt")
+READABLE_HINT = ".csv, .tsv, .parquet, .sdf, .smi, .smiles or .txt (the text ones gzip-compressed too, e.g. .csv.gz)"
+SMILES_COLUMN_NAMES = ("smiles", "mol", "canonical_smiles", "smi")  # a column found without --smiles-col
+_SEPARATORS = ",;\t|"
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """How a text file of molecules is laid out, judged by its content as well as its extension.
+
+    Attributes:
+        sep: the separator of a delimited table with a header line; None for SMILES one per line (each
+            optionally followed by whitespace and a name).
+        header: for SMILES one per line, whether the first line is a header (it is not a molecule, the next are).
+    """
+
+    sep: str | None
+    header: bool = False
+
+
+def _sample_lines(path: Path, n: int = 50) -> list[str]:
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    lines: list[str] = []
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+        for line in fh:
+            if line.strip():
+                lines.append(line.rstrip("\r\n"))
+                if len(lines) == n:
+                    break
+    return lines
+
+
+def _fields(line: str, sep: str) -> list[str]:
+    return next(csv.reader([line], delimiter=sep), [])
+
+
+def _consistent_separator(lines: list[str]) -> str | None:
+    """The separator that splits every sampled line into the same number (2 or more) of fields: csv.Sniffer's
+    pick among ``_SEPARATORS`` when it has one, else the first that does."""
+    fits = []
+    for d in _SEPARATORS:
+        counts = {len(_fields(line, d)) for line in lines}
+        if len(counts) == 1 and counts.pop() >= 2:
+            fits.append(d)
+    if not fits:
+        return None
+    try:
+        sniffed = csv.Sniffer().sniff("\n".join(lines), delimiters=_SEPARATORS).delimiter
+    except csv.Error:
+        sniffed = None
+    return sniffed if sniffed in fits else fits[0]
+
+
+def _parses(text: str) -> bool:
+    return mol_from_smiles(text) is not None
+
+
+def sniff_text(path: str | Path, sep: str | None = None) -> TextLayout:
+    """Read a text table's layout from its first lines (the standard library's ``csv.Sniffer`` among ``,;\t|``).
+
+    A .csv or .tsv is a delimited table with a header: its extension's separator, or the one its lines are written
+    with (spreadsheets in many locales write ``;``). A .smi, .smiles or .txt is SMILES one per line, unless it is
+    a table with a header naming a SMILES column (a CSV saved as .txt); its first line is a header when it is no
+    molecule but the next lines are. ``sep`` (``--sep``) decides where the content cannot.
+
+    Raises:
+        SmilesformerError: a .smi/.txt file of separated values without a header, which would otherwise be read as
+            SMILES such as ``CCO,1.0``.
+    """
+    path = Path(path)
+    kind = (_suffixes(path) or [""])[-1]
+    if sep:
+        return TextLayout(sep)
+    lines = _sample_lines(path)
+    if not lines:
+        return TextLayout("\t" if kind == ".tsv" else "," if kind == ".csv" else None)
+    found = _consistent_separator(lines)
+    if kind in (".csv", ".tsv"):
+        default = "\t" if kind == ".tsv" else ","
+        return TextLayout(default if default in lines[0] or not found else found)
+    if found is not None:
+        header = [f.strip().lower() for f in _fields(lines[0], found)]
+        if any(name in SMILES_COLUMN_NAMES for name in header):
+            return TextLayout(found)
+        firsts = [_fields(line, found)[0].strip() for line in lines[:20]]
+        if found != "\t" and sum(map(_parses, firsts)) > len(firsts) / 2:
+            raise SmilesformerError(
+                f"{path} looks like values separated by {found!r} without a header line (line 1: {lines[0][:80]!r}), "
+                "not SMILES one per line; add a header line naming the columns (smiles,...) and save it as .csv")
+    tokens = [line.split(maxsplit=1)[0] for line in lines[:20]]
+    header = len(tokens) > 1 and not _parses(tokens[0]) and sum(map(_parses, tokens[1:])) > (len(tokens) - 1) / 2
+    return TextLayout(None, header)
+
+
+def check_header(path: Path, columns: Sequence[object], sep: str = ",") -> None:
     """Refuse a table whose header names a column twice: pandas would silently rename the second (``x.1``)."""
     opener = gzip.open if path.suffix.lower() == ".gz" else open
-    with opener(path, "rt", encoding="utf-8", newline="") as fh:
-        header = next(csv.reader(fh, delimiter="\t" if ".tsv" in _suffixes(path) else ","), [])
+    with opener(path, "rt", encoding="utf-8-sig", newline="") as fh:
+        header = [name.strip() for name in next(csv.reader(fh, delimiter=sep), [])]
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
         raise SmilesformerError(f"{path}: the header names column(s) {', '.join(map(repr, repeated))} more than "
                                 "once; rename them so each column has its own name")
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a molecule table: .csv, .tsv, .parquet, .sdf, .smi/.txt (gzip allowed for text formats).
+def read_table(path: str | Path, sep: str | None = None) -> pd.DataFrame:
+    """Read a molecule table: .csv, .tsv, .parquet, .sdf, .smi/.smiles/.txt (gzip allowed for text formats).
 
-    An SDF gives a ``smiles`` column (RDKit canonical; unreadable records keep their row with an
-    empty SMILES) plus its properties. A .smi file gives ``smiles`` and, when present, ``name``.
+    Text files are read by content as well as extension (``sniff_text``): the separator a table is written with,
+    a CSV saved as .txt, a header line on a SMILES file; ``sep`` decides where the content cannot. Header names
+    lose surrounding spaces. An SDF gives a ``smiles`` column (RDKit canonical; unreadable records keep their row
+    with an empty SMILES) plus its properties. A SMILES file gives ``smiles`` and, when present, ``name``.
 
     Raises:
         SmilesformerError: missing, empty or unreadable file, or an unknown extension.
@@ -382,25 +478,29 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise SmilesformerError(f"no such file: {path}")
     kind = (_suffixes(path) or [""])[-1]
+    if kind not in READABLE:
+        raise SmilesformerError(f"cannot read {path}: unknown extension {kind or '(none)'}; use {READABLE_HINT}")
     opener = gzip.open if path.suffix.lower() == ".gz" else open
+    layout = None
     try:
-        if kind == ".csv":
-            table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        elif kind == ".tsv":
-            table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-        elif kind == ".parquet":
-            table = pd.read_parquet(path)
-        elif kind in (".smi", ".txt", ".smiles"):
+        if kind in (".csv", ".tsv", ".smi", ".smiles", ".txt"):
+            layout = sniff_text(path, sep)
+        if layout is not None and layout.sep is not None:
+            table = pd.read_csv(path, sep=layout.sep, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+            table.columns = [str(c).strip() for c in table.columns]
+        elif layout is not None:
             rows = []
-            with opener(path, "rt") as fh:
-                for line in fh:
+            with opener(path, "rt", encoding="utf-8-sig") as fh:
+                for number, line in enumerate(fh):
                     parts = line.strip().split(maxsplit=1)
-                    if parts:
+                    if parts and not (layout.header and number == 0):
                         rows.append(parts + [""] * (2 - len(parts)))
             table = pd.DataFrame(rows, columns=["smiles", "name"])
             if (table["name"] == "").all():
                 table = table.drop(columns="name")
-        elif kind == ".sdf":
+        elif kind == ".parquet":
+            table = pd.read_parquet(path)
+        else:
             with opener(path, "rb") as fh:
                 supplier = Chem.ForwardSDMolSupplier(io.BytesIO(fh.read()))
                 records = []
@@ -414,44 +514,48 @@ def read_table(path: str | Path) -> pd.DataFrame:
                         record.setdefault("name", mol.GetProp("_Name"))
                     records.append(record)
             table = pd.DataFrame.from_records(records)
-        else:
-            raise SmilesformerError(
-                f"cannot read {path}: unknown extension {kind or '(none)'}; use .csv, .tsv, .parquet, .sdf or .smi"
-            )
     except READ_ERRORS as exc:
         raise read_error(path, exc) from exc
-    if kind in (".csv", ".tsv"):
-        check_header(path, table.columns)
+    if layout is not None and layout.sep is not None:
+        check_header(path, table.columns, layout.sep)
     if len(table) == 0:
-        raise SmilesformerError(f"{path} has no data rows (columns: {', '.join(map(str, table.columns))})")
+        raise SmilesformerError(f"{path} has no data rows (columns: {', '.join(map(repr, map(str, table.columns)))})")
     return table.reset_index(drop=True)
 
 
-def iter_smiles(path: str | Path, smiles_col: str | None = None, chunk_size: int = 100_000) -> Iterator[str]:
-    """Stream SMILES from a one-per-line file or a CSV column without loading the file at once."""
+def iter_smiles(path: str | Path, smiles_col: str | None = None, chunk_size: int = 100_000,
+                sep: str | None = None) -> Iterator[str]:
+    """Stream SMILES from a one-per-line file or a table's column without loading the file at once (the layout
+    read as ``read_table`` reads it)."""
     path = Path(path)
     kind = (_suffixes(path) or [""])[-1]
-    if kind in (".csv", ".tsv"):
-        sep = "\t" if kind == ".tsv" else ","
-        for chunk in pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, chunksize=chunk_size):
+    layout = sniff_text(path, sep) if kind in (".csv", ".tsv", ".smi", ".smiles", ".txt") else None
+    if layout is not None and layout.sep is not None:
+        for chunk in pd.read_csv(path, sep=layout.sep, dtype=str, keep_default_na=False, chunksize=chunk_size,
+                                 encoding="utf-8-sig"):
+            chunk.columns = [str(c).strip() for c in chunk.columns]
             col = smiles_col or _guess_smiles_col(chunk)
             require_columns(chunk, [col], path)
             yield from chunk[col]
+    elif layout is None and kind in (".parquet", ".sdf"):
+        table = read_table(path)
+        yield from table[smiles_col or _guess_smiles_col(table)]
     else:
         opener = gzip.open if path.suffix.lower() == ".gz" else open
-        with opener(path, "rt") as fh:
-            for line in fh:
+        with opener(path, "rt", encoding="utf-8-sig") as fh:
+            for number, line in enumerate(fh):
                 parts = line.split(maxsplit=1)
-                if parts:
+                if parts and not (layout is not None and layout.header and number == 0):
                     yield parts[0]
 
 
 def _guess_smiles_col(table: pd.DataFrame) -> str:
     for col in table.columns:
-        if str(col).lower() in ("smiles", "mol", "canonical_smiles", "smi"):
+        if str(col).strip().lower() in SMILES_COLUMN_NAMES:
             return col
     raise SmilesformerError(
-        f"no SMILES column given and none is named smiles; columns: {', '.join(map(str, table.columns))}"
+        f"no SMILES column given and none is named smiles; columns: {', '.join(map(repr, map(str, table.columns)))}"
+        "; name the column with --smiles-col"
     )
 
 
@@ -753,7 +857,7 @@ def load_dataset(config: DataConfig) -> LoadedData:
         smiles_col = config.smiles_col
         target_cols = list(config.target_cols)
         task = config.task or Task.regression
-    raw = read_table(path)
+    raw = read_table(path, config.sep)
     smiles_col = smiles_col or _guess_smiles_col(raw)
     if not target_cols:
         raise SmilesformerError(

@@ -35,6 +35,8 @@ import pyarrow.parquet as pq
 from .config import Engine, Precision
 from .data import (
     READ_ERRORS,
+    READABLE,
+    READABLE_HINT,
     SmilesformerError,
     _guess_smiles_col,
     _suffixes,
@@ -43,6 +45,7 @@ from .data import (
     read_error,
     read_table,
     require_columns,
+    sniff_text,
 )
 from .descriptors import prefetch_descriptors
 from .embeddings import (
@@ -105,33 +108,35 @@ def parts_dir(out: str | Path) -> Path:
 
 
 # reading ----------------------------------------------------------------------------------------------------
-def _iter_frames(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+def _iter_frames(path: Path, chunk_size: int, sep: str | None = None) -> Iterator[pd.DataFrame]:
     try:
-        yield from _read_frames(path, chunk_size)
+        yield from _read_frames(path, chunk_size, sep)
     except READ_ERRORS as exc:  # a damaged .gz, or a line that is not UTF-8, found mid-file
         raise read_error(path, exc) from exc
 
 
-def _read_frames(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
+def _read_frames(path: Path, chunk_size: int, sep: str | None = None) -> Iterator[pd.DataFrame]:
     kind = (_suffixes(path) or [""])[-1]
-    if kind in (".csv", ".tsv"):
-        with pd.read_csv(path, sep="\t" if kind == ".tsv" else ",", dtype=str, keep_default_na=False,
-                         chunksize=chunk_size) as reader:
+    layout = sniff_text(path, sep) if kind in (".csv", ".tsv", ".smi", ".txt", ".smiles") else None
+    if layout is not None and layout.sep is not None:  # as read_table: by content as well as extension
+        with pd.read_csv(path, sep=layout.sep, dtype=str, keep_default_na=False, chunksize=chunk_size,
+                         encoding="utf-8-sig") as reader:
             for i, frame in enumerate(reader):
+                frame.columns = [str(c).strip() for c in frame.columns]
                 if i == 0:
-                    check_header(path, frame.columns)
+                    check_header(path, frame.columns, layout.sep)
                 yield frame
     elif kind == ".parquet":
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_size):
             yield batch.to_pandas()
-    elif kind in (".smi", ".txt", ".smiles"):
+    elif layout is not None:
         # As read_table: SMILES and an optional name; whether there is a name column is judged on the first chunk.
         opener = gzip.open if path.suffix.lower() == ".gz" else open
         with_names: bool | None = None
         rows: list[list[str]] = []
-        with opener(path, "rt") as fh:
-            for line in itertools.chain(fh, [None]):
-                if line is not None:
+        with opener(path, "rt", encoding="utf-8-sig") as fh:
+            for number, line in enumerate(itertools.chain(fh, [None])):
+                if line is not None and not (layout.header and number == 0):
                     parts = line.strip().split(maxsplit=1)
                     if parts:
                         rows.append(parts + [""] * (2 - len(parts)))
@@ -148,8 +153,8 @@ def _read_frames(path: Path, chunk_size: int) -> Iterator[pd.DataFrame]:
 
 
 def read_chunks(path: str | Path, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                smiles_col: str | None = None) -> tuple[str, Iterator[pd.DataFrame]]:
-    """Read a molecule table in chunks (csv, tsv, parquet, smi; gzip allowed), values as ``read_table`` gives.
+                smiles_col: str | None = None, sep: str | None = None) -> tuple[str, Iterator[pd.DataFrame]]:
+    """Read a molecule table in chunks (any format ``read_table`` reads), values as ``read_table`` gives.
 
     Returns:
         (the SMILES column, an iterator of DataFrames with the input's columns, ``chunk_size`` rows each
@@ -162,13 +167,11 @@ def read_chunks(path: str | Path, chunk_size: int = DEFAULT_CHUNK_SIZE,
     if not path.is_file():
         raise SmilesformerError(f"no such file: {path}")
     kind = (_suffixes(path) or [""])[-1]
-    if kind not in (".csv", ".tsv", ".parquet", ".smi", ".txt", ".smiles", ".sdf"):
-        raise SmilesformerError(
-            f"cannot read {path}: unknown extension {kind or '(none)'}; use .csv, .tsv, .parquet, .sdf or .smi"
-        )
+    if kind not in READABLE:
+        raise SmilesformerError(f"cannot read {path}: unknown extension {kind or '(none)'}; use {READABLE_HINT}")
     if chunk_size <= 0:
         raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
-    frames = _iter_frames(path, chunk_size)
+    frames = _iter_frames(path, chunk_size, sep)
     first = next(frames, None)
     if first is None or len(first) == 0:
         raise SmilesformerError(f"{path} has no data rows")
@@ -487,7 +490,7 @@ def _use_gpu(model: Predictor) -> Predictor:
 def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
                    batch_size: int = 128, chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = False,
                    resume: bool = True, engine: Engine | str = Engine.local, workers: int | None = None,
-                   precision: Precision | str = Precision.auto) -> StreamSummary:
+                   precision: Precision | str = Precision.auto, sep: str | None = None) -> StreamSummary:
     """Predict every row of a table of any size into ``out`` (.csv, .tsv or .parquet).
 
     The output is the input table plus the prediction columns and ``error``: same rows, same order, as
@@ -504,12 +507,13 @@ def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smi
         resume: continue an interrupted run from its last written chunk (same input, model and settings).
         engine: ``local`` (this process) or ``ray`` (Ray Data; no resume).
         workers: Ray workers (model replicas); default: one per GPU of the Ray cluster, else one per CPU.
-        precision: auto (bf16 where the GPU or CPU does bf16 in hardware, else fp32), fp32, bf16 or fp16
+        precision: auto (bf16 on a GPU that has it, else fp32), fp32, bf16 or fp16
             (see ``embeddings.resolve_inference_precision``).
+        sep: separator of a text table where its content cannot decide (``data.sniff_text``).
     """
     data, out, engine, precision = Path(data), Path(out), Engine(engine), Precision(precision)
     output = _output_for(out, (".csv", ".tsv", ".parquet"))
-    col, chunks = read_chunks(data, chunk_size, smiles_col)
+    col, chunks = read_chunks(data, chunk_size, smiles_col, sep)
     key = {"task": "predict", "input": _file_key(data), "model": _model_key(model_dir), "smiles_col": col,
            "chunk_size": chunk_size, "batch_size": batch_size, "precision": precision.value,
            "format": out.suffix.lower()}
@@ -542,7 +546,7 @@ def stream_predict(model_dir: str | Path, data: str | Path, out: str | Path, smi
 def stream_embed(model: str | Path | Predictor | Encoder, data: str | Path, out: str | Path,
                  smiles_col: str | None = None, config: EmbedConfig | None = None, chunk_size: int | None = None,
                  progress: bool = False, resume: bool = True, engine: Engine | str = Engine.local,
-                 workers: int | None = None) -> StreamSummary:
+                 workers: int | None = None, sep: str | None = None) -> StreamSummary:
     """Embed every SMILES of a table of any size into ``out`` (.parquet, or .npy for pooled vectors).
 
     Parquet: one row per input, in order: ``row_id``, ``smiles``, ``embedding`` (fixed-size list of
@@ -563,7 +567,7 @@ def stream_embed(model: str | Path | Predictor | Encoder, data: str | Path, out:
         raise SmilesformerError("per-token embeddings differ in length per molecule: write them to .parquet")
     output = _output_for(out, allowed)
     chunk_size = chunk_size or (PER_TOKEN_CHUNK_SIZE if config.per_token else DEFAULT_CHUNK_SIZE)
-    col, chunks = read_chunks(data, chunk_size, smiles_col)
+    col, chunks = read_chunks(data, chunk_size, smiles_col, sep)
     model_ref = model.source if isinstance(model, Encoder) else (
         model.meta.base_model if isinstance(model, Predictor) else _model_key(model))
     key = {"task": "embed", "input": _file_key(data), "model": model_ref, "smiles_col": col,

@@ -223,8 +223,8 @@ def _epochs_run(history: list[dict]) -> float:
     return max((h.get("epoch", 0) for h in history), default=0) or 1
 
 
-def _read_input(data: str | Path, smiles_col: str | None) -> tuple[pd.DataFrame, str]:
-    table = read_table(data)
+def _read_input(data: str | Path, smiles_col: str | None, sep: str | None = None) -> tuple[pd.DataFrame, str]:
+    table = read_table(data, sep)
     col = smiles_col or _guess_smiles_col(table)
     require_columns(table, [col], data)
     return table, col
@@ -238,7 +238,7 @@ def _uncertainty(meta, y: np.ndarray, p: np.ndarray, preds: pd.DataFrame) -> dic
 
 
 def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None = None,
-                 out_dir: str | Path | None = None, batch_size: int = 128) -> RunResult:
+                 out_dir: str | Path | None = None, batch_size: int = 128, sep: str | None = None) -> RunResult:
     """Score a saved model on a labelled table (its target columns must be present).
 
     Invalid rows and rows without labels are left out of the metrics and counted. An ensemble or a model
@@ -247,7 +247,7 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
     if out_dir is not None:
         check_output(out_dir, folder=True)
     model = load_predictor(model_dir)
-    table, col = _read_input(data, smiles_col)
+    table, col = _read_input(data, smiles_col, sep)
     require_columns(table, model.meta.targets, data)
     preds = model.predict(table[col].tolist(), batch_size=batch_size)
     y = table[model.meta.targets].apply(pd.to_numeric, errors="coerce").to_numpy(float)
@@ -268,12 +268,12 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
 
 
 def run_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles_col: str | None = None,
-                batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
+                batch_size: int = 128, progress: bool = False, sep: str | None = None) -> pd.DataFrame:
     """Append prediction columns (and ``error``) to a table; same rows, same order; write it to ``out``."""
     writable_kind(out)
     check_output(out)
     model = load_predictor(model_dir)
-    table, col = _read_input(data, smiles_col)
+    table, col = _read_input(data, smiles_col, sep)
     result = predict_frame(model, table, col, batch_size=batch_size, progress=progress)
     write_table(result, out)
     return result
