@@ -251,3 +251,16 @@ def test_predict_reads_a_csv_saved_as_txt_as_a_table(tmp_path, tiny_regressor_di
     assert result.exit_code == 0, result.output
     out = pd.read_csv(tmp_path / "p.csv", keep_default_na=False)
     assert len(out) == 10 and (out["error"] == "").all() and out["smiles"].tolist() == esol50["smiles"][:10].tolist()
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_go_on(tmp_path, esol50_path, monkeypatch):
+    import smilesformer.workflow as workflow
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workflow, "run_finetune", interrupted)
+    result = CliRunner().invoke(app, ["finetune", "--data", str(esol50_path), "--target", "logS",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 130
+    assert "interrupted:" in result.output and "run the same command again to resume" in result.output

@@ -327,3 +327,17 @@ def test_a_header_naming_no_smiles_column_lists_the_names_quoted(tmp_path):
 def test_a_split_column_without_split_column_is_refused_by_the_config():
     with pytest.raises(ValueError, match=r"split_col 'fold' is given but split is 'scaffold'"):
         DataConfig("x.csv", target_cols=["y"], split="scaffold", split_col="fold")
+
+
+def test_constant_labels_and_one_class_draw_without_warnings(tmp_path):
+    import warnings
+
+    import numpy as np
+
+    from smilesformer.plots import plot_parity, plot_roc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a library warning reaching the user fails the test
+        plot_parity(np.ones(5), np.arange(5.0), tmp_path / "parity.png")
+        plot_roc(np.ones((5, 1)), np.linspace(0, 1, 5)[:, None], tmp_path / "roc.png", ["y"])
+    assert (tmp_path / "parity.png").is_file() and (tmp_path / "roc.png").is_file()

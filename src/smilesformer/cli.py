@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -80,6 +82,16 @@ def _fail(exc: Exception) -> None:
     # so rich prints them as written instead of reading them as markup
     console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+@contextlib.contextmanager
+def _interruptible(kept: str) -> Iterator[None]:
+    """Ctrl-C: one line saying what was kept and how to go on, then exit 130 (the shell's code for it)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted:[/] {escape(kept)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
 
 
 def _print_metrics(metrics: dict, title: str) -> None:
@@ -185,7 +197,8 @@ def finetune(
                                    augment=augment, tta=tta, ensemble=ensemble, layer_lr_decay=layer_lr_decay,
                                    descriptors=descriptors, trees=trees, adapt=adapt, adapt_epochs=adapt_epochs,
                                    resume=resume)
-        result = run_finetune(data_config, model, train_config, out)
+        with _interruptible(f"the checkpoints so far are kept in {out / 'checkpoints'}; run the same command again to resume from the last"):
+            result = run_finetune(data_config, model, train_config, out)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     for note in result.notes:
@@ -248,7 +261,8 @@ def pretrain(
                                 save_steps=save_steps, keep_checkpoints=keep_checkpoints,
                                 logging_steps=logging_steps, seed=seed,
                                 precision=precision, n_jobs=n_jobs)
-        model_dir = run_pretrain(config, out, command="smilesformer " + " ".join(sys.argv[1:]), started=started)
+        with _interruptible(f"the caches and checkpoints so far are kept in {out}; run the same command again to resume"):
+            model_dir = run_pretrain(config, out, command="smilesformer " + " ".join(sys.argv[1:]), started=started)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     summary = json.loads((model_dir / "pretrain_summary.json").read_text())
@@ -350,8 +364,9 @@ def predict(
 
     try:
         _set_limits(max_atoms, max_chars)
-        result = stream_predict(model_dir, _data_path(data), out, smiles_col, batch_size, chunk_size, progress=True,
-                                resume=resume, engine=engine, workers=workers, precision=precision, sep=sep)
+        with _interruptible(f"the chunks written so far are kept in {out}.parts; run the same command again to continue from there"):
+            result = stream_predict(model_dir, _data_path(data), out, smiles_col, batch_size, chunk_size, progress=True,
+                                    resume=resume, engine=engine, workers=workers, precision=precision, sep=sep)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     n_bad = result.invalid
@@ -470,8 +485,9 @@ def embed(
     try:
         _set_limits(max_atoms, max_chars)
         config = EmbedConfig(pooling, layer, last_k, per_token, all_layers, batch_size, precision)
-        result = stream_embed(model, _data_path(data), out, smiles_col, config, chunk_size, progress=True,
-                              resume=resume, engine=engine, workers=workers, sep=sep)
+        with _interruptible(f"the chunks written so far are kept in {out}.parts; run the same command again to continue from there"):
+            result = stream_embed(model, _data_path(data), out, smiles_col, config, chunk_size, progress=True,
+                                  resume=resume, engine=engine, workers=workers, sep=sep)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     n_bad = result.invalid

@@ -24,9 +24,10 @@ def plot_parity(y: np.ndarray, p: np.ndarray, path: str | Path, title: str = "",
     lo, hi = float(min(y.min(), p.min())), float(max(y.max(), p.max()))
     pad = 0.05 * (hi - lo or 1)
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1, label="y = x")
-    r = stats.pearsonr(y, p)[0] if len(y) > 1 and np.std(p) > 0 else float("nan")
+    varies = len(y) > 1 and np.std(y) > 0 and np.std(p) > 0  # Pearson r of a constant is undefined (and warns)
+    r = f"{stats.pearsonr(y, p)[0]:.3f}" if varies else "n/a (constant values)"
     rmse = float(np.sqrt(np.mean((y - p) ** 2)))
-    ax.text(0.04, 0.96, f"Pearson r = {r:.3f}\nRMSE = {rmse:.3f}\nn = {len(y)}", transform=ax.transAxes,
+    ax.text(0.04, 0.96, f"Pearson r = {r}\nRMSE = {rmse:.3f}\nn = {len(y)}", transform=ax.transAxes,
             va="top", bbox=dict(boxstyle="round", fc="white", alpha=0.8))
     suffix = f" ({unit})" if unit else ""
     ax.set(xlabel=f"actual{suffix}", ylabel=f"predicted{suffix}", title=title,
@@ -41,15 +42,20 @@ def plot_roc(y: np.ndarray, prob: np.ndarray, path: str | Path, names: list[str]
     """ROC curve per binary target, AUC in the legend. ``y`` and ``prob`` are (n, targets)."""
     fig = Figure(figsize=(5, 5))
     ax = fig.subplots()
+    drawn = []
     for j, name in enumerate(names):
         keep = np.isfinite(y[:, j])
         if len(np.unique(y[keep, j])) < 2:
             continue
         fpr, tpr, _ = skm.roc_curve(y[keep, j], prob[keep, j])
         ax.plot(fpr, tpr, label=f"{name} (AUC = {skm.auc(fpr, tpr):.3f})")
+        drawn.append(name)
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", aspect="equal", title="ROC")
-    ax.legend(loc="lower right")
+    if drawn:
+        ax.legend(loc="lower right")
+    else:  # every target holds one class here: no curve to draw (and no legend to warn about)
+        ax.text(0.5, 0.5, "one class only: no ROC curve", ha="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return Path(path)

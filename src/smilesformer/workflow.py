@@ -95,6 +95,17 @@ def _write_plots(meta, y: np.ndarray, p: np.ndarray, out_dir: Path, title: str) 
     return paths
 
 
+def constant_notes(meta, y: np.ndarray, name: str) -> list[str]:
+    """A note per target whose labels do not vary in a set: the metrics that need variance are left out."""
+    notes = []
+    for j, target in enumerate(meta.targets):
+        values = y[:, j][np.isfinite(y[:, j])]
+        if len(values) > 1 and np.ptp(values) == 0:
+            left = "R2, Pearson r and Spearman rho" if meta.task is Task.regression else "ROC-AUC and PR-AUC"
+            notes.append(f"{target} is constant ({values[0]:g}) in the {name} set: {left} are left out")
+    return notes
+
+
 def duplicate_notes(loaded: LoadedData, data: DataConfig, out_dir: Path) -> list[str]:
     """What a run says of repeated molecules: how many, what was done, and which disagree."""
     classification = loaded.task is Task.classification
@@ -207,6 +218,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         preds = predictor.predict([smiles[i] for i in idx], batch_size=train.eval_batch_size)
         p = prediction_matrix(predictor.meta, preds)
         metrics[name] = compute_metrics(predictor.meta, y[idx], p)
+        notes += constant_notes(predictor.meta, y[idx], name)
         if spread:
             metrics[name]["uncertainty"] = _uncertainty(predictor.meta, y[idx], p, preds)
         if name == "test":
