@@ -207,3 +207,11 @@ def test_auto_precision_is_fp32_on_a_cpu_even_one_with_bf16(monkeypatch):
     assert emb.resolve_inference_precision("auto", cpu) is Precision.fp32
     assert isinstance(emb.inference_autocast("auto", cpu), contextlib.nullcontext)
     assert emb.resolve_inference_precision("bf16", cpu) is Precision.bf16, "an explicit choice is kept"
+
+
+def test_a_prediction_does_not_depend_on_its_batch_neighbours(make_tiny_model, esol50):
+    model = make_tiny_model()
+    alone = model.predict(["CCO"])["logS_pred"].iloc[0]
+    crowd = list(esol50["smiles"][:40]) + ["CCO"]
+    among = model.predict(crowd, batch_size=16)["logS_pred"].iloc[-1]
+    assert abs(alone - among) <= 1e-5 * max(1.0, abs(alone))
