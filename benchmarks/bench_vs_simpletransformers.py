@@ -1,15 +1,22 @@
 """Fine-tuning speed against the seed notebook's tool: ``smilesformer finetune`` vs simpletransformers.
 
 The notebook's task (10% of AqSolDB, 80/20 random split, 5 epochs, regression) on the same random-init model
-of ChemBERTa-2's smallest shape (RoBERTa, 3 layers, hidden 384, 12 heads) with the same byte-level BPE
-tokenizer (vocab.json + merges.txt, as ChemBERTa's checkpoints), on the same rows, one after the other on the
-same machine. simpletransformers runs in its own environment (it needs transformers 4; make bench-st-env), and
-only its ``train_model`` call is timed; smilesformer is timed as the whole command, start-up and writing
-included, with its defaults on (descriptor head and tree blend for regression).
+with the same byte-level BPE tokenizer (vocab.json + merges.txt, as ChemBERTa's checkpoints), on the same rows,
+one after the other on the same machine. Two shapes (``--shape``):
 
-    python benchmarks/bench_vs_simpletransformers.py [--st-python .venv-st/bin/python] [--epochs 5]
+- ``small``: smilesformer's `small` preset (ChemBERTa-2's smallest: 3 layers, hidden 384, 12 heads, feed-forward
+  768), a BPE of 1,000 tokens learnt on the training SMILES, model_max_length 128 (the bench's model);
+- ``chemberta``: shaped like the ChemBERTa checkpoints users bring: 3 layers, hidden 384, 12 heads, feed-forward
+  464, a BPE of about 600 tokens learnt on all of AqSolDB, model_max_length 512 (about 24 tokens per molecule).
 
-Writes benchmarks/results/vs_simpletransformers.json and prints the ratio.
+simpletransformers runs in its own environment (it needs transformers 4; make bench-st-env), and only its
+``train_model`` call is timed; smilesformer is timed as the whole command, start-up and writing included, with
+its defaults on (descriptor head and tree blend for regression), under ``benchmarks/phases.py``, which also says
+where the command's seconds went and what the training steps achieve against this machine's fp32 matmul peak.
+
+    python benchmarks/bench_vs_simpletransformers.py [--shape small|chemberta] [--st-python .venv-st/bin/python]
+
+Writes benchmarks/results/vs_simpletransformers[_<shape>].json and prints the ratio.
 """
 
 from __future__ import annotations
@@ -50,32 +57,50 @@ print(json.dumps({"train_model_seconds": time.perf_counter() - started}))
 """
 
 
-def build_model(train_smiles: list[str], folder: Path) -> None:
-    """A random-init RoBERTa of the `small` shape with a byte-level BPE tokenizer trained on the training SMILES."""
+SHAPES = {
+    "small": {"layers": dict(PRESETS["small"]), "vocab": 1000, "max_length": 128, "bpe_on": "train"},
+    "chemberta": {"layers": dict(hidden_size=384, num_hidden_layers=3, num_attention_heads=12, intermediate_size=464),
+                  "vocab": 600, "max_length": 512, "bpe_on": "aqsoldb"},
+}
+
+
+def build_model(bpe_smiles: list[str], folder: Path, shape: dict) -> dict:
+    """A random-init RoBERTa of ``shape`` with a byte-level BPE tokenizer trained on ``bpe_smiles``."""
     from tokenizers.implementations import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
 
     folder.mkdir(parents=True)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(train_smiles, vocab_size=1000, min_frequency=2,
+    bpe.train_from_iterator(bpe_smiles, vocab_size=shape["vocab"], min_frequency=2,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
     bpe.save_model(str(folder))
-    tokenizer = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"),
-                                     model_max_length=128)
+    # vocab= and merges=: transformers 5 takes the files so; it ignores vocab_file= and merges_file= (the names of
+    # 4.x) and builds a tokenizer of the 5 special tokens alone, which read every molecule as <unk>.
+    tokenizer = RobertaTokenizerFast(vocab=str(folder / "vocab.json"), merges=str(folder / "merges.txt"),
+                                     model_max_length=shape["max_length"])
+    if len(tokenizer) != bpe.get_vocab_size():
+        raise SystemExit(f"the tokenizer holds {len(tokenizer)} tokens, not the BPE's {bpe.get_vocab_size()}")
     tokenizer.save_pretrained(folder)
-    config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=130, pad_token_id=1, type_vocab_size=1,
-                           num_labels=1, problem_type="regression", **PRESETS["small"])
+    config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=shape["max_length"] + 2,
+                           pad_token_id=1, type_vocab_size=1, num_labels=1, problem_type="regression",
+                           **shape["layers"])
     RobertaForSequenceClassification(config).save_pretrained(folder)
+    lengths = [len(ids) for ids in tokenizer(bpe_smiles[:2000])["input_ids"]]
+    return {"vocab": len(tokenizer), "tokens_per_molecule": round(sum(lengths) / len(lengths), 1),
+            "max_length": shape["max_length"], **shape["layers"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="small")
     parser.add_argument("--st-python", default=str(ROOT / ".venv-st" / "bin" / "python"))
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--sample", type=float, default=0.1)
     parser.add_argument("--threads", default="auto", help="smilesformer's --threads")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "vs_simpletransformers.json"))
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/vs_simpletransformers[_SHAPE].json")
     args = parser.parse_args()
+    suffix = "" if args.shape == "small" else f"_{args.shape}"
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / f"vs_simpletransformers{suffix}.json")
     if not Path(args.st_python).is_file():
         sys.exit(f"no simpletransformers environment at {args.st_python}: make bench-st-env")
 
@@ -84,23 +109,28 @@ def main() -> None:
     train_idx, _, test_idx = random_split(len(table), (0.8, 0.0, 0.2), seed=0)
     table["split"] = "train"
     table.loc[test_idx, "split"] = "test"
-    results: dict = {"rows": len(table), "train_rows": len(train_idx), "epochs": args.epochs,
+    results: dict = {"shape": args.shape, "rows": len(table), "train_rows": len(train_idx), "epochs": args.epochs,
                      "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        build_model(table["smiles"][train_idx].tolist(), tmp / "model")
+        shape = SHAPES[args.shape]
+        bpe_smiles = table["smiles"][train_idx].tolist() if shape["bpe_on"] == "train" else \
+            load_dataset(DataConfig("aqsoldb", bad_input="skip")).table["smiles"].tolist()
+        results["model"] = build_model(bpe_smiles, tmp / "model", shape)
         table.to_csv(tmp / "data.csv", index=False)
         table.iloc[train_idx].to_csv(tmp / "train.csv", index=False)
 
         started = time.perf_counter()
-        ours = subprocess.run([sys.executable, "-m", "smilesformer", "--threads", args.threads, "finetune",
+        phases = [sys.executable, str(ROOT / "benchmarks" / "phases.py"), "--json", str(tmp / "phases.json"), "--"]
+        ours = subprocess.run([*phases, "--threads", args.threads, "finetune",
                                "--data", str(tmp / "data.csv"), "--target", "y", "--split", "column",
                                "--split-col", "split", "--model", str(tmp / "model"), "--epochs", str(args.epochs),
                                "--out", str(tmp / "ours")], capture_output=True, text=True, env=env)
         results["smilesformer_command_seconds"] = round(time.perf_counter() - started, 1)
         if ours.returncode:
             sys.exit(f"smilesformer finetune failed:\n{ours.stderr[-3000:]}")
+        results["smilesformer_phases"] = json.loads((tmp / "phases.json").read_text())
         metrics = json.loads((tmp / "ours" / "metrics.json").read_text())
         results["smilesformer_test_mse"] = round(metrics["test"]["mean"]["mse"], 4)
 
