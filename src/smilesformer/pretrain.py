@@ -231,6 +231,11 @@ class TokenCache(Dataset):
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per molecule, from the offsets (no item read)."""
+        return np.diff(self.offsets)
+
     def __getitem__(self, i: int) -> dict:
         item = {"input_ids": self.ids[self.offsets[i]:self.offsets[i + 1]].astype(np.int64).tolist()}
         if self.labels is not None:
