@@ -208,18 +208,39 @@ def _presets(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def _vs_simpletransformers(r: dict) -> list[str]:
-    return ["## Fine-tuning against simpletransformers (the seed notebook's tool)", "",
-            "`python benchmarks/bench_vs_simpletransformers.py` (simpletransformers in its own environment: "
-            "`make bench-st-env`): the notebook's task (10% of AqSolDB, "
-            f"{r['rows']} rows, 80/20, {r['epochs']} epochs, regression) on the same random-init RoBERTa of "
-            "ChemBERTa-2's smallest shape with the same byte-level BPE tokenizer, one after the other on "
-            f"{r['machine']}.", "",
-            "| | seconds |", "|---|---|",
-            f"| `smilesformer finetune`, whole command, defaults on (descriptor head, tree blend) | "
-            f"{r['smilesformer_command_seconds']:.1f} |",
-            f"| simpletransformers `train_model` alone | {r['simpletransformers_train_model_seconds']:.1f} |",
-            "", f"**{r['speedup']}x** (test MSE of smilesformer's run: {r['smilesformer_test_mse']}).", ""]
+def _vs_simpletransformers(rows: list[dict]) -> list[str]:
+    lines = ["## Fine-tuning against simpletransformers (the seed notebook's tool)", "",
+             "`python benchmarks/bench_vs_simpletransformers.py --shape <shape> --threads 2` (simpletransformers in "
+             "its own environment: `make bench-st-env`): the notebook's task (10% of AqSolDB, 80/20, 5 epochs, "
+             "regression) on the same random-init RoBERTa with the same byte-level BPE tokenizer, one after the other "
+             "on an idle 2-core machine. smilesformer is the whole command with its defaults on (descriptor head, "
+             "tree blend), simpletransformers its `train_model` call alone.", "",
+             "| shape | model | tokens per molecule | smilesformer s | simpletransformers s | speed-up | "
+             "training steps GFLOP/s (share of the fp32 matmul peak) | smilesformer test MSE |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r.get("model", {})
+        shape = (f"{m['num_hidden_layers']} layers, hidden {m['hidden_size']}, feed-forward {m['intermediate_size']}, "
+                 f"BPE {m['vocab']}, max length {m['max_length']}") if m else "small (BPE 1,000, before the shapes)"
+        steps = r.get("smilesformer_phases", {}).get("training", {})
+        flops = f"{steps['gflop_per_second']:.0f} ({steps['share_of_peak']:.0%})" if steps else ""
+        lines.append(f"| {r.get('shape', 'small')} | {shape} | {m.get('tokens_per_molecule', '')} | "
+                     f"{r['smilesformer_command_seconds']:.1f} | {r['simpletransformers_train_model_seconds']:.1f} | "
+                     f"**{r['speedup']}x** | {flops} | {r['smilesformer_test_mse']} |")
+    phased = [r for r in rows if "smilesformer_phases" in r]
+    if phased:
+        names = list(phased[0]["smilesformer_phases"]["phases"])
+        lines += ["", "Where smilesformer's seconds went (`benchmarks/phases.py`, exclusive seconds per stage):", "",
+                  "| stage | " + " | ".join(r["shape"] for r in phased) + " |",
+                  "|---|" + "---|" * len(phased)]
+        for name in names:
+            lines.append(f"| {name} | " + " | ".join(f"{r['smilesformer_phases']['phases'][name]:.1f}"
+                                                     for r in phased) + " |")
+    lines += ["", "Before commit a1b1748 the benchmark built its tokenizer with "
+              "`RobertaTokenizerFast(vocab_file=..., merges_file=...)`, which transformers 5.23 (installed here) "
+              "ignores: a tokenizer of the 5 special tokens that reads every molecule as 2 tokens. The 4.0-4.3x "
+              "measured with it earlier may have timed such sequences; they are not comparable with these."]
+    return lines + [""]
 
 
 def _busy(r: dict) -> list[str]:
@@ -446,8 +467,9 @@ def main() -> None:
     presets = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("finetune_preset_*.json"))]
     if presets:
         lines += _presets(sorted(presets, key=lambda r: r["dynamic_padding_length_grouped"]["train_seconds"]))
-    if (r := _load("vs_simpletransformers.json")) is not None:
-        lines += _vs_simpletransformers(r)
+    versus = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("vs_simpletransformers*.json"))]
+    if versus:
+        lines += _vs_simpletransformers(versus)
     if (r := _load("busy.json")) is not None:
         lines += _busy(r)
     if (r := _load("transfer.json")) is not None:
