@@ -47,7 +47,7 @@ def timed(name, fn):
 if hasattr(C, "_prepare_block"):  # one pass
     from smilesformer.descriptors import descriptor_names
     names = tuple(descriptor_names("mtr"))
-    rows, _ = timed("corpus: parse, exclusion, transformations, MTR descriptors",
+    rows, _, _ = timed("corpus: parse, exclusion, transformations, MTR descriptors",
                     lambda: C._prepare_block((0, smiles, dict(C.TRANSFORMS), 0, names)))
     written = [r[0] for r in rows]
     backend = tokenizer.backend_tokenizer
@@ -73,7 +73,7 @@ from smilesformer.data import DATASETS, locate_dataset, mol_from_smiles, read_ta
 RDLogger.DisableLog("rdApp.*")
 keys, graphs, counts = C._benchmark_skeletons(sorted(DATASETS))
 smiles = [str(s) for name in sorted(DATASETS) for s in read_table(locate_dataset(name))[DATASETS[name].smiles_col]]
-rows, _ = C._prepare_block((0, smiles, {k: 0.5 for k in C.TRANSFORMS}, 0, ()))
+rows, _, _ = C._prepare_block((0, smiles, {k: 0.5 for k in C.TRANSFORMS}, 0, ()))
 inchikey = graph = missed = 0
 for text, (written, applied, mol_graphs) in zip(smiles, rows):
     if "invalid" in applied:

@@ -240,3 +240,32 @@ def test_token_cache_holds_the_tokenizers_own_ids(tmp_path, kind, esol50):
     cache = TokenCache.build(tokenizer, corpus, tmp_path, 64)
     expected = tokenizer(smiles, truncation=True, max_length=64)["input_ids"]
     assert [cache[i]["input_ids"] for i in range(len(cache))] == expected
+
+
+def test_a_sharded_corpus_reads_the_shards_ready_and_then_the_rest(tmp_path):
+    import pickle
+
+    from smilesformer.corpus import CorpusConfig, ShardWriter
+    from smilesformer.descriptors import descriptor_names
+    from smilesformer.pretrain import ShardedCorpus
+
+    names = descriptor_names("mtr")
+    config = CorpusConfig("source.smi", shard_size=2, descriptors="mtr")
+    writer = ShardWriter(tmp_path / "c.smi.gz.shards", config, names, expected=5)
+    rows = [("CCO", [0, 10, 11, 2]), ("CCN", [0, 10, 12, 2]), ("c1ccccc1", [0, 13, 14, 15, 2]),
+            ("CC(=O)O", [0, 10, 16, 2]), ("CCCl", [0, 17, 2])]
+    for k, (smiles, ids) in enumerate(rows[:2]):
+        writer.add(smiles, np.asarray(ids, np.uint16), np.full(len(names), float(k)))
+    mean, std = np.zeros(len(names)), np.ones(len(names))
+    dataset = ShardedCorpus(tmp_path / "c.smi.gz.shards", mean, std)
+    assert len(dataset) == 5 and dataset.refresh(force=True) == 2
+    assert dataset[1]["input_ids"] == [0, 10, 12, 2] and dataset[1]["labels"][0] == 1.0
+    assert dataset[4]["input_ids"] in ([0, 10, 11, 2], [0, 10, 12, 2])  # not ready: stands for a ready one
+    copy = pickle.loads(pickle.dumps(dataset))  # what a data worker gets: no arrays, opened again there
+    assert copy.shards == [] and copy[0]["input_ids"] == [0, 10, 11, 2]
+    for k, (smiles, ids) in enumerate(rows[2:], start=2):
+        writer.add(smiles, np.asarray(ids, np.uint16), np.full(len(names), float(k)))
+    writer.close()
+    assert dataset.refresh(force=True) == 5 and dataset.complete
+    assert [dataset[i]["input_ids"][1] for i in range(5)] == [10, 10, 13, 10, 17]
+    assert dataset.tokens_per_molecule == pytest.approx(20 / 5)

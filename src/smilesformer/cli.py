@@ -296,6 +296,8 @@ def corpus(
     exclude: Annotated[list[str] | None, typer.Option(help="Data set names or tables whose molecules are removed (default: every registered data set).")] = None,
     n_jobs: Annotated[int, typer.Option(help="Processes (0: all cores).")] = 0,
     descriptors: Annotated[str, typer.Option(help="RDKit descriptors for MTR pretraining, computed in the same pass and written beside the corpus (<out>.descriptors.npy, reused by `pretrain`): mtr, fast, rdkit or none.")] = "none",
+    shards: Annotated[int, typer.Option(help="If > 0, also write the corpus as it is made, in shards of this many molecules (<out>.shards/), for a `pretrain` that starts on the first while the rest is made.")] = 0,
+    max_length: Annotated[int, typer.Option(help="Shards: tokens kept per molecule (as pretrain's --max-length).")] = 128,
 ) -> None:
     """Make a pretraining corpus that exercises the whole SMILES grammar (stereo, salts, P, I, B, isotopes,
     randomized SMILES) from one that does not, with every benchmark molecule removed."""
@@ -309,7 +311,8 @@ def corpus(
                 raise SmilesformerError(f"--transform takes NAME=P, e.g. stereo=0.5; got {item!r}")
             transforms[name] = float(value)
         config = CorpusConfig(str(source), smiles_col, limit, seed, transforms,
-                              list(exclude) if exclude else _default(CorpusConfig, "exclude"), n_jobs, descriptors)
+                              list(exclude) if exclude else _default(CorpusConfig, "exclude"), n_jobs, descriptors,
+                              shards, max_length)
         report = build_corpus(config, out)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)

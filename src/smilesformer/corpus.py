@@ -32,6 +32,7 @@ regresses, written beside the corpus (``<out>.descriptors.npy``) so ``smilesform
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import logging
@@ -39,6 +40,7 @@ import multiprocessing
 import os
 import random
 import re
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -64,7 +66,7 @@ from .data import (
 from .descriptors import DESCRIPTOR_SETS, descriptor_calculator, descriptor_names
 
 __all__ = ["TRANSFORMS", "CorpusConfig", "benchmark_keys", "connectivity_key", "element_graph_key",
-           "transform_molecule", "build_corpus", "DESCRIPTORS_SUFFIX"]
+           "transform_molecule", "build_corpus", "DESCRIPTORS_SUFFIX", "SHARDS_SUFFIX", "MANIFEST", "ShardWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +115,12 @@ class CorpusConfig:
     descriptors: str = "none"
     """RDKit descriptors computed on each molecule as written, for MTR pretraining (``mtr``, ``fast``, ``rdkit``),
     saved beside the corpus as ``<out>.descriptors.npy``; "none": no file."""
+    shard_size: int = 0
+    """If > 0, also write the corpus as it is made, in shards of this many molecules (``<out>.shards/``: SMILES,
+    token ids of the ``smiles`` tokenizer, the descriptors), each listed in ``manifest.json`` once complete, so
+    ``smilesformer pretrain`` can train on the first shards while the others are prepared."""
+    max_length: int = 128
+    """Shards: tokens kept per molecule, special tokens included (as ``pretrain --max-length``)."""
 
     def __post_init__(self) -> None:
         if self.descriptors not in DESCRIPTOR_SETS:
@@ -126,6 +134,9 @@ class CorpusConfig:
             raise SmilesformerError(f"transformation probabilities must lie in [0, 1], got {self.transforms}")
         if self.limit is not None and self.limit <= 0:
             raise SmilesformerError(f"limit must be positive, got {self.limit}")
+        if self.shard_size < 0 or self.max_length < 3:
+            raise SmilesformerError(f"shard_size must be >= 0 and max_length >= 3, got {self.shard_size}, "
+                                    f"{self.max_length}")
 
 
 def connectivity_key(mol: Chem.Mol) -> str | None:
@@ -369,7 +380,18 @@ def _transform(mol: Chem.Mol, transforms: dict[str, float], rng: random.Random) 
 _SKELETON_CHANGES = {"iodo", "boronic", "phosphate", "salt"}  # the others keep the InChIKey's first block
 
 
-def _prepare_block(args: tuple[int, list[str], dict[str, float], int, tuple[str, ...]]) -> tuple[list, np.ndarray]:
+@functools.cache
+def _token_encoder(max_length: int):
+    """The ``smiles`` tokenizer's Rust backend, truncating as ``pretrain`` does (one per worker process)."""
+    from .tokenization import build_smiles_tokenizer
+
+    backend = build_smiles_tokenizer(model_max_length=max_length).backend_tokenizer
+    backend.enable_truncation(max_length)
+    backend.no_padding()
+    return backend
+
+
+def _prepare_block(args: tuple) -> tuple[list, np.ndarray, list[np.ndarray] | None]:
     """Parse, check, transform and describe a block of molecules, each parsed once (see the module docstring).
 
     Returns each molecule's (SMILES written, transformations applied, element graphs of what it was and what it
@@ -379,8 +401,8 @@ def _prepare_block(args: tuple[int, list[str], dict[str, float], int, tuple[str,
         return _prepare_each(args)
 
 
-def _prepare_each(args: tuple[int, list[str], dict[str, float], int, tuple[str, ...]]) -> tuple[list, np.ndarray]:
-    start, smiles, transforms, seed, names = args
+def _prepare_each(args: tuple) -> tuple[list, np.ndarray, list[np.ndarray] | None]:
+    start, smiles, transforms, seed, names, token_length = (*args, 0)[:6]
     calculate = descriptor_calculator(names) if names else None
     values = np.full((len(smiles), len(names)), np.nan)
     max_atoms = MoleculeLimits.current().max_atoms
@@ -405,7 +427,11 @@ def _prepare_each(args: tuple[int, list[str], dict[str, float], int, tuple[str, 
             calculate(new, values[offset])
         out.append((new_smiles, applied, graphs))
     values[~np.isfinite(values)] = np.nan
-    return out, np.clip(values, -1e30, 1e30).astype(np.float32)
+    ids = None
+    if token_length:  # the token ids of the SMILES written, for shards pretraining reads while the rest is made
+        encodings = _token_encoder(token_length).encode_batch([row[0] for row in out], add_special_tokens=True)
+        ids = [np.asarray(e.ids, dtype=np.uint16) for e in encodings]
+    return out, np.clip(values, -1e30, 1e30).astype(np.float32), ids
 
 
 def _map(fn, items, pool):
@@ -443,7 +469,10 @@ def build_corpus(config: CorpusConfig, out: str | Path) -> dict:
     seconds = {"read": time.perf_counter() - started}
     names = tuple(descriptor_names(config.descriptors)) if config.descriptors != "none" else ()
     block = 500
-    tasks = ((i, smiles[i:i + block], config.transforms, config.seed, names) for i in range(0, len(smiles), block))
+    token_length = config.max_length if config.shard_size else 0
+    tasks = ((i, smiles[i:i + block], config.transforms, config.seed, names, token_length)
+             for i in range(0, len(smiles), block))
+    shards = ShardWriter(Path(str(out) + SHARDS_SUFFIX), config, names, len(smiles)) if config.shard_size else None
     totals: Counter = Counter(duplicates=drawn - len(smiles))
     opener = gzip.open if out.suffix == ".gz" else open
     tmp = out.with_name(out.name + ".partial")
@@ -461,7 +490,7 @@ def build_corpus(config: CorpusConfig, out: str | Path) -> dict:
         # compresslevel 1: level 9 (gzip's default) made the writer, one process, the bottleneck of the build
         with opener(tmp, "wt", **({"compresslevel": 1} if opener is gzip.open else {})) as fh, \
                 open(raw_values, "wb") as values_out:
-            for i, (results, values) in enumerate(_map(_prepare_block, tasks, pool)):
+            for i, (results, values, ids) in enumerate(_map(_prepare_block, tasks, pool)):
                 keep = np.zeros(len(results), dtype=bool)
                 for j, (new_smiles, applied, mol_graphs) in enumerate(results):
                     if "invalid" in applied:
@@ -477,8 +506,12 @@ def build_corpus(config: CorpusConfig, out: str | Path) -> dict:
                         totals["kept"] += 1
                         keep[j] = True
                         totals["graph_matches"] += bool(mol_graphs & graphs)
+                        if shards is not None:
+                            shards.add(new_smiles, ids[j], values[j])
                 if names:
                     values_out.write(values[keep].tobytes())
+            if shards is not None:
+                shards.close()
         seconds["molecules"] = time.perf_counter() - stage
     finally:
         if pool is not None:
@@ -507,6 +540,64 @@ def build_corpus(config: CorpusConfig, out: str | Path) -> dict:
     }
     Path(str(out) + ".json").write_text(json.dumps(report, indent=2))
     return report
+
+
+SHARDS_SUFFIX = ".shards"  # beside the corpus: the folder of its shards and their manifest.json
+MANIFEST = "manifest.json"
+
+
+class ShardWriter:
+    """Writes the corpus as it is made, a shard at a time (SMILES, token ids, descriptors), and lists each in
+    ``manifest.json`` once its files are complete, so a reader never sees half a shard."""
+
+    def __init__(self, folder: Path, config: CorpusConfig, names: Sequence[str], expected: int):
+        self.folder, self.size = folder, config.shard_size
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        self.manifest = {"tokenizer": "smiles", "max_length": config.max_length,
+                         "descriptors": {"set": config.descriptors, "names": list(names)} if names else None,
+                         "expected": expected, "shards": [], "complete": False}
+        self._write_manifest()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.smiles: list[str] = []
+        self.ids: list[np.ndarray] = []
+        self.values: list[np.ndarray] = []
+
+    def add(self, smiles: str, ids: np.ndarray, values: np.ndarray) -> None:
+        self.smiles.append(smiles)
+        self.ids.append(ids)
+        self.values.append(values)
+        if len(self.smiles) == self.size:
+            self._flush()
+
+    def close(self) -> None:
+        if self.smiles:
+            self._flush()
+        self.manifest["complete"] = True
+        self._write_manifest()
+
+    def _flush(self) -> None:
+        name = f"shard-{len(self.manifest['shards']):05d}"
+        lengths = np.fromiter((len(i) for i in self.ids), np.int64, len(self.ids))
+        arrays = {"ids": np.concatenate(self.ids) if self.ids else np.empty(0, np.uint16),
+                  "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)}
+        if self.manifest["descriptors"]:
+            arrays["descriptors"] = np.stack(self.values).astype(np.float32)
+        for kind, array in arrays.items():
+            tmp = self.folder / f"{name}.{kind}.tmp.npy"
+            np.save(tmp, array)
+            os.replace(tmp, self.folder / f"{name}.{kind}.npy")
+        (self.folder / f"{name}.smi").write_text("\n".join(self.smiles) + "\n")
+        self.manifest["shards"].append({"name": name, "molecules": len(self.smiles)})
+        self._write_manifest()
+        self._reset()
+
+    def _write_manifest(self) -> None:
+        tmp = self.folder / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=2))
+        os.replace(tmp, self.folder / MANIFEST)
 
 
 def _save_rows(raw: Path, path: Path, rows: int, columns: int) -> None:

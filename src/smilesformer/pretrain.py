@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerBase
 
 from .config import Objective, PretrainConfig, TokenizerKind, save_config
-from .corpus import DESCRIPTORS_SUFFIX
+from .corpus import DESCRIPTORS_SUFFIX, MANIFEST, SHARDS_SUFFIX
 from .data import SmilesformerError, check_output, file_sha256, iter_smiles, parse_smiles, readable_like_the_rest
 from .descriptors import descriptor_block
 from .descriptors import descriptor_names as rdkit_descriptor_names
@@ -236,11 +236,149 @@ class TokenCache(Dataset):
         """Tokens per molecule, from the offsets (no item read)."""
         return np.diff(self.offsets)
 
+    @property
+    def tokens_per_molecule(self) -> float:
+        return float(self.offsets[-1]) / max(1, len(self))
+
     def __getitem__(self, i: int) -> dict:
         item = {"input_ids": self.ids[self.offsets[i]:self.offsets[i + 1]].astype(np.int64).tolist()}
         if self.labels is not None:
             item[self.label_key] = np.asarray(self.labels[i], dtype=np.float32)
         return item
+
+
+class ShardedCorpus(Dataset):
+    """The shards ``smilesformer corpus --shards`` writes, read while it writes more (``corpus.ShardWriter``).
+
+    A map-style dataset of the size the corpus will have, so the Trainer's sampler and schedule are fixed from
+    the start: an index whose molecule is not ready yet stands for one that is (spread over them by a
+    multiplicative hash), so the first shards are seen more often until the rest arrive. The manifest is read
+    again every few seconds. MTR targets are standardized with the first shard's mean and standard deviation,
+    clipped to +-10 as ``compute_descriptors`` does. Each process (the Trainer's data workers too) opens the
+    shards' memory maps itself; a pickled copy carries none.
+    """
+
+    growing = True  # no lengths before the molecules exist: batches are drawn at random, not grouped by length
+    REFRESH_SECONDS = 2.0
+
+    def __init__(self, folder: Path, mean: np.ndarray | None = None, std: np.ndarray | None = None,
+                 label_key: str = "labels"):
+        self.folder = Path(folder)
+        self.mean, self.std = mean, std  # None: MLM alone, no descriptors read
+        self.label_key = label_key
+        manifest = self.manifest()
+        self.expected = int(manifest["expected"])
+        self._reset()
+
+    def _reset(self) -> None:
+        self.shards: list[dict] = []
+        self.ends = np.zeros(0, np.int64)  # cumulative molecules per shard
+        self.complete = False
+        self.next_read = 0.0
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.update(shards=[], ends=np.zeros(0, np.int64), complete=False, next_read=0.0)
+        return state
+
+    def manifest(self) -> dict:
+        return json.loads((self.folder / MANIFEST).read_text())
+
+    def refresh(self, force: bool = False) -> int:
+        """Open the shards listed since the last look; returns the molecules ready."""
+        now = time.monotonic()
+        if not self.complete and (force or now >= self.next_read):
+            manifest = self.manifest()
+            for entry in manifest["shards"][len(self.shards):]:
+                name = entry["name"]
+                shard = {"ids": np.load(self.folder / f"{name}.ids.npy", mmap_mode="r"),
+                         "offsets": np.load(self.folder / f"{name}.offsets.npy", mmap_mode="r")}
+                if self.mean is not None:
+                    shard["descriptors"] = np.load(self.folder / f"{name}.descriptors.npy", mmap_mode="r")
+                self.shards.append(shard)
+                self.ends = np.append(self.ends, (self.ends[-1] if len(self.ends) else 0) + entry["molecules"])
+            self.complete = manifest["complete"]
+            self.next_read = now + self.REFRESH_SECONDS
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def __len__(self) -> int:
+        return self.expected
+
+    @property
+    def tokens_per_molecule(self) -> float:
+        """The mean over the shards ready now."""
+        self.refresh(force=True)
+        tokens = sum(int(shard["offsets"][-1]) for shard in self.shards)
+        return tokens / max(1, int(self.ends[-1]) if len(self.ends) else 0)
+
+    def __getitem__(self, i: int) -> dict:
+        ready = self.refresh()
+        while ready == 0:  # a worker started before the first shard: wait for it
+            time.sleep(0.5)
+            ready = self.refresh(force=True)
+        j = i if i < ready else (i * 2654435761) % ready
+        k = int(np.searchsorted(self.ends, j, side="right"))
+        shard, local = self.shards[k], j - (int(self.ends[k - 1]) if k else 0)
+        offsets = shard["offsets"]
+        item = {"input_ids": shard["ids"][offsets[local]:offsets[local + 1]].astype(np.int64).tolist()}
+        if self.mean is not None:
+            raw = np.asarray(shard["descriptors"][local], dtype=np.float64)
+            item[self.label_key] = np.clip((raw - self.mean) / self.std, -10, 10).astype(np.float32)
+        return item
+
+
+def wait_for_shards(folder: Path, timeout: float = 600.0) -> dict:
+    """The manifest once its first shard is listed (or the corpus is complete)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if manifest["shards"] or manifest["complete"]:
+            return manifest
+        if time.monotonic() > deadline:
+            raise SmilesformerError(f"no shard appeared in {folder} within {timeout:.0f} s: is `smilesformer "
+                                    "corpus --shards` still running?")
+        time.sleep(0.5)
+
+
+def shard_folder(corpus: str | Path) -> Path | None:
+    """``<corpus>.shards`` when `smilesformer corpus --shards` writes (or wrote) one there."""
+    folder = Path(str(corpus) + SHARDS_SUFFIX)
+    return folder if (folder / MANIFEST).is_file() else None
+
+
+def _prepare_shards(config: PretrainConfig, folder: Path) -> tuple:
+    """Tokenizer, dataset, coverage, corpus report and descriptor statistics for a corpus still being written."""
+    if config.tokenizer is not TokenizerKind.smiles:
+        raise SmilesformerError(f"a sharded corpus holds the token ids of the smiles tokenizer; use --tokenizer smiles "
+                                f"(not {config.tokenizer.value}), or pretrain on the finished corpus file")
+    manifest = wait_for_shards(folder)
+    if manifest["max_length"] != config.max_length:
+        raise SmilesformerError(f"the shards hold up to {manifest['max_length']} tokens per molecule, the run asks "
+                                f"for --max-length {config.max_length}; make them with the same --max-length")
+    tokenizer = build_smiles_tokenizer(model_max_length=config.max_length)
+    first = manifest["shards"][0]["name"]
+    coverage = coverage_report(tokenizer, (folder / f"{first}.smi").read_text().split()[:20_000])
+    stats = None
+    mean = std = None
+    if config.objective in (Objective.mtr, Objective.both):
+        names = descriptor_names(config.descriptor_set)
+        carried = (manifest.get("descriptors") or {}).get("names")
+        if carried != names:
+            raise SmilesformerError(f"the shards carry {len(carried or [])} descriptors, not the "
+                                    f"{config.descriptor_set!r} set; make them with --descriptors "
+                                    f"{config.descriptor_set}")
+        raw = np.load(folder / f"{first}.descriptors.npy").astype(np.float64)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, std = np.nanmean(raw, axis=0), np.nanstd(raw, axis=0)
+        std = np.where(np.isfinite(std) & (std > 0), std, 1.0)
+        mean = np.where(np.isfinite(mean), mean, 0.0)
+        stats = {"descriptor_set": config.descriptor_set, "names": names, "mean": mean.tolist(), "std": std.tolist(),
+                 "n": len(raw), "computed_by": "smilesformer corpus --shards (statistics of the first shard)"}
+    dataset = ShardedCorpus(folder, mean, std)
+    report = {"read": dataset.expected, "invalid": 0, "duplicates": 0, "kept": dataset.expected, "prepared": True,
+              "streamed": True}
+    return tokenizer, dataset, coverage, report, stats
 
 
 def descriptor_names(descriptor_set: str = "mtr") -> list[str]:
@@ -367,25 +505,34 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
     cache.mkdir(parents=True, exist_ok=True)
     started = started or time.time()
     state = distributed_state()  # one process, unless launched with torchrun / accelerate launch (DDP)
-    with state.main_process_first():  # the main process builds the caches; the others then reuse them
-        corpus, corpus_report = clean_corpus(config, cache)
-        tok_dir = cache / "tokenizer"
-        if (tok_dir / "tokenizer.json").is_file():
-            from .tokenization import load_tokenizer
+    shards = shard_folder(config.corpus)
+    shard_stats = None
+    if shards is not None:  # `smilesformer corpus --shards` is writing it: train on what is ready, as it comes
+        tokenizer, dataset, coverage, corpus_report, shard_stats = _prepare_shards(config, shards)
+    else:
+        with state.main_process_first():  # the main process builds the caches; the others then reuse them
+            corpus, corpus_report = clean_corpus(config, cache)
+            tok_dir = cache / "tokenizer"
+            if (tok_dir / "tokenizer.json").is_file():
+                from .tokenization import load_tokenizer
 
-            tokenizer = load_tokenizer(tok_dir)
-        else:
-            tokenizer = _build_tokenizer(config, corpus)
-            tokenizer.save_pretrained(tok_dir)
-        coverage = coverage_report(tokenizer, (s for i, s in zip(range(20_000), _read_lines(corpus))))
-        dataset = TokenCache.build(tokenizer, corpus, cache, config.max_length)
+                tokenizer = load_tokenizer(tok_dir)
+            else:
+                tokenizer = _build_tokenizer(config, corpus)
+                tokenizer.save_pretrained(tok_dir)
+            coverage = coverage_report(tokenizer, (s for i, s in zip(range(20_000), _read_lines(corpus))))
+            dataset = TokenCache.build(tokenizer, corpus, cache, config.max_length)
     torch.manual_seed(config.seed)
     # Dropout off while pretraining (the profile gave its random masks ~10% of a CPU step, and a run of an
     # epoch or so does not overfit); the saved model gets RoBERTa's 0.1 back for fine-tuning.
     model_config = make_config(config.preset, len(tokenizer), config.max_length, tokenizer.pad_token_id,
                                hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
     extra_files: dict[str, dict] = {}
-    if config.objective in (Objective.mtr, Objective.both):
+    n_descriptors = 0
+    if shard_stats is not None:
+        n_descriptors = len(shard_stats["names"])
+        extra_files["descriptor_stats.json"] = shard_stats
+    elif config.objective in (Objective.mtr, Objective.both):
         made_by = built_corpus_report(config.corpus) if corpus_report.get("prepared") else None
         carried = (made_by or {}).get("descriptors") or {}
         precomputed = Path(str(config.corpus) + DESCRIPTORS_SUFFIX) \
@@ -393,23 +540,28 @@ def run_pretrain(config: PretrainConfig, out_dir: str | Path, command: str | Non
         with state.main_process_first():
             descriptors = compute_descriptors(corpus, cache, config.n_jobs, config.descriptor_set, precomputed)
         dataset.labels = descriptors.values
+        n_descriptors = descriptors.values.shape[1]
         extra_files["descriptor_stats.json"] = {k: v for k, v in descriptors.stats.items()}
-    built = Path(str(config.corpus) + ".json")  # what `smilesformer corpus` wrote beside a corpus it made
-    if built.is_file():
-        extra_files[CORPUS_BUILD_FILE] = json.loads(built.read_text())
     if config.objective is Objective.mtr:
-        model_config.num_labels = descriptors.values.shape[1]
+        model_config.num_labels = n_descriptors
         model_config.problem_type = "regression"
         model = AutoModelForSequenceClassification.from_config(model_config)
     else:  # MLM, alone or with MTR: one class (see objectives)
         both = config.objective is Objective.both
         dataset.label_key = "descriptors"
-        model_config.n_descriptors = descriptors.values.shape[1] if both else 0
+        model_config.n_descriptors = n_descriptors if both else 0
         model_config.mlm_weight = config.mlm_weight if both else 1.0
         model_config.mtr_weight = config.mtr_weight if both else 0.0
         model = RobertaForMlmMtr(model_config)
     preparation = time.time() - started
     history, trained = run_pretraining(model, tokenizer, dataset, config, out_dir / "checkpoints", started)
+    built = Path(str(config.corpus) + ".json")  # what `smilesformer corpus` wrote beside a corpus it made (read
+    if built.is_file():  # after training: a corpus written while the model trained has its report only at the end)
+        extra_files[CORPUS_BUILD_FILE] = json.loads(built.read_text())
+    if shards is not None:  # what the corpus held by the end of training
+        manifest = json.loads((shards / MANIFEST).read_text())
+        ready = sum(entry["molecules"] for entry in manifest["shards"])
+        corpus_report.update(read=ready, kept=ready, complete=manifest["complete"])
 
     model_dir = out_dir / "model"
     if state.is_main_process:  # one writer for the model folder

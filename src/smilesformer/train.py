@@ -609,8 +609,10 @@ def run_pretraining(model, tokenizer, dataset, config: PretrainConfig, output_di
         save_total_limit=config.keep_checkpoints or None,
         # A small model on a GPU waits for batches: collate them in worker processes there.
         dataloader_num_workers=min(8, (os.cpu_count() or 1) // 2) if torch.cuda.is_available() else 0,
+        # a corpus still being written has no lengths yet (and reading them would wait for all of it)
+        **({"train_sampling_strategy": "random"} if getattr(dataset, "growing", False) else {}),
     )
-    tokens_per_molecule = float(dataset.offsets[-1]) / len(dataset) if hasattr(dataset, "offsets") else 0.0
+    tokens_per_molecule = getattr(dataset, "tokens_per_molecule", 0.0)
     throughput = ThroughputCallback(per_step, tokens_per_molecule)
     schedule = BudgetSchedule(steps, config.warmup_fraction)  # the Trainer's linear schedule, re-fittable
     last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
