@@ -10,6 +10,9 @@ way round: the trees on the fast set plus that family, and on the full set. Writ
 ``benchmarks/results/descriptor_value.json``.
 
     python benchmarks/bench_descriptor_value.py [--splits aqsoldb:0,aqsoldb:1,lipophilicity:0] [--n-cost 600]
+
+``--sets mtr`` measures the same for the set MTR pretraining regresses instead: each of its families' cost and
+what the trees lose without it, beside the fast set (``descriptor_value_mtr.json``): value per millisecond.
 """
 
 from __future__ import annotations
@@ -76,13 +79,75 @@ def _valid_mae(keep: list[str], names: list[str], x_train, y_train, x_valid, y_v
     return round(float(np.mean(np.abs(trees.predict(x_valid[:, cols]) - y_valid))), 4)
 
 
+def mtr_family(name: str) -> str:
+    """The family a descriptor of the "mtr" set belongs to (the cost unit: a family is one RDKit call or a few)."""
+    if name in ("MolLogP", "MolMR"):
+        return "Crippen logP/MR"
+    if name.startswith("PEOE_VSA"):
+        return "PEOE VSA bins"
+    if name.startswith("MQN"):
+        return "MQN counts"
+    return "counts, sizes, TPSA, ASA, Chi/Kappa"
+
+
+def mtr_value(args) -> None:
+    """Cost and validation value of each family of the "mtr" set, against the fast set."""
+    from rdkit import rdBase
+
+    from smilesformer.config import DataConfig
+    from smilesformer.data import load_dataset
+    from smilesformer.descriptors import descriptor_block, descriptor_names
+    from smilesformer.splits import scaffold_split
+
+    rdBase.DisableLog("rdApp.*")
+    mtr, fast = descriptor_names("mtr"), descriptor_names("fast")
+    columns = list(dict.fromkeys(mtr + fast))
+    families: dict[str, list[str]] = {}
+    for n in mtr:
+        families.setdefault(mtr_family(n), []).append(n)
+    results: dict = {"descriptors": len(mtr), "families": {f: len(v) for f, v in families.items()},
+                     "cost_ms_per_molecule": {}, "valid_mae": {}, "load_average_at_start": round(os.getloadavg()[0], 2)}
+    tables = {}
+    for spec in args.splits.split(","):
+        dataset, seed = spec.split(":")
+        if dataset not in tables:
+            loaded = load_dataset(DataConfig(dataset, bad_input="skip"))
+            table = loaded.table.reset_index(drop=True)
+            tables[dataset] = (table["smiles"].tolist(), table[loaded.target_cols[0]].to_numpy(float))
+            smiles = tables[dataset][0]
+            sample = random.Random(0).sample(smiles, min(args.n_cost, len(smiles)))
+            parse = _ms_per_molecule(sample, ["MolWt"])
+            groups = [("mtr set", mtr), ("fast set", fast), *families.items()]
+            results["cost_ms_per_molecule"][dataset] = {name: round(_ms_per_molecule(sample, members) - parse, 3)
+                                                        for name, members in groups}
+            print(dataset, "ms/molecule:", json.dumps(results["cost_ms_per_molecule"][dataset]), flush=True)
+        smiles, y = tables[dataset]
+        train, valid, _ = scaffold_split(smiles, (0.8, 0.1, 0.1), int(seed))
+        x = descriptor_block([smiles[i] for i in (*train, *valid)], columns)
+        x_train, x_valid, y_train, y_valid = x[:len(train)], x[len(train):], y[train], y[valid]
+        scores = {"mtr set": _valid_mae(mtr, columns, x_train, y_train, x_valid, y_valid),
+                  "fast set": _valid_mae(fast, columns, x_train, y_train, x_valid, y_valid)}
+        for name, members in families.items():
+            keep = [n for n in mtr if n not in members]
+            scores[f"mtr without {name}"] = _valid_mae(keep, columns, x_train, y_train, x_valid, y_valid)
+        results["valid_mae"][f"{dataset} scaffold seed {seed}"] = scores
+        print(f"{dataset} seed {seed} valid MAE:", json.dumps(scores), flush=True)
+    out = args.out if args.out.name != "descriptor_value.json" else args.out.with_name("descriptor_value_mtr.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--splits", default="aqsoldb:0,aqsoldb:1,lipophilicity:0",
                         help="data set:seed pairs; each scores the families on its scaffold split's validation part")
     parser.add_argument("--n-cost", type=int, default=600, help="molecules per data set for the timing")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "descriptor_value.json")
+    parser.add_argument("--sets", choices=["fast", "mtr"], default="fast",
+                        help="fast: the fast set's families and RDKit's slow ones; mtr: the MTR set's families")
     args = parser.parse_args()
+    if args.sets == "mtr":
+        return mtr_value(args)
 
     from rdkit import rdBase
 

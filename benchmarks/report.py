@@ -143,6 +143,27 @@ def _finetune(r: dict) -> list[str]:
     return lines + [""]
 
 
+def _mtr_value(r: dict) -> list[str]:
+    first = next(iter(r["cost_ms_per_molecule"].values()))
+    families = [k for k in first if k not in ("mtr set", "fast set")]
+    lines = ["## What the MTR set's families cost and are worth", "",
+             "`python benchmarks/bench_descriptor_value.py --sets mtr`: the set pretraining regresses ('mtr', "
+             f"{r['descriptors']} descriptors) family by family. Cost: ms per molecule as `descriptor_block` computes "
+             "it, parsing subtracted. Value: the validation MAE of the suite's gradient-boosted trees on the set, "
+             "without each family, and on the fast set, on scaffold splits' train and validation parts (no test "
+             f"molecule read). Load average {r['load_average_at_start']} at the start.", "",
+             "| | " + " | ".join(f"{d} cost, ms" for d in r["cost_ms_per_molecule"]) + " | "
+             + " | ".join(f"{k} valid MAE" for k in r["valid_mae"]) + " |",
+             "|---|" + "---|" * (len(r["cost_ms_per_molecule"]) + len(r["valid_mae"]))]
+    for name, key in [("mtr set", "mtr set"), ("fast set", "fast set")] + [(f"without {f}", f) for f in families]:
+        costs = [f"{r['cost_ms_per_molecule'][d][key]:.3f}" for d in r["cost_ms_per_molecule"]]
+        mae_key = name if name in ("mtr set", "fast set") else f"mtr {name}"
+        maes = [f"{r['valid_mae'][k][mae_key]:.3f}" for k in r["valid_mae"]]
+        lines.append(f"| {name} | " + " | ".join(costs) + " | " + " | ".join(maes) + " |")
+    lines += ["", "Rows 'without X': the cost column is X's own cost, the MAE that of the set without it."]
+    return lines + [""]
+
+
 def _prepare(r: dict) -> list[str]:
     lines = ["## Pretraining preparation per core", "",
              f"`python benchmarks/bench_prepare.py --n {r['n']} --before-src <checkout at e49dc1d>/src --exclusion`: "
@@ -460,6 +481,8 @@ def main() -> None:
             lines += render(r)
     if (r := _load("finetune.json")) is not None:
         lines += _finetune(r)
+    if (r := _load("descriptor_value_mtr.json")) is not None:
+        lines += _mtr_value(r)
     if (r := _load("prepare.json")) is not None:
         lines += _prepare(r)
     if (r := _load("gpu_pretrain.json")) is not None:
