@@ -79,6 +79,25 @@ def _valid_mae(keep: list[str], names: list[str], x_train, y_train, x_valid, y_v
     return round(float(np.mean(np.abs(trees.predict(x_valid[:, cols]) - y_valid))), 4)
 
 
+def _table(dataset: str, tables: dict) -> tuple[list[str], np.ndarray, bool]:
+    """A data set's SMILES and first target, read once; the flag says whether this call read it."""
+    if dataset in tables:
+        return (*tables[dataset], False)
+    from smilesformer.config import DataConfig
+    from smilesformer.data import load_dataset
+
+    loaded = load_dataset(DataConfig(dataset, bad_input="skip"))
+    table = loaded.table.reset_index(drop=True)
+    tables[dataset] = (table["smiles"].tolist(), table[loaded.target_cols[0]].to_numpy(float))
+    return (*tables[dataset], True)
+
+
+def _cost_sample(smiles: list[str], n: int) -> tuple[list[str], float]:
+    """The molecules timed, and what parsing them costs (MolWt is a sum over atoms: nearly all parse)."""
+    sample = random.Random(0).sample(smiles, min(n, len(smiles)))
+    return sample, _ms_per_molecule(sample, ["MolWt"])
+
+
 def mtr_family(name: str) -> str:
     """The family a descriptor of the "mtr" set belongs to (the cost unit: a family is one RDKit call or a few)."""
     if name in ("MolLogP", "MolMR"):
@@ -94,8 +113,6 @@ def mtr_value(args) -> None:
     """Cost and validation value of each family of the "mtr" set, against the fast set."""
     from rdkit import rdBase
 
-    from smilesformer.config import DataConfig
-    from smilesformer.data import load_dataset
     from smilesformer.descriptors import descriptor_block, descriptor_names
     from smilesformer.splits import scaffold_split
 
@@ -107,21 +124,16 @@ def mtr_value(args) -> None:
         families.setdefault(mtr_family(n), []).append(n)
     results: dict = {"descriptors": len(mtr), "families": {f: len(v) for f, v in families.items()},
                      "cost_ms_per_molecule": {}, "valid_mae": {}, "load_average_at_start": round(os.getloadavg()[0], 2)}
-    tables = {}
+    tables: dict = {}
     for spec in args.splits.split(","):
         dataset, seed = spec.split(":")
-        if dataset not in tables:
-            loaded = load_dataset(DataConfig(dataset, bad_input="skip"))
-            table = loaded.table.reset_index(drop=True)
-            tables[dataset] = (table["smiles"].tolist(), table[loaded.target_cols[0]].to_numpy(float))
-            smiles = tables[dataset][0]
-            sample = random.Random(0).sample(smiles, min(args.n_cost, len(smiles)))
-            parse = _ms_per_molecule(sample, ["MolWt"])
+        smiles, y, first = _table(dataset, tables)
+        if first:
+            sample, parse = _cost_sample(smiles, args.n_cost)
             groups = [("mtr set", mtr), ("fast set", fast), *families.items()]
             results["cost_ms_per_molecule"][dataset] = {name: round(_ms_per_molecule(sample, members) - parse, 3)
                                                         for name, members in groups}
             print(dataset, "ms/molecule:", json.dumps(results["cost_ms_per_molecule"][dataset]), flush=True)
-        smiles, y = tables[dataset]
         train, valid, _ = scaffold_split(smiles, (0.8, 0.1, 0.1), int(seed))
         x = descriptor_block([smiles[i] for i in (*train, *valid)], columns)
         x_train, x_valid, y_train, y_valid = x[:len(train)], x[len(train):], y[train], y[valid]
@@ -151,8 +163,6 @@ def main() -> None:
 
     from rdkit import rdBase
 
-    from smilesformer.config import DataConfig
-    from smilesformer.data import load_dataset
     from smilesformer.descriptors import descriptor_block, descriptor_names
     from smilesformer.splits import scaffold_split
 
@@ -170,23 +180,18 @@ def main() -> None:
                      "full_descriptors": len(full), "slow_families": {f: len(v) for f, v in slow.items()},
                      "slow_cost_ms_per_molecule": {}, "slow_valid_mae": {},
                      "load_average_at_start": round(os.getloadavg()[0], 2)}  # the timings want an idle machine
-    tables = {}
+    tables: dict = {}
     for spec in args.splits.split(","):
         dataset, seed = spec.split(":")
-        if dataset not in tables:
-            loaded = load_dataset(DataConfig(dataset, bad_input="skip"))
-            table = loaded.table.reset_index(drop=True)
-            tables[dataset] = (table["smiles"].tolist(), table[loaded.target_cols[0]].to_numpy(float))
-            smiles = tables[dataset][0]
-            sample = random.Random(0).sample(smiles, min(args.n_cost, len(smiles)))
-            parse = _ms_per_molecule(sample, ["MolWt"])  # MolWt is a sum over atoms: the parse is nearly all of it
+        smiles, y, first = _table(dataset, tables)
+        if first:
+            sample, parse = _cost_sample(smiles, args.n_cost)
             for key, groups in (("cost_ms_per_molecule", [("whole set", names), *families.items()]),
                                 ("slow_cost_ms_per_molecule", [("full set", full), *slow.items()])):
                 results[key][dataset] = {name: round(_ms_per_molecule(sample, members) - parse, 3)
                                          for name, members in groups}
             print(dataset, "ms/molecule:", json.dumps(results["cost_ms_per_molecule"][dataset]),
                   json.dumps(results["slow_cost_ms_per_molecule"][dataset]), flush=True)
-        smiles, y = tables[dataset]
         train, valid, _ = scaffold_split(smiles, (0.8, 0.1, 0.1), int(seed))  # the suite's fractions
         x = descriptor_block([smiles[i] for i in (*train, *valid)], full)  # columns in the full set's order
         x_train, x_valid = x[:len(train)], x[len(train):]
