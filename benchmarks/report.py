@@ -493,6 +493,11 @@ def main() -> None:
     versus = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("vs_simpletransformers*.json"))]
     if versus:
         lines += _vs_simpletransformers(versus)
+    if (r := _load("demo_seeds.json")) is not None:
+        lines += ["The demo's accuracy across that change (`" + r["command"] + "`): test MSE "
+                  + ", ".join(f"{a} -> {b}" for a, b in zip(r["before"]["test_mse"], r["after"]["test_mse"]))
+                  + f" (means {sum(r['before']['test_mse']) / 3:.3f} -> {sum(r['after']['test_mse']) / 3:.3f}; "
+                  "the seeds differ by 0.35 among themselves).", ""]
     if (r := _load("busy.json")) is not None:
         lines += _busy(r)
     if (r := _load("transfer.json")) is not None:
