@@ -73,14 +73,15 @@ left=$(python3 -c "print(round(max(($MINUTES * 60 - $corpus_done - $EXPORT_SECON
     --save-steps 1000000 --keep-checkpoints 1 --logging-steps 200 --precision auto
 pretrain_done=$(elapsed)
 echo "corpus + pretraining: $pretrain_done s"
-if [ "$STREAM" = 1 ]; then
-    wait "$corpus_pid" || { cat "$WORK/corpus.log" >&2; exit 1; }
+corpus_rc=0
+if [ "$STREAM" = 1 ]; then  # a corpus that failed half way leaves a model trained on its first shards: export it
+    wait "$corpus_pid" || { corpus_rc=$?; echo "the corpus step failed (exit $corpus_rc):" >&2; cat "$WORK/corpus.log" >&2; }
 fi
-until [ -f "$WORK/corpus.smi.gz.json" ]; do sleep 0.2; done
 "$PY" -m smilesformer export "$WORK/run/model" --out "$WORK/model" --max-file-mb 15
-cp "$WORK/run/history.json" "$WORK/corpus.smi.gz.json" "$WORK/model/" 2>/dev/null || true
+cp "$WORK/run/history.json" "$WORK/model/" 2>/dev/null || true
 tar -C "$WORK" -czf - model | split -b 15M - "$OUT/model.tar.gz.part-"
 export_done=$(elapsed)
+[ -f "$WORK/corpus.smi.gz.json" ] || echo '{"kept": null, "seconds": null, "stage_seconds": null}' > "$WORK/corpus.smi.gz.json"
 "$PY" - "$WORK/model/pretrain_summary.json" "$WORK/corpus.smi.gz.json" "$corpus_done" "$pretrain_done" \
     "$export_done" "$MINUTES" "$PRESET" "$STREAM" <<'PYTHON' | tee "$OUT/breakdown.json"
 import json, sys
@@ -103,3 +104,4 @@ print(json.dumps({
     "throughput": summary["throughput"], "hardware": summary["hardware"]}, indent=2))
 PYTHON
 ls -la "$OUT"
+exit "$corpus_rc"
