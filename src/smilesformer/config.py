@@ -166,7 +166,8 @@ class TrainConfig:
     eval_batch_size: int = 128
     """Molecules per batch at evaluation and prediction."""
     group_by_length: bool = True
-    """Batch molecules of similar token length together, to cut padding."""
+    """Batch molecules of similar token length together (a full sort, the batches shuffled each epoch; see
+    ``train.SortedBatchSampler``), to cut padding."""
     pad_to_max_length: bool = False
     """Pad every batch to max_length, as simpletransformers does; only for speed comparisons."""
     resume: bool = True
