@@ -110,6 +110,33 @@ def _print_metrics(metrics: dict, title: str) -> None:
         for target, m in block["per_target"].items():
             table.add_row(split or "data", target, *[f"{m[k]:.4f}" if k in m else "" for k in shown])
     Console().print(table)
+    _print_uncertainty(metrics)
+
+
+def _print_uncertainty(metrics: dict) -> None:
+    """One line per set and target on how well the uncertainty ranks and bounds the errors, and one on the domain."""
+    for split in ("valid", "test", None):
+        block = (metrics.get(split) or {}) if split else metrics
+        name = split or "data"
+        for target, m in (block.get("uncertainty") or {}).items():
+            if target == "domain":
+                if "ratio" in m:
+                    console.print(f"{name}: {m['flagged']} of {m['n']} molecules flagged out of the domain; their "
+                                  f"mean error is {m['ratio']:.2f}x that of the rest", markup=False, soft_wrap=True)
+                continue
+            parts = []
+            if "spearman_sd_abs_error" in m:
+                parts.append(f"Spearman(sd, |error|) {m['spearman_sd_abs_error']:.2f} "
+                             f"(a perfect sd would give ~{m['spearman_expected']:.2f})")
+            if "coverage_90" in m:
+                parts.append(f"90% interval covers {m['coverage_90']:.2f}, mean width {m['mean_interval_width']:.3g}")
+            if "mae_confident_half_ratio" in m:
+                parts.append(f"MAE of the most confident half {m['mae_confident_half_ratio']:.2f}x the overall")
+            if "ece" in m:
+                parts.append(f"calibration error {m['ece']:.3f}, accuracy {m['accuracy']:.3f}, "
+                             f"{m['accuracy_confident_half']:.3f} on the most confident half")
+            if parts:
+                console.print(f"{name} {target}: " + "; ".join(parts), markup=False, soft_wrap=True)
 
 
 MaxAtoms = Annotated[int | None, typer.Option(
@@ -175,6 +202,7 @@ def finetune(
     trees: Annotated[str, typer.Option(help="'gbm': blend with gradient-boosted trees on RDKit descriptors (weight chosen on the valid set); 'none': the transformer alone; 'auto': gbm for regression.")] = _default(_T, "trees"),
     adapt: Annotated[str, typer.Option(help="'mtr': first regress RDKit descriptors of the training SMILES (domain adaptation); 'none': off.")] = _default(_T, "adapt"),
     adapt_epochs: Annotated[int, typer.Option(help="Passes of the --adapt step over the training SMILES.")] = _default(_T, "adapt_epochs"),
+    uncertainty: Annotated[bool, typer.Option("--uncertainty/--no-uncertainty", help="Fit an uncertainty and a domain check on the valid set (kept in the model folder: 256 bytes per training molecule, at most 5 MB).")] = _default(_T, "uncertainty"),
     out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
     resume: Annotated[bool, typer.Option("--resume/--fresh", help="Continue an interrupted run in --out (only when its data and settings match), or delete its checkpoints and start over.")] = _default(_T, "resume"),
     max_atoms: MaxAtoms = None,
@@ -182,8 +210,10 @@ def finetune(
 ) -> None:
     """Fine-tune a model on a labelled table and write a run folder (model, metrics, plots, split).
 
-    With --ensemble > 1 or --tta > 0, predictions carry a per-molecule spread (<target>_sd) and a 90%
-    interval calibrated on the valid set.
+    With a validation set, every prediction carries an uncertainty fitted on it: <target>_sd and a 90% interval
+    (regression), calibrated probabilities and <target>_confidence (classification), and a domain check
+    (domain_similarity: Tanimoto similarity to the nearest training molecule; in_domain: False below a threshold
+    chosen on the validation set). --ensemble > 1 or --tta > 0 add their spread to it.
     """
     from .workflow import run_finetune
 
@@ -196,7 +226,7 @@ def finetune(
                                    early_stopping_patience=patience, precision=precision, seed=seed,
                                    augment=augment, tta=tta, ensemble=ensemble, layer_lr_decay=layer_lr_decay,
                                    descriptors=descriptors, trees=trees, adapt=adapt, adapt_epochs=adapt_epochs,
-                                   resume=resume)
+                                   uncertainty=uncertainty, resume=resume)
         with _interruptible(f"the checkpoints so far are kept in {out / 'checkpoints'}; run the same command again to resume from the last"):
             result = run_finetune(data_config, model, train_config, out)
     except (SmilesformerError, ValueError) as exc:

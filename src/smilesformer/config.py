@@ -193,6 +193,10 @@ class TrainConfig:
     """"gbm": blend the fine-tuned model with gradient-boosted trees on RDKit descriptors, one weight per target
     chosen on the validation set (see ``trees``); "none": the transformer alone; "auto": gbm for regression
     (where it was measured to help), none for classification. Used by ``run_finetune``."""
+    uncertainty: bool = True
+    """With a validation set: fit an uncertainty (``<target>_sd`` and a 90% interval; calibrated probabilities and a
+    confidence) and a domain check (``domain_similarity``, ``in_domain``) for every prediction (see
+    ``uncertainty``); the model folder keeps the training molecules' fingerprints (256 bytes each, at most 5 MB)."""
     adapt: str = "none"
     """"mtr": before fine-tuning, a short domain-adaptation pass that regresses RDKit descriptors of the training
     SMILES only (never validation or test; Sultan et al. 2025); "none": off."""

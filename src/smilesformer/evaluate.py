@@ -14,6 +14,9 @@ __all__ = [
     "mean_over_targets",
     "calibrate_interval",
     "uncertainty_metrics",
+    "domain_metrics",
+    "confidence_metrics",
+    "retention_curve",
 ]
 
 GAUSSIAN_Z90 = 1.6448536269514722
@@ -111,6 +114,62 @@ def uncertainty_metrics(y: np.ndarray, pred: np.ndarray, sd: np.ndarray, scale: 
     err = np.abs(y - pred)
     if np.std(sd) > 0:
         out["spearman_sd_abs_error"] = float(stats.spearmanr(sd, err)[0])
+        out["spearman_expected"] = expected_spearman(sd)
     out["coverage_90"] = float(np.mean(err <= scale * sd))
     out["mean_interval_width"] = float(np.mean(2 * scale * sd))
+    if err.mean() > 0:
+        half = np.argsort(sd, kind="stable")[: max(1, len(sd) // 2)]
+        out["mae_confident_half_ratio"] = float(err[half].mean() / err.mean())
+    return out
+
+
+def expected_spearman(sd: np.ndarray, draws: int = 200, seed: int = 0) -> float:
+    """The Spearman correlation of ``sd`` with absolute errors drawn from N(0, sd^2): what a perfectly calibrated
+    uncertainty would reach on these molecules (Rasmussen et al. 2023: the observed value is capped by it, and it
+    depends on how much the uncertainties vary over the test set)."""
+    rng = np.random.default_rng(seed)
+    draws_ = np.abs(rng.standard_normal((draws, len(sd)))) * sd
+    return float(np.mean([stats.spearmanr(sd, d)[0] for d in draws_]))
+
+
+def retention_curve(uncertainty: np.ndarray, error: np.ndarray, steps: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """The mean error of the most-confident fraction of molecules, for fractions 1/steps .. 1 (the least uncertain
+    first): a useful uncertainty gives a curve that rises towards the overall error."""
+    order = np.argsort(uncertainty, kind="stable")
+    fractions = np.linspace(1 / steps, 1.0, steps)
+    means = np.array([error[order[: max(1, int(round(f * len(order))))]].mean() for f in fractions])
+    return fractions, means
+
+
+def domain_metrics(in_domain: np.ndarray, error: np.ndarray) -> dict:
+    """Errors of molecules flagged as out of the domain beside those in it (``error``: absolute error, or
+    |label - probability| for classification)."""
+    keep = np.isfinite(error)
+    inside, error = in_domain[keep].astype(bool), error[keep]
+    out: dict = {"n": int(len(error)), "flagged": int((~inside).sum())}
+    if inside.any():
+        out["error_in_domain"] = float(error[inside].mean())
+    if (~inside).any():
+        out["error_flagged"] = float(error[~inside].mean())
+    if inside.any() and (~inside).any() and out["error_in_domain"] > 0:
+        out["ratio"] = out["error_flagged"] / out["error_in_domain"]
+    return out
+
+
+def confidence_metrics(y: np.ndarray, prob: np.ndarray, bins: int = 10) -> dict:
+    """Of one binary target's probabilities: expected calibration error (equal-width bins), Brier score, and the
+    accuracy of the half of molecules predicted with most confidence beside all."""
+    keep = np.isfinite(y) & np.isfinite(prob)
+    y, prob = y[keep].astype(int), prob[keep]
+    out: dict = {"n": int(len(y))}
+    if len(y) < 2:
+        return out
+    which = np.minimum((prob * bins).astype(int), bins - 1)
+    ece = sum(abs(prob[which == b].mean() - y[which == b].mean()) * (which == b).mean()
+              for b in range(bins) if (which == b).any())
+    confidence = np.maximum(prob, 1 - prob)
+    correct = (prob >= 0.5).astype(int) == y
+    half = np.argsort(-confidence, kind="stable")[: max(1, len(y) // 2)]
+    out.update(ece=float(ece), brier=float(np.mean((prob - y) ** 2)), accuracy=float(correct.mean()),
+               accuracy_confident_half=float(correct[half].mean()))
     return out

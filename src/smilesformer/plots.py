@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 from sklearn import metrics as skm
 
-__all__ = ["plot_parity", "plot_roc", "plot_training_curve"]
+__all__ = ["plot_parity", "plot_roc", "plot_training_curve", "plot_uncertainty", "plot_reliability"]
 
 
 def plot_parity(y: np.ndarray, p: np.ndarray, path: str | Path, title: str = "", unit: str = "") -> Path:
@@ -73,6 +73,59 @@ def plot_training_curve(history: list[dict], path: str | Path, title: str = "") 
         ax.plot(*zip(*valid), "o-", label="valid loss")
     ax.set(xlabel="epoch", ylabel="loss", title=title or "training curve", yscale="log")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
+def plot_uncertainty(sd: np.ndarray, error: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Two panels: the error-based calibration (RMSE and MAE of the errors binned by predicted sd, against the
+    bin's root mean sd; a calibrated sd lies on y = x), and the retention curve (MAE of the most-confident
+    fraction). ``error`` is label - prediction."""
+    from .evaluate import retention_curve
+
+    keep = np.isfinite(sd) & np.isfinite(error)
+    sd, error = sd[keep], error[keep]
+    fig = Figure(figsize=(10, 4.5))
+    left, right = fig.subplots(1, 2)
+    bins = np.array_split(np.argsort(sd, kind="stable"), min(8, max(1, len(sd) // 10)))
+    rmv = [float(np.sqrt(np.mean(sd[b] ** 2))) for b in bins if len(b)]
+    left.plot(rmv, [float(np.sqrt(np.mean(error[b] ** 2))) for b in bins if len(b)], "o-", label="RMSE per bin")
+    left.plot(rmv, [float(np.mean(np.abs(error[b]))) for b in bins if len(b)], "s--", label="MAE per bin")
+    top = max(rmv + [float(np.sqrt(np.mean(error ** 2)))]) * 1.1 if len(sd) else 1.0
+    left.plot([0, top], [0, top], "k:", lw=1, label="y = x")
+    left.set(xlabel="predicted sd (root mean per bin)", ylabel="observed error", title="error vs uncertainty")
+    left.legend(loc="upper left")
+    fractions, means = retention_curve(sd, np.abs(error))
+    right.plot(fractions, means, "o-", label="most confident first")
+    right.axhline(float(np.mean(np.abs(error))) if len(error) else 0, color="k", ls=":", lw=1, label="all molecules")
+    right.set(xlabel="fraction of molecules kept (lowest sd first)", ylabel="MAE", title="retention curve",
+              xlim=(0, 1.02))
+    right.legend(loc="lower right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return Path(path)
+
+
+def plot_reliability(y: np.ndarray, prob: np.ndarray, path: str | Path, names: list[str]) -> Path:
+    """Reliability curve per binary target: the share of positives against the mean predicted probability in
+    equal-width bins (scikit-learn's ``calibration_curve``); a calibrated model lies on y = x."""
+    from sklearn.calibration import calibration_curve
+
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
+    for j, name in enumerate(names):
+        keep = np.isfinite(y[:, j]) & np.isfinite(prob[:, j])
+        if len(np.unique(y[keep, j])) < 2:
+            continue
+        observed, predicted = calibration_curve(y[keep, j], prob[keep, j], n_bins=10)
+        ax.plot(predicted, observed, "o-", label=name)
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
+    ax.set(xlabel="mean predicted probability", ylabel="share of positives", aspect="equal", title="reliability",
+           xlim=(0, 1), ylim=(0, 1))
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return Path(path)

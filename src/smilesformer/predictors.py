@@ -10,6 +10,9 @@ label scale, see ``tasks.Layout``); their mean is the prediction and their sprea
 - ``Augmented``: any predictor, run on the SMILES as written and on ``n`` randomized SMILES (test-time
   augmentation); their passes together.
 - ``TreeBlend``: any predictor whose mean is blended with gradient-boosted trees on RDKit descriptors.
+- ``Uncertain``: the outermost predictor of a model fitted with a validation set: an uncertainty (``<target>_sd``
+  and a 90% interval, or calibrated probabilities and a confidence) and a domain check on every prediction,
+  from signals the predictors below give (``signals``) and the similarity to the training molecules.
 
 A model folder says which of these it is (``smilesformer.json``, ``ensemble.json``, ``trees.skops``) and
 ``load_predictor`` builds it, so the folder kinds load the same everywhere.
@@ -22,6 +25,7 @@ import json
 import logging
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +43,35 @@ from .networks import (
     resolve_model_source,
 )
 from .tasks import ENSEMBLE_FILE, ModelMeta, compute_metrics, prediction_columns, prediction_matrix
+from .uncertainty import (
+    Reference,
+    UncertaintyFit,
+    calibrate,
+    choose_domain_threshold,
+    fit_calibration,
+    fit_regression,
+    predicted_sd,
+    signal_matrix,
+)
 from .tokenization import length_batches, warn_truncated, warn_unknown
 from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
 
-__all__ = ["ENSEMBLE_FILE", "Predictor", "Transformer", "Ensemble", "Augmented", "TreeBlend",
-           "predict_table", "load_predictor", "fit_blend", "descriptor_lists"]
+__all__ = ["ENSEMBLE_FILE", "Predictor", "Transformer", "Ensemble", "Augmented", "TreeBlend", "Uncertain",
+           "Report", "predict_table", "load_predictor", "fit_blend", "fit_uncertain", "descriptor_lists"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    """A predictor's outputs on valid SMILES, with what a reader needs to trust them."""
+
+    mean: np.ndarray
+    """(n, num_labels) outputs in the label scale."""
+    sd: np.ndarray | None = None
+    """(n, num_labels) the error's standard deviation (regression) or the spread over passes; None: none."""
+    similarity: np.ndarray | None = None
+    """(n,) Tanimoto similarity to the nearest training molecule; None: the model has no reference."""
 
 
 class Predictor:
@@ -73,6 +99,17 @@ class Predictor:
         """Mean (n, num_labels) over the passes, and their standard deviation (None with a single pass)."""
         passes = self.passes(smiles, batch_size, progress)
         return passes.mean(axis=0), (passes.std(axis=0) if len(passes) > 1 else None)
+
+    def signals(self, smiles: Sequence[str], batch_size: int = 128,
+                progress: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The mean outputs, and the signals of their uncertainty computed on the way (see ``uncertainty``):
+        ``spread`` over several passes; a blend adds ``disagreement``."""
+        mean, sd = self.outputs(smiles, batch_size, progress)
+        return mean, ({} if sd is None else {"spread": sd})
+
+    def report(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False) -> Report:
+        """The outputs with their uncertainty and domain, where the predictor has them (``Uncertain`` does)."""
+        return Report(*self.outputs(smiles, batch_size, progress))
 
     def predict(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False) -> pd.DataFrame:
         """One output row per input, in order, with an ``error`` column (see ``predict_table``)."""
@@ -253,6 +290,18 @@ class TreeBlend(_Wrapper):
         mean, sd = self.inner.outputs(smiles, batch_size, progress)
         return self.blend(smiles, mean), sd
 
+    def signals(self, smiles, batch_size=128, progress=False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.blend_signals(smiles, *self.inner.signals(smiles, batch_size, progress))
+
+    def blend_signals(self, smiles: Sequence[str], inner_mean: np.ndarray,
+                      inner_signals: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The blended outputs, and the inner signals with ``disagreement``: |transformer - trees| per output
+        (0 for a target without trees), given the inner predictor's mean outputs and signals on ``smiles``."""
+        trees = self.tree_outputs(smiles)
+        disagreement = np.nan_to_num(np.abs(inner_mean - trees))
+        w = self.weights()
+        return w * inner_mean + (1.0 - w) * np.nan_to_num(trees), {**inner_signals, "disagreement": disagreement}
+
     def blend(self, smiles: Sequence[str], inner_mean: np.ndarray) -> np.ndarray:
         """The blended outputs, given the inner predictor's mean outputs on ``smiles``."""
         trees = np.nan_to_num(self.tree_outputs(smiles))  # a target without trees has weight 1
@@ -288,6 +337,85 @@ def fit_blend(predictor: Predictor, smiles: Sequence[str], labels: np.ndarray,
     return TreeBlend(predictor, trees, choose_weights(meta, y, outputs, trees_out))
 
 
+class Uncertain(_Wrapper):
+    """The inner predictor's outputs with an uncertainty and a domain check fitted on the validation set (see
+    ``uncertainty``): regression gets ``sd`` (and, through ``meta.interval_scale``, a 90% interval); classification
+    gets calibrated probabilities; both get the similarity to the nearest training molecule."""
+
+    def __init__(self, inner: Predictor, reference: Reference, fit: UncertaintyFit):
+        super().__init__(inner)
+        self.reference = reference
+        self.fit = fit
+        self.meta.uncertainty = fit.to_dict()
+
+    def outputs(self, smiles, batch_size=128, progress=False) -> tuple[np.ndarray, np.ndarray | None]:
+        report = self.report(smiles, batch_size, progress)
+        return report.mean, report.sd
+
+    def report(self, smiles, batch_size=128, progress=False) -> Report:
+        smiles = list(smiles)
+        mean, signals = self.inner.signals(smiles, batch_size, progress)
+        nearest = self.reference.similarities(smiles)  # (n, k) largest first
+        similarity = nearest[:, 0] if nearest.shape[1] else np.zeros(len(smiles), dtype=np.float32)
+        signals["dissimilarity"] = 1.0 - (nearest.mean(axis=1) if nearest.shape[1] else similarity)
+        meta = self.meta
+        if meta.layout.has_interval:
+            sd = np.stack([predicted_sd(w, signal_matrix(signals, self.fit.signals, j))
+                           for j, w in enumerate(self.fit.weights)], axis=1).astype(np.float32)
+            return Report(mean, sd, similarity)
+        mean = calibrate(mean, self.fit.calibration, meta.n_classes > 2)
+        return Report(mean, signals.get("spread"), similarity)
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        folder = super().save_pretrained(folder)
+        self.reference.save(folder)
+        return folder
+
+
+def _domain_errors(meta: ModelMeta, y: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """(n,) one error per molecule to choose the domain threshold on: the mean over targets of the absolute error
+    in training-label sds (regression), of |label - probability| (binary), or 1 - the true class's probability."""
+    with np.errstate(invalid="ignore"):
+        if meta.n_classes > 2 and not meta.layout.has_interval:
+            out = np.full(len(y), np.nan)
+            keep = np.isfinite(y[:, 0])
+            out[keep] = 1.0 - mean[keep, y[keep, 0].astype(int)]
+            return out
+        err = np.abs(y - mean)
+        if meta.layout.has_interval and meta.label_std is not None:
+            err = err / np.asarray(meta.label_std)
+        counts = np.isfinite(err).sum(axis=1)
+        return np.where(counts > 0, np.nansum(err, axis=1) / np.maximum(counts, 1), np.nan)
+
+
+def fit_uncertain(predictor: Predictor, smiles: Sequence[str], valid_smiles: Sequence[str], valid_y: np.ndarray,
+                  valid_signals: tuple[np.ndarray, dict[str, np.ndarray]] | None = None, seed: int = 0,
+                  batch_size: int = 128) -> Uncertain:
+    """``predictor`` with an uncertainty and a domain check fitted on the validation set (see ``uncertainty``).
+
+    Args:
+        smiles: the training SMILES (the reference of the domain check).
+        valid_y: (n, targets) validation labels, NaN where missing.
+        valid_signals: the predictor's ``signals`` on ``valid_smiles``, where the caller has them already.
+    """
+    meta = predictor.meta
+    reference = Reference.from_smiles(smiles, seed)
+    mean, signals = valid_signals or predictor.signals(list(valid_smiles), batch_size)
+    nearest = reference.similarities(list(valid_smiles))
+    signals = {**signals, "dissimilarity": 1.0 - nearest.mean(axis=1)}
+    fit = UncertaintyFit(signals=sorted(signals, key=["spread", "disagreement", "dissimilarity"].index),
+                         reference_size=len(reference), n_valid=len(valid_smiles))
+    if meta.layout.has_interval:
+        fit.weights, scales = fit_regression(valid_y, mean, signals, fit.signals, seed)
+        meta.interval_scale = scales
+    else:
+        fit.calibration = fit_calibration(valid_y, mean, meta.n_classes > 2)
+        mean = calibrate(mean, fit.calibration, meta.n_classes > 2)
+    fit.domain_threshold, fit.domain_choice = choose_domain_threshold(nearest[:, 0], _domain_errors(meta, valid_y,
+                                                                                                   mean))
+    return Uncertain(predictor, reference, fit)
+
+
 def predict_table(predictor: Predictor, smiles: Sequence[str], batch_size: int = 128,
                   progress: bool = False, limits: MoleculeLimits | None = None) -> pd.DataFrame:
     """Predictions for every input row, in input order, with the reason in ``error`` where a row fails.
@@ -305,8 +433,12 @@ def predict_table(predictor: Predictor, smiles: Sequence[str], batch_size: int =
         first = predictor.members[0]
         warn_truncated(first.tokenizer, valid, meta.max_length)
         warn_unknown(first.tokenizer, valid)
-        mean, sd = predictor.outputs(valid, batch_size, progress)
-        meta.layout.write(table, rows, meta, mean, sd if meta.has_spread else None)
+        report = predictor.report(valid, batch_size, progress)
+        meta.layout.write(table, rows, meta, report.mean, report.sd if meta.has_spread or meta.has_uncertainty else None)
+        if report.similarity is not None:
+            table.loc[rows, "domain_similarity"] = report.similarity
+            table["in_domain"] = table["in_domain"].astype(object)
+            table.loc[rows, "in_domain"] = report.similarity >= meta.uncertainty["domain_threshold"]
     table["error"] = errors
     return table
 
@@ -344,5 +476,11 @@ def load_predictor(path: str | Path) -> Predictor:
         predictor = Augmented(predictor, meta.tta)
     if meta.tree_weights is not None:
         predictor = TreeBlend(predictor, load_trees(folder), meta.tree_weights)
+    if meta.uncertainty is not None:
+        predictor = Uncertain(predictor, Reference.load(folder), UncertaintyFit.from_dict(meta.uncertainty))
+    else:
+        logger.warning("%s carries no uncertainty or domain check (fine-tuned without a validation set, or by an "
+                       "older smilesformer): its predictions come without <target>_sd, intervals and "
+                       "in_domain; fine-tune it again with a validation set to get them", path)
     predictor.meta = meta
     return predictor

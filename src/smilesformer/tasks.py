@@ -59,6 +59,9 @@ class ModelMeta:
     tree_weights: list[float] | None = None
     """Per target, the transformer's weight in its blend with gradient-boosted trees on RDKit descriptors
     (saved as trees.skops; the trees get 1 - w, see ``trees``); None: the transformer alone."""
+    uncertainty: dict | None = None
+    """What the uncertainty and domain check learnt on the validation set (``uncertainty.UncertaintyFit``); None: a
+    model without them (no validation set, or an older model folder)."""
     version: str = __version__
     extra: dict = field(default_factory=dict)
 
@@ -85,6 +88,11 @@ class ModelMeta:
     def has_spread(self) -> bool:
         """Whether predictions come from several forward passes per molecule (members or randomized SMILES)."""
         return self.tta > 0 or self.ensemble_size > 1
+
+    @property
+    def has_uncertainty(self) -> bool:
+        """Whether predictions carry a fitted uncertainty and domain check (``predictors.Uncertain``)."""
+        return self.uncertainty is not None
 
     def save(self, folder: Path) -> None:
         data = asdict(self)
@@ -144,6 +152,7 @@ class Layout:
         raise NotImplementedError
 
     def spread_columns(self, meta: ModelMeta) -> list[str]:
+        """The uncertainty columns, after the predictions."""
         return []
 
     def write(self, table: pd.DataFrame, rows: list[int], meta: ModelMeta, mean: np.ndarray,
@@ -236,6 +245,8 @@ class Regression(Layout):
         return [f"{t}_pred" for t in meta.targets]
 
     def spread_columns(self, meta: ModelMeta) -> list[str]:
+        if not (meta.has_spread or meta.has_uncertainty):
+            return []
         return [c for t in meta.targets for c in (f"{t}_sd", f"{t}_pi90_low", f"{t}_pi90_high")]
 
     def write(self, table, rows, meta, mean, sd) -> None:
@@ -299,12 +310,15 @@ class Binary(Layout):
         return [c for t in meta.targets for c in (f"{t}_prob", f"{t}_pred")]
 
     def spread_columns(self, meta) -> list[str]:
-        return [f"{t}_prob_sd" for t in meta.targets]
+        return ([f"{t}_confidence" for t in meta.targets] if meta.has_uncertainty else []) + \
+            ([f"{t}_prob_sd" for t in meta.targets] if meta.has_spread else [])
 
     def write(self, table, rows, meta, mean, sd) -> None:
         for j, t in enumerate(meta.targets):
             table.loc[rows, f"{t}_prob"] = mean[:, j]
             table.loc[rows, f"{t}_pred"] = (mean[:, j] >= 0.5).astype(float)
+            if meta.has_uncertainty:  # the (calibrated) probability of the predicted class
+                table.loc[rows, f"{t}_confidence"] = np.maximum(mean[:, j], 1.0 - mean[:, j])
             if sd is not None:
                 table.loc[rows, f"{t}_prob_sd"] = sd[:, j]
 
@@ -352,10 +366,15 @@ class Multiclass(Layout):
         t = meta.targets[0]
         return [f"{t}_prob_{k}" for k in range(meta.n_classes)] + [f"{t}_pred"]
 
+    def spread_columns(self, meta) -> list[str]:
+        return [f"{meta.targets[0]}_confidence"] if meta.has_uncertainty else []
+
     def write(self, table, rows, meta, mean, sd) -> None:
         t = meta.targets[0]
         table.loc[rows, [f"{t}_prob_{k}" for k in range(meta.n_classes)]] = mean
         table.loc[rows, f"{t}_pred"] = mean.argmax(axis=1)
+        if meta.has_uncertainty:
+            table.loc[rows, f"{t}_confidence"] = mean.max(axis=1)
 
     def matrix(self, meta, table) -> np.ndarray:
         return table[self.columns(meta)[:-1]].to_numpy(float)
@@ -415,9 +434,11 @@ def compute_metrics(meta: ModelMeta, y: np.ndarray, p: np.ndarray) -> dict:
 
 
 def prediction_columns(meta: ModelMeta) -> list[str]:
-    """Names of the columns a prediction table has, in order (the spread columns last, when there are any)."""
+    """Names of the columns a prediction table has, in order: the predictions, their uncertainty and the domain
+    check when the model has them (see ``uncertainty``)."""
     layout = meta.layout
-    return layout.columns(meta) + (layout.spread_columns(meta) if meta.has_spread else [])
+    domain = ["domain_similarity", "in_domain"] if meta.has_uncertainty else []
+    return layout.columns(meta) + layout.spread_columns(meta) + domain
 
 
 def prediction_matrix(meta: ModelMeta, table: pd.DataFrame) -> np.ndarray:

@@ -38,7 +38,7 @@ from .descriptors import ENCODER_TYPES, compute_descriptors, descriptor_names, u
 from .evaluate import calibrate_interval
 from .networks import bundled_model_path, quiet_transformers
 from .objectives import MTR_HEAD_FILE, MlmMtrCollator, MtrCollator, mtr_model
-from .predictors import Augmented, Ensemble, Predictor, Transformer, fit_blend
+from .predictors import Augmented, Ensemble, Predictor, Transformer, fit_blend, fit_uncertain
 from .tasks import layout_of_problem
 from .tokenization import warn_truncated, warn_unknown
 
@@ -367,7 +367,8 @@ class BarsWithoutLogs(ProgressCallback):
 
 
 FINGERPRINT_FILE = "run_fingerprint.json"
-_NOT_SETTINGS = ("resume", "progress", "logging_steps")  # TrainConfig fields that do not change the model
+_NOT_SETTINGS = ("resume", "progress", "logging_steps", "uncertainty")  # TrainConfig fields that do not change
+# the network a checkpoint holds
 
 
 def _digest(*parts: object) -> str:
@@ -452,22 +453,23 @@ def fit_predictor(make_member: Callable[[int], Transformer], smiles: Sequence[st
     meta = predictor.meta
     has_valid = valid_smiles is not None and len(valid_smiles) > 0
     blend = config.trees == "gbm" or (config.trees == "auto" and meta.layout.trees_by_default)
-    calibrate = meta.has_spread and meta.layout.has_interval and has_valid
     valid_y = _label_matrix(valid_labels, len(valid_smiles), len(meta.targets)) if has_valid else None
-    # the valid set's outputs, taken once for both the blend weights and the interval (an ensemble with
-    # test-time augmentation runs members x spellings passes over it)
-    valid_out = predictor.outputs(list(valid_smiles), config.eval_batch_size) if has_valid and (blend or calibrate) \
-        else None
+    # the valid set's outputs and uncertainty signals, taken once for the blend weights, the uncertainty and the
+    # interval (an ensemble with test-time augmentation runs members x spellings passes over it)
+    valid_signals = predictor.signals(list(valid_smiles), config.eval_batch_size) if has_valid else None
     if blend:
         y = _label_matrix(labels, len(smiles), len(meta.targets))
         predictor = fit_blend(predictor, smiles, y, valid_smiles if has_valid else None, valid_y,
                               seed=config.seed, batch_size=config.eval_batch_size,
-                              valid_outputs=valid_out[0] if valid_out else None)
-        if valid_out:
-            valid_out = (predictor.blend(valid_smiles, valid_out[0]), valid_out[1])
-    if calibrate:
-        mean, sd = valid_out
-        predictor.meta.interval_scale = calibrate_interval(valid_y, mean, sd)
+                              valid_outputs=valid_signals[0] if valid_signals else None)
+        if valid_signals:
+            valid_signals = predictor.blend_signals(valid_smiles, *valid_signals)
+    if has_valid and config.uncertainty:
+        predictor = fit_uncertain(predictor, smiles, valid_smiles, valid_y, valid_signals, config.seed,
+                                  config.eval_batch_size)
+    elif has_valid and meta.has_spread and meta.layout.has_interval:
+        mean, signals = valid_signals
+        predictor.meta.interval_scale = calibrate_interval(valid_y, mean, signals["spread"])
     return predictor, histories
 
 

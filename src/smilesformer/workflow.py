@@ -35,10 +35,10 @@ from .data import (
     write_table,
 )
 from .descriptors import uses_descriptors
-from .evaluate import GAUSSIAN_Z90, uncertainty_metrics
+from .evaluate import GAUSSIAN_Z90, confidence_metrics, domain_metrics, uncertainty_metrics
 from .model import SmilesModel
 from .networks import bundled_model_path
-from .plots import plot_parity, plot_roc, plot_training_curve
+from .plots import plot_parity, plot_reliability, plot_roc, plot_training_curve, plot_uncertainty
 from .predictors import load_predictor
 from .splits import column_split, random_split, scaffold_split
 from .streaming import predict_frame
@@ -84,14 +84,22 @@ def _n_classes(task: Task, y: np.ndarray) -> int:
     return max(top, 2)
 
 
-def _write_plots(meta, y: np.ndarray, p: np.ndarray, out_dir: Path, title: str) -> list[Path]:
+def _write_plots(meta, y: np.ndarray, p: np.ndarray, out_dir: Path, title: str,
+                 preds: pd.DataFrame | None = None) -> list[Path]:
+    """The parity plot (regression) or ROC curve (binary), and where the predictions carry an uncertainty, the
+    error-versus-uncertainty plot with the retention curve (regression) or the reliability curve (binary)."""
     paths = []
     if meta.task is Task.regression:
         for j, name in enumerate(meta.targets):
-            fname = "parity.png" if len(meta.targets) == 1 else f"parity_{j}_{name}.png".replace("/", "_")
-            paths.append(plot_parity(y[:, j], p[:, j], out_dir / fname, title=f"{title} {name}".strip()))
+            suffix = "" if len(meta.targets) == 1 else f"_{j}_{name}".replace("/", "_")
+            paths.append(plot_parity(y[:, j], p[:, j], out_dir / f"parity{suffix}.png", title=f"{title} {name}".strip()))
+            if preds is not None and f"{name}_sd" in preds:
+                paths.append(plot_uncertainty(preds[f"{name}_sd"].to_numpy(float), y[:, j] - p[:, j],
+                                              out_dir / f"uncertainty{suffix}.png", title=f"{title} {name}".strip()))
     elif meta.n_classes == 2:
         paths.append(plot_roc(y, p, out_dir / "roc.png", meta.targets))
+        if meta.has_uncertainty:
+            paths.append(plot_reliability(y, p, out_dir / "reliability.png", meta.targets))
     return paths
 
 
@@ -192,7 +200,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         return RunResult(out_dir, {}, None, notes + [f"process {state.process_index} of {state.num_processes}: "
                                                      "the run folder is written by process 0"])
     predictor, members = model.predictor, model.members
-    spread = predictor.meta.has_spread and predictor.meta.layout.has_interval
+    spread = _has_uncertainty(predictor.meta)
     if predictor.meta.tree_weights is not None:
         notes.append(f"blended with gradient-boosted trees on RDKit descriptors; transformer weight per target: "
                      f"{predictor.meta.tree_weights}")
@@ -224,7 +232,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         if name == "test":
             out = table.iloc[idx][["row", "smiles", *targets]].reset_index(drop=True)
             pd.concat([out, preds.drop(columns="error")], axis=1).to_csv(out_dir / "test_predictions.csv", index=False)
-            _write_plots(predictor.meta, y[idx], p, out_dir, "test")
+            _write_plots(predictor.meta, y[idx], p, out_dir, "test", preds)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out_dir / "history.json").write_text(json.dumps(history, indent=2))
     plot_training_curve(history, out_dir / "training_curve.png")
@@ -242,11 +250,31 @@ def _read_input(data: str | Path, smiles_col: str | None, sep: str | None = None
     return table, col
 
 
+def _has_uncertainty(meta) -> bool:
+    return meta.has_uncertainty or (meta.has_spread and meta.layout.has_interval)
+
+
 def _uncertainty(meta, y: np.ndarray, p: np.ndarray, preds: pd.DataFrame) -> dict:
-    """Per regression target, how well the prediction spread ranks and bounds the errors."""
-    scales = meta.interval_scale or [GAUSSIAN_Z90] * len(meta.targets)
-    return {t: uncertainty_metrics(y[:, j], p[:, j], preds[f"{t}_sd"].to_numpy(float), scales[j])
-            for j, t in enumerate(meta.targets)}
+    """Per target, how well the uncertainty ranks and bounds the errors (regression: the sd and the 90% interval;
+    classification: calibration and confidence), and the errors of molecules flagged out of the domain."""
+    out: dict = {}
+    if meta.layout.has_interval:
+        scales = meta.interval_scale or [GAUSSIAN_Z90] * len(meta.targets)
+        out = {t: uncertainty_metrics(y[:, j], p[:, j], preds[f"{t}_sd"].to_numpy(float), scales[j])
+               for j, t in enumerate(meta.targets)}
+    elif meta.n_classes == 2:
+        out = {t: confidence_metrics(y[:, j], p[:, j]) for j, t in enumerate(meta.targets)}
+    if "in_domain" in preds:
+        inside = preds["in_domain"].to_numpy(bool)
+        if meta.n_classes > 2 and not meta.layout.has_interval:
+            labelled = np.isfinite(y[:, 0])
+            error = np.full(len(y), np.nan)
+            error[labelled] = 1.0 - p[labelled, y[labelled, 0].astype(int)]
+        else:
+            with np.errstate(invalid="ignore"):
+                error = np.nanmean(np.abs(y - p), axis=1)
+        out["domain"] = domain_metrics(inside, error)
+    return out
 
 
 def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None = None,
@@ -266,8 +294,8 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
     ok = (preds["error"] == "").to_numpy()
     p = prediction_matrix(model.meta, preds)
     metrics = compute_metrics(model.meta, y[ok], p[ok])
-    if model.meta.has_spread and model.meta.layout.has_interval:
-        metrics["uncertainty"] = _uncertainty(model.meta, y[ok], p[ok], preds[ok])
+    if _has_uncertainty(model.meta):
+        metrics["uncertainty"] = _uncertainty(model.meta, y[ok], p[ok], preds[ok].reset_index(drop=True))
     metrics["invalid_rows"] = int((~ok).sum())
     out_path = None
     if out_dir is not None:
@@ -275,7 +303,7 @@ def run_evaluate(model_dir: str | Path, data: str | Path, smiles_col: str | None
         out_path.mkdir(parents=True, exist_ok=True)
         (out_path / "metrics.json").write_text(json.dumps(metrics, indent=2))
         pd.concat([table, preds], axis=1).to_csv(out_path / "predictions.csv", index=False)
-        _write_plots(model.meta, y[ok], p[ok], out_path, "evaluation")
+        _write_plots(model.meta, y[ok], p[ok], out_path, "evaluation", preds[ok].reset_index(drop=True))
     return RunResult(out_path or Path("."), metrics, Path(model_dir))
 
 
