@@ -43,6 +43,8 @@ from .networks import (
     resolve_model_source,
 )
 from .tasks import ENSEMBLE_FILE, ModelMeta, compute_metrics, prediction_columns, prediction_matrix
+from .tokenization import length_batches, warn_truncated, warn_unknown
+from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
 from .uncertainty import (
     Reference,
     UncertaintyFit,
@@ -53,8 +55,6 @@ from .uncertainty import (
     predicted_sd,
     signal_matrix,
 )
-from .tokenization import length_batches, warn_truncated, warn_unknown
-from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
 
 __all__ = ["ENSEMBLE_FILE", "Predictor", "Transformer", "Ensemble", "Augmented", "TreeBlend", "Uncertain",
            "Report", "predict_table", "load_predictor", "fit_blend", "fit_uncertain", "descriptor_lists"]
@@ -434,7 +434,8 @@ def predict_table(predictor: Predictor, smiles: Sequence[str], batch_size: int =
         warn_truncated(first.tokenizer, valid, meta.max_length)
         warn_unknown(first.tokenizer, valid)
         report = predictor.report(valid, batch_size, progress)
-        meta.layout.write(table, rows, meta, report.mean, report.sd if meta.has_spread or meta.has_uncertainty else None)
+        sd = report.sd if meta.has_spread or meta.has_uncertainty else None
+        meta.layout.write(table, rows, meta, report.mean, sd)
         if report.similarity is not None:
             table.loc[rows, "domain_similarity"] = report.similarity
             table["in_domain"] = table["in_domain"].astype(object)

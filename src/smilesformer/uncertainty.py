@@ -40,7 +40,7 @@ from .data import SmilesformerError, mol_from_smiles
 from .evaluate import GAUSSIAN_Z90
 
 __all__ = ["REFERENCE_FILE", "MAX_REFERENCE", "TOP_K", "Reference", "UncertaintyFit", "fingerprints",
-           "fit_uncertainty", "choose_domain_threshold", "predicted_sd", "signal_matrix"]
+           "fit_regression", "fit_calibration", "calibrate", "choose_domain_threshold", "predicted_sd", "signal_matrix"]
 
 logger = logging.getLogger(__name__)
 

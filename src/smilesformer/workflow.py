@@ -92,7 +92,8 @@ def _write_plots(meta, y: np.ndarray, p: np.ndarray, out_dir: Path, title: str,
     if meta.task is Task.regression:
         for j, name in enumerate(meta.targets):
             suffix = "" if len(meta.targets) == 1 else f"_{j}_{name}".replace("/", "_")
-            paths.append(plot_parity(y[:, j], p[:, j], out_dir / f"parity{suffix}.png", title=f"{title} {name}".strip()))
+            paths.append(plot_parity(y[:, j], p[:, j], out_dir / f"parity{suffix}.png",
+                                     title=f"{title} {name}".strip()))
             if preds is not None and f"{name}_sd" in preds:
                 paths.append(plot_uncertainty(preds[f"{name}_sd"].to_numpy(float), y[:, j] - p[:, j],
                                               out_dir / f"uncertainty{suffix}.png", title=f"{title} {name}".strip()))
