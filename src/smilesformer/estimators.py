@@ -32,7 +32,8 @@ __all__ = ["SmilesRegressor", "SmilesClassifier", "SmilesEmbedder", "TRAIN_PARAM
 
 TRAIN_PARAMS = ("epochs", "batch_size", "learning_rate", "weight_decay", "warmup_fraction",
                 "early_stopping_patience", "max_length", "precision", "eval_batch_size", "augment", "tta",
-                "ensemble", "layer_lr_decay", "descriptors", "trees", "adapt", "adapt_epochs", "progress")
+                "ensemble", "layer_lr_decay", "descriptors", "trees", "adapt", "adapt_epochs", "uncertainty",
+                "progress")
 """``TrainConfig`` fields that are estimator parameters of the same name and default."""
 
 TRAIN_FIELDS_LEFT_OUT = {
@@ -122,6 +123,7 @@ class _SmilesEstimator(BaseEstimator):
         trees: str = TrainConfig.trees,
         adapt: str = TrainConfig.adapt,
         adapt_epochs: int = TrainConfig.adapt_epochs,
+        uncertainty: bool = TrainConfig.uncertainty,
         progress: bool = TrainConfig.progress,
     ):
         self.model = model
@@ -144,6 +146,7 @@ class _SmilesEstimator(BaseEstimator):
         self.trees = trees
         self.adapt = adapt
         self.adapt_epochs = adapt_epochs
+        self.uncertainty = uncertainty
         self.progress = progress
 
     def __sklearn_tags__(self):
@@ -186,10 +189,12 @@ class _SmilesEstimator(BaseEstimator):
 
     def _outputs(self, X) -> np.ndarray:
         """(n, targets) predictions, (n, 1) probabilities of class 1, or (n, k) class probabilities."""
+        return prediction_matrix(self.model_.meta, self._table(X))
+
+    def _table(self, X) -> pd.DataFrame:
         check_is_fitted(self)
         smiles = _valid_smiles(X, "predict", _PREDICT_FIX)
-        table = self.model_.predict(smiles, batch_size=self.eval_batch_size)
-        return prediction_matrix(self.model_.meta, table)
+        return self.model_.predict(smiles, batch_size=self.eval_batch_size)
 
 
 def _label_table(y, n: int) -> pd.DataFrame:
@@ -263,10 +268,30 @@ class SmilesRegressor(RegressorMixin, _SmilesEstimator):
         self._y_is_1d = np.ndim(y) == 1
         return self
 
-    def predict(self, X) -> np.ndarray:
-        """(n,) predictions, or (n, targets) when fitted on a 2-D y."""
-        out = self._outputs(X).astype(float)
-        return out[:, 0] if self._y_is_1d else out
+    def predict(self, X, return_std: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """(n,) predictions, or (n, targets) when fitted on a 2-D y.
+
+        Args:
+            return_std: also return the standard deviation of each prediction's error, as scikit-learn's
+                ``GaussianProcessRegressor.predict`` does: the uncertainty fitted on the validation molecules
+                (the ``<target>_sd`` column of ``model_.predict``; see ``smilesformer.uncertainty``).
+
+        Raises:
+            SmilesformerError: ``return_std`` on a model without an uncertainty (fitted with
+                ``validation_fraction=0`` or ``uncertainty=False``).
+        """
+        table = self._table(X)
+        meta = self.model_.meta
+        out = prediction_matrix(meta, table).astype(float)
+        if not return_std:
+            return out[:, 0] if self._y_is_1d else out
+        columns = [f"{t}_sd" for t in meta.targets]
+        if not set(columns) <= set(table.columns):
+            raise SmilesformerError("this model has no uncertainty to return: it was fitted without a validation set "
+                                    "or with uncertainty=False; fit with validation_fraction > 0 (the default) and "
+                                    "uncertainty=True")
+        std = table[columns].to_numpy(float)
+        return (out[:, 0], std[:, 0]) if self._y_is_1d else (out, std)
 
 
 class SmilesClassifier(ClassifierMixin, _SmilesEstimator):

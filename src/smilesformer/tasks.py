@@ -28,11 +28,13 @@ from .evaluate import (
 )
 from .version import __version__
 
-__all__ = ["META_FILE", "ENSEMBLE_FILE", "ModelMeta", "Layout", "Regression", "Binary", "Multiclass", "layout_for",
-           "compute_metrics", "prediction_columns", "prediction_matrix"]
+__all__ = ["META_FILE", "ENSEMBLE_FILE", "DOMAIN_COLUMNS", "ModelMeta", "Layout", "Regression", "Binary", "Multiclass",
+           "layout_for", "compute_metrics", "prediction_columns", "prediction_matrix"]
 
 META_FILE = "smilesformer.json"
 ENSEMBLE_FILE = "ensemble.json"  # an ensemble folder lists its member folders here
+DOMAIN_COLUMNS = ("domain_similarity", "in_domain")
+"""The domain check's columns, one pair per model (see ``uncertainty``)."""
 
 
 @dataclass
@@ -437,7 +439,7 @@ def prediction_columns(meta: ModelMeta) -> list[str]:
     """Names of the columns a prediction table has, in order: the predictions, their uncertainty and the domain
     check when the model has them (see ``uncertainty``)."""
     layout = meta.layout
-    domain = ["domain_similarity", "in_domain"] if meta.has_uncertainty else []
+    domain = list(DOMAIN_COLUMNS) if meta.has_uncertainty else []
     return layout.columns(meta) + layout.spread_columns(meta) + domain
 
 

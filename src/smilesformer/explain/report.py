@@ -102,8 +102,15 @@ class Explanation(dict):
         figures.append(("attention (a description of the mechanics, not an explanation)", self["attention_svg"]))
         lines = [f"<b>{html.escape(self['smiles'])}</b>"]
         if self.get("prediction"):
-            values = ", ".join(f"{html.escape(k)} = {v:.4g}" for k, v in self["prediction"].items())
+            prediction = self["prediction"]
+            values = ", ".join(f"{html.escape(k)} = {v:.4g}" for k, v in prediction.items()
+                               if k not in ("domain_similarity", "in_domain"))
             lines.append(f"prediction: {values}")
+            if prediction.get("domain_similarity") is not None:
+                where = "in the model's domain" if prediction["in_domain"] else \
+                    "<b>out of the model's domain</b> (still predicted; expect a larger error)"
+                lines.append(f"{where}: Tanimoto similarity {prediction['domain_similarity']:.2f} to the nearest "
+                             "training molecule")
         if self.get("attributed_output") is not None:
             lines.append(f"attributed: {html.escape(self['attributed_output'])}, f(x) = {self['output_value']:.4g}, "
                          f"f(baseline) = {self['baseline_value']:.4g}, completeness gap "

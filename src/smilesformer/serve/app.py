@@ -32,7 +32,7 @@ from ..data import MoleculeLimits, SmilesformerError, parse_smiles
 from ..model import SmilesModel
 from ..networks import resolve_model_source
 from ..predictors import predict_table
-from ..tasks import META_FILE, prediction_columns
+from ..tasks import DOMAIN_COLUMNS, META_FILE, prediction_columns
 from ..version import __version__
 from .batching import MicroBatcher
 
@@ -70,8 +70,15 @@ class RowPrediction(BaseModel):
     predictions: dict[str, float | None] = Field(
         description="Column -> value, columns as in `GET /model` (`<target>_pred`, `<target>_prob`, ...); "
                     "null where the SMILES is invalid.")
-    uncertainty: dict[str, float] | None = Field(
-        default=None, description="Per-column uncertainty; null: this model gives no uncertainty estimate.")
+    uncertainty: dict[str, float | None] | None = Field(
+        default=None, description="The prediction's uncertainty, by column: `<target>_sd` (the error's standard "
+                                  "deviation) and the 90% interval `<target>_pi90_low/high` (regression), "
+                                  "`<target>_confidence` (classification: calibrated probability of the predicted "
+                                  "class); null: this model gives no uncertainty.")
+    domain: dict[str, Any] | None = Field(
+        default=None, description="`similarity`: Tanimoto similarity to the nearest training molecule; "
+                                  "`in_domain`: false below the model's `threshold` (chosen on its validation set: "
+                                  "such molecules had clearly larger errors; still predicted); null: no domain check.")
     error: str | None = Field(default=None, description="Why this row has no prediction (invalid SMILES).")
     warning: str | None = Field(default=None, description="A caveat, e.g. the SMILES was truncated.")
 
@@ -161,9 +168,12 @@ def _finite(value: float) -> float | None:
 def predict_rows(model: SmilesModel, smiles: list[str], batch_size: int,
                  limits: MoleculeLimits | None = None) -> list[dict[str, Any]]:
     """One result dict per SMILES (the micro-batcher's batch function); invalid SMILES get an ``error``."""
-    columns = prediction_columns(model.meta)
+    meta = model.meta
+    columns = served_columns(meta)
+    spread = set(meta.layout.spread_columns(meta))
     table = predict_table(model, smiles, batch_size=batch_size, limits=limits)
     values = table[columns].to_numpy(float)  # (n, columns)
+    threshold = meta.uncertainty["domain_threshold"] if meta.has_uncertainty else None
     valid = [i for i, e in enumerate(table["error"]) if not e]
     lengths = dict(zip(valid, model.tokenizer([smiles[i].strip() for i in valid], add_special_tokens=True,
                                               return_length=True)["length"])) if valid else {}
@@ -174,9 +184,20 @@ def predict_rows(model: SmilesModel, smiles: list[str], batch_size: int,
         if lengths.get(i, 0) > model.meta.max_length:
             warning = (f"{lengths[i]} tokens, more than the model's {model.meta.max_length}: the SMILES was "
                        "truncated and its prediction is less reliable")
-        rows.append({"smiles": _as_text(s), "predictions": {c: _finite(v) for c, v in zip(columns, values[i])},
-                     "uncertainty": None, "error": error, "warning": warning})
+        shown = {c: _finite(v) for c, v in zip(columns, values[i])}
+        uncertainty = {c: v for c, v in shown.items() if c in spread} or None
+        domain = None
+        if threshold is not None and not error:
+            domain = {"similarity": _finite(table["domain_similarity"].iat[i]),
+                      "in_domain": bool(table["in_domain"].iat[i]), "threshold": threshold}
+        rows.append({"smiles": _as_text(s), "predictions": shown, "uncertainty": uncertainty, "domain": domain,
+                     "error": error, "warning": warning})
     return rows
+
+
+def served_columns(meta) -> list[str]:
+    """The columns of a result's ``predictions``: the prediction table's, but for the domain check (its own field)."""
+    return [c for c in prediction_columns(meta) if c not in DOMAIN_COLUMNS]
 
 
 def _as_text(smiles: str) -> str:
@@ -321,7 +342,7 @@ def create_app(model_dir: str | Path, config: ServeConfig | None = None) -> Fast
         card = model_dir / "README.md"
         info = ModelInfo(
             name=model_dir.resolve().name, task=model.meta.task.value, targets=model.meta.targets,
-            columns=prediction_columns(model.meta), meta=json.loads((model_dir / META_FILE).read_text()),
+            columns=served_columns(model.meta), meta=json.loads((model_dir / META_FILE).read_text()),
             config=_config_summary(model), card=card.read_text() if card.is_file() else None,
             limits={"max_smiles_per_request": settings.max_smiles_per_request,
                     "max_smiles_length": settings.max_smiles_length, "max_atoms": settings.max_atoms,

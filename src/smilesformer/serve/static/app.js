@@ -102,27 +102,83 @@ function renderTable() {
   head.replaceChildren();
   body.replaceChildren();
   const headRow = head.insertRow();
-  for (const name of ["#", "SMILES", ...state.columns, "error"]) {
+  const intervals = intervalTargets();
+  const hasDomain = state.rows.some((r) => r.domain);
+  const names = ["#", "SMILES", ...state.columns, ...intervals.map((t) => `${t} 90% interval`),
+                 ...(hasDomain ? ["domain"] : []), "error"];
+  for (const name of names) {
     const th = document.createElement("th");
     th.textContent = name;
     headRow.appendChild(th);
   }
+  const ranges = intervals.map((t) => intervalRange(t));
   state.rows.forEach((r, i) => {
     const tr = body.insertRow();
     tr.className = r.error ? "error-row" : "valid";
     tr.dataset.index = String(i);
     const cells = [[String(r.row + 1), "num"], [r.smiles, "smiles"]];
     for (const c of state.columns) cells.push([formatValue(r.predictions[c]), "num"]);
-    cells.push([r.error || r.warning || "", r.error ? "error" : "warning"]);
     for (const [text, cls] of cells) {
       const td = tr.insertCell();
       td.textContent = text;
       td.className = cls;
     }
+    intervals.forEach((t, k) => tr.insertCell().appendChild(intervalBar(r, t, ranges[k])));
+    if (hasDomain) tr.insertCell().appendChild(domainBadge(r.domain));
+    const last = tr.insertCell();
+    last.textContent = r.error || r.warning || "";
+    last.className = r.error ? "error" : "warning";
     if (!r.error) tr.addEventListener("click", () => selectRow(i));
   });
   $("row-count").textContent = `(${state.rows.length})`;
   $("results-panel").hidden = false;
+}
+
+// Targets whose predictions come with a 90% interval (regression with an uncertainty).
+function intervalTargets() {
+  return state.columns.filter((c) => c.endsWith("_pi90_low")).map((c) => c.slice(0, -"_pi90_low".length));
+}
+
+// The span all rows' intervals share, so bars compare across rows.
+function intervalRange(target) {
+  let lo = Infinity, hi = -Infinity;
+  for (const r of state.rows) {
+    const a = r.predictions[`${target}_pi90_low`], b = r.predictions[`${target}_pi90_high`];
+    if (a !== null && a !== undefined) lo = Math.min(lo, a);
+    if (b !== null && b !== undefined) hi = Math.max(hi, b);
+  }
+  return hi > lo ? [lo, hi] : null;
+}
+
+// A bar from the interval's low to high end with a tick at the prediction; its title gives the numbers.
+function intervalBar(r, target, range) {
+  const box = document.createElement("div");
+  box.className = "interval";
+  const low = r.predictions[`${target}_pi90_low`], high = r.predictions[`${target}_pi90_high`];
+  const mid = r.predictions[`${target}_pred`];
+  if (!range || low === null || low === undefined || high === null || high === undefined) return box;
+  const at = (v) => `${(100 * (v - range[0])) / (range[1] - range[0])}%`;
+  const bar = document.createElement("span");
+  bar.className = "interval-bar";
+  bar.style.left = at(low);
+  bar.style.width = `${(100 * (high - low)) / (range[1] - range[0])}%`;
+  const tick = document.createElement("span");
+  tick.className = "interval-mid";
+  tick.style.left = at(mid);
+  box.append(bar, tick);
+  box.title = `${formatValue(mid)} (90% interval ${formatValue(low)} to ${formatValue(high)})`;
+  return box;
+}
+
+// "in domain" / "out of domain" with the similarity to the nearest training molecule.
+function domainBadge(domain) {
+  const badge = document.createElement("span");
+  if (!domain) return badge;
+  badge.className = domain.in_domain ? "badge in-domain" : "badge out-of-domain";
+  badge.textContent = `${domain.in_domain ? "in domain" : "out of domain"} (${formatValue(domain.similarity)})`;
+  badge.title = `Tanimoto similarity to the nearest training molecule: ${formatValue(domain.similarity)}; ` +
+    `below ${formatValue(domain.threshold)} the model's validation errors were clearly larger. Still predicted.`;
+  return badge;
 }
 
 function hideDetail() {
@@ -230,10 +286,12 @@ function csvField(value) {
 }
 
 function downloadCsv() {
-  const header = ["smiles", ...state.columns, "error", "warning"];
+  const hasDomain = state.rows.some((r) => r.domain);
+  const header = ["smiles", ...state.columns, ...(hasDomain ? ["domain_similarity", "in_domain"] : []), "error", "warning"];
   const lines = [header.map(csvField).join(",")];
   for (const r of state.rows) {
-    lines.push([r.smiles, ...state.columns.map((c) => r.predictions[c]), r.error, r.warning].map(csvField).join(","));
+    const domain = hasDomain ? [r.domain ? r.domain.similarity : null, r.domain ? r.domain.in_domain : null] : [];
+    lines.push([r.smiles, ...state.columns.map((c) => r.predictions[c]), ...domain, r.error, r.warning].map(csvField).join(","));
   }
   const blob = new Blob([lines.join("\r\n") + "\r\n"], { type: "text/csv" });
   const link = document.createElement("a");
