@@ -239,6 +239,12 @@ class SmilesModel(Predictor):
     def outputs(self, smiles, batch_size=128, progress=False):
         return self.predictor.outputs(smiles, batch_size, progress)
 
+    def signals(self, smiles, batch_size=128, progress=False):
+        return self.predictor.signals(smiles, batch_size, progress)
+
+    def report(self, smiles, batch_size=128, progress=False):
+        return self.predictor.report(smiles, batch_size, progress)
+
     def save_pretrained(self, folder: str | Path) -> Path:
         """A folder ``load_predictor`` and ``from_pretrained`` read back: a standard HF folder (safetensors
         weights, config, tokenizer) plus smilesformer.json, or ensemble members, trees beside them."""
