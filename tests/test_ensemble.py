@@ -14,7 +14,7 @@ from smilesformer import DataConfig, SmilesEnsemble, SmilesModel, TrainConfig, l
 from smilesformer.cli import app
 from smilesformer.data import SmilesformerError, randomized_smiles
 from smilesformer.evaluate import calibrate_interval, uncertainty_metrics
-from smilesformer.predictors import Augmented, TreeBlend
+from smilesformer.predictors import Augmented, TreeBlend, Uncertain
 from smilesformer.train import AugmentedDataset, layerwise_param_groups
 
 from .conftest import spy_lengths
@@ -107,8 +107,11 @@ def test_ensemble_run_saves_members_and_reports_uncertainty(ensemble_run):
 
 def test_ensemble_predicts_every_row_with_a_spread(ensemble_run):
     predictor = load_predictor(ensemble_run.model_dir)
-    # one loader builds the composition the folder describes: trees around augmentation around the members
-    assert isinstance(predictor, TreeBlend) and isinstance(predictor.inner, Augmented)
+    # one loader builds the composition the folder describes: the uncertainty around trees around augmentation
+    # around the members; the uncertainty reads the members' spread too
+    assert isinstance(predictor, Uncertain) and isinstance(predictor.inner, TreeBlend)
+    assert isinstance(predictor.inner.inner, Augmented)
+    assert predictor.meta.uncertainty["signals"] == ["spread", "disagreement", "dissimilarity"]
     assert isinstance(predictor.find(SmilesEnsemble), SmilesEnsemble)
     assert predictor.meta.tta == 2 and predictor.meta.ensemble_size == 2
     out = predictor.predict(["CCO", "C1CC", "c1ccccc1O"])
@@ -182,15 +185,21 @@ def test_every_entry_point_reads_an_ensemble_with_trees(ensemble_run, tmp_path):
 
 
 def test_interval_is_calibrated_on_the_blend_over_the_valid_set(ensemble_run, esol50_path):
-    """The valid set's outputs are taken once for the blend weights and the interval: the saved scale is what the
-    loaded predictor's blended outputs on the valid rows calibrate to."""
+    """The valid set's outputs are taken once for the blend weights and the uncertainty: the saved error model and
+    interval scale are what the loaded predictor's blended outputs and signals on the valid rows fit to."""
+    from smilesformer.uncertainty import fit_regression
+
     predictor = load_predictor(ensemble_run.model_dir)
     split = pd.read_csv(ensemble_run.out_dir / "split.csv")
     labels = pd.read_csv(esol50_path)["logS"].to_numpy(float)
     valid = split[split["split"] == "valid"]
-    mean, sd = predictor.outputs(valid["smiles"].tolist())
-    scale = calibrate_interval(labels[valid["row"].to_numpy()].reshape(-1, 1), mean, sd)
-    np.testing.assert_allclose(predictor.meta.interval_scale, scale, rtol=1e-3)
+    smiles = valid["smiles"].tolist()
+    mean, signals = predictor.inner.signals(smiles)
+    signals["dissimilarity"] = 1.0 - predictor.reference.similarities(smiles).mean(axis=1)
+    weights, scales = fit_regression(labels[valid["row"].to_numpy()].reshape(-1, 1), mean, signals,
+                                     predictor.meta.uncertainty["signals"], seed=0)
+    np.testing.assert_allclose(predictor.meta.interval_scale, scales, rtol=1e-3)
+    np.testing.assert_allclose(predictor.meta.uncertainty["weights"], weights, rtol=1e-3, atol=1e-6)
 
 
 def test_fine_tuning_predicts_the_valid_set_once(make_tiny_model, esol50, monkeypatch):
