@@ -174,7 +174,8 @@ def test_classification_gets_calibrated_probabilities_and_a_confidence(esol50, t
     table = model.predict(smiles[:5])
     assert list(table.columns) == ["soluble_prob", "soluble_pred", "soluble_confidence", "domain_similarity",
                                    "in_domain", "error"]
-    np.testing.assert_allclose(table["soluble_confidence"], np.maximum(table["soluble_prob"], 1 - table["soluble_prob"]))
+    prob = table["soluble_prob"]
+    np.testing.assert_allclose(table["soluble_confidence"], np.maximum(prob, 1 - prob))
     inner_prob, _ = model.predictor.inner.outputs(smiles[:5])
     np.testing.assert_allclose(table["soluble_prob"], calibrate(inner_prob, model.meta.uncertainty["calibration"],
                                                                 False)[:, 0], rtol=1e-5)
@@ -200,6 +201,7 @@ def test_the_service_returns_the_uncertainty_and_the_domain(uncertain_dir, esol5
     assert info["columns"] == body["columns"] == ["logS_pred", "logS_sd", "logS_pi90_low", "logS_pi90_high"]
     good, bad = body["results"]
     assert set(good["uncertainty"]) == {"logS_sd", "logS_pi90_low", "logS_pi90_high"}
-    assert good["uncertainty"]["logS_pi90_low"] < good["predictions"]["logS_pred"] < good["uncertainty"]["logS_pi90_high"]
+    interval = good["uncertainty"]
+    assert interval["logS_pi90_low"] < good["predictions"]["logS_pred"] < interval["logS_pi90_high"]
     assert good["domain"]["in_domain"] is True and math.isclose(good["domain"]["similarity"], 1.0, rel_tol=1e-6)
     assert bad["domain"] is None and bad["error"]

@@ -112,7 +112,7 @@ def uncertainty_metrics(y: np.ndarray, pred: np.ndarray, sd: np.ndarray, scale: 
     if len(y) < 3:
         return out
     err = np.abs(y - pred)
-    if np.std(sd) > 0:
+    if np.ptp(sd) > 1e-9 * np.abs(sd).max() and np.ptp(err) > 0:  # a constant has no rank correlation
         out["spearman_sd_abs_error"] = float(stats.spearmanr(sd, err)[0])
         out["spearman_expected"] = expected_spearman(sd)
     out["coverage_90"] = float(np.mean(err <= scale * sd))
