@@ -6,8 +6,14 @@ regression) once per data set and seed, then scores every candidate uncertainty 
 
 - ``disagreement``: |transformer - trees| of the blend;
 - ``similarity``: 1 - mean Tanimoto similarity to the 5 nearest training molecules (Morgan, radius 2, 2,048 bits);
+- ``neighbour_spread``: the similarity-weighted sd of those 5 molecules' labels;
+- ``neighbour_disagreement``: |prediction - their similarity-weighted mean label|;
 - ``embedding``: mean cosine distance of the head's input (the pooled embedding) to its 5 nearest training ones;
-- ``combined``: disagreement and similarity (what ``smilesformer`` fits by default), ``all``: the three.
+- combinations: ``disagreement+similarity``, ``default`` (the signals ``smilesformer`` fits by default,
+  ``uncertainty.DEFAULT_SIGNALS``) and ``default+embedding``.
+
+The arrays every method is scored from are saved per run (``--work``/<split file>.npz); ``--rescore`` scores the
+methods again from them without fine-tuning again.
 
 Each one's weights and 90% interval scale are fitted on the validation set only (``uncertainty.fit_regression``);
 its validation Spearman is cross-fitted (weights from the other folds), the figure a method is chosen on. Test
@@ -46,6 +52,7 @@ from smilesformer.config import DEFAULT_MODEL, Task  # noqa: E402
 from smilesformer.embeddings import EmbedConfig, embed  # noqa: E402
 from smilesformer.evaluate import confidence_metrics, domain_metrics, uncertainty_metrics  # noqa: E402
 from smilesformer.uncertainty import (  # noqa: E402
+    DEFAULT_SIGNALS,
     FOLDS,
     _nnls_fit,
     calibrate,
@@ -54,8 +61,10 @@ from smilesformer.uncertainty import (  # noqa: E402
     signal_matrix,
 )
 
-METHODS = {"disagreement": ["disagreement"], "similarity": ["dissimilarity"], "embedding": ["embedding"],
-           "combined": ["disagreement", "dissimilarity"], "all": ["disagreement", "dissimilarity", "embedding"]}
+METHODS = {"disagreement": ["disagreement"], "similarity": ["dissimilarity"],
+           "neighbour_spread": ["neighbour_spread"], "neighbour_disagreement": ["neighbour_disagreement"],
+           "embedding": ["embedding"], "disagreement+similarity": ["disagreement", "dissimilarity"],
+           "default": list(DEFAULT_SIGNALS), "default+embedding": [*DEFAULT_SIGNALS, "embedding"]}
 K = 5
 
 
@@ -94,36 +103,59 @@ def run_smilesformer(path: Path, info: dict, seed: int, args) -> dict:
     inner, fitted = predictor.inner, predictor.fit
     emb_train = embed(model, smiles["train"], EmbedConfig(pooling="head")).vectors
     out: dict = {"fit_seconds": round(fit_seconds, 1), "fitted": fitted.to_dict()}
-    sets = {}
+    arrays = {}
     for name in ("val", "test"):
         mean, signals = inner.signals(smiles[name])
-        nearest = predictor.reference.similarities(smiles[name])
-        signals["dissimilarity"] = 1.0 - nearest.mean(axis=1)
+        similarity, near = predictor.reference.signals(smiles[name], mean if task is Task.regression else None)
+        signals.update(near)
         signals["embedding"] = _embedding_distance(emb_train, embed(model, smiles[name],
                                                                     EmbedConfig(pooling="head")).vectors)
-        sets[name] = (mean, signals, nearest[:, 0])
+        arrays.update({f"{name}_y": y[name], f"{name}_mean": mean, f"{name}_similarity": similarity,
+                       **{f"{name}_signal_{k}": v for k, v in signals.items()}})
+    np.savez_compressed(args.work / f"{path.stem}.npz", **arrays)
     # the predict time of the whole default model beside the same model without the uncertainty (timed here on a
-    # machine that may be busy: bench_uncertainty --time-only measures it on an idle one)
+    # machine that may be busy: the closing figure comes from a run on an idle one)
     out["predict_seconds"] = _time_predict(predictor, smiles["test"])
-    (vmean, vsig, _), (tmean, tsig, tsim) = sets["val"], sets["test"]
+    out.update(score(arrays, task, fitted.to_dict(), seed))
+    return out
+
+
+def _load_arrays(path: Path) -> dict:
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def _signals(arrays: dict, name: str) -> dict[str, np.ndarray]:
+    prefix = f"{name}_signal_"
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def score(arrays: dict, task: Task, fitted: dict, seed: int) -> dict:
+    """Every candidate method fitted on the validation arrays and scored on the test ones."""
+    vy, vmean, vsig = arrays["val_y"], arrays["val_mean"], _signals(arrays, "val")
+    ty, tmean, tsig = arrays["test_y"], arrays["test_mean"], _signals(arrays, "test")
+    out: dict = {}
     if task is Task.regression:
         out["methods"] = {}
         for method, names in METHODS.items():
-            weights, scales = fit_regression(y["val"], vmean, vsig, names, seed)
-            record = {"valid_spearman_crossfit": _oof_spearman(y["val"][:, 0], vmean[:, 0],
+            names = [n for n in names if n != "spread" or "spread" in vsig]  # a spread needs several passes
+            if not all(n in vsig for n in names):
+                continue
+            weights, scales = fit_regression(vy, vmean, vsig, names, seed)
+            record = {"valid_spearman_crossfit": _oof_spearman(vy[:, 0], vmean[:, 0],
                                                                signal_matrix(vsig, names, 0), seed)}
             sd = predicted_sd(weights[0], signal_matrix(tsig, names, 0))
-            record.update(uncertainty_metrics(y["test"][:, 0], tmean[:, 0], sd, scales[0]))
+            record.update(uncertainty_metrics(ty[:, 0], tmean[:, 0], sd, scales[0]))
             record["weights"] = weights[0]
             out["methods"][method] = record
-        error = np.abs(y["test"][:, 0] - tmean[:, 0])
+        error = np.abs(ty[:, 0] - tmean[:, 0])
     else:
-        calibrated = calibrate(tmean, fitted.calibration, False)
-        out["raw"] = confidence_metrics(y["test"][:, 0], tmean[:, 0])
-        out["calibrated"] = confidence_metrics(y["test"][:, 0], calibrated[:, 0])
-        error = np.abs(y["test"][:, 0] - calibrated[:, 0])
-    out["domain"] = domain_metrics(tsim >= fitted.domain_threshold, error)
-    out["domain"]["threshold"] = fitted.domain_threshold
+        calibrated = calibrate(tmean, fitted["calibration"], False)
+        out["raw"] = confidence_metrics(ty[:, 0], tmean[:, 0])
+        out["calibrated"] = confidence_metrics(ty[:, 0], calibrated[:, 0])
+        error = np.abs(ty[:, 0] - calibrated[:, 0])
+    out["domain"] = domain_metrics(arrays["test_similarity"] >= fitted["domain_threshold"], error)
+    out["domain"]["threshold"] = fitted["domain_threshold"]
     return out
 
 
@@ -199,8 +231,8 @@ def summarize(runs: list[dict]) -> dict:
             return round(float(np.mean(values)), 4) if values else None
 
         if rs and "methods" in rs[0]["smilesformer"]:
-            for method in METHODS:
-                ms = [r["smilesformer"]["methods"][method] for r in rs]
+            for method in rs[0]["smilesformer"]["methods"]:
+                ms = [r["smilesformer"]["methods"][method] for r in rs if method in r["smilesformer"]["methods"]]
                 block[method] = {k: mean([m.get(k) for m in ms]) for k in
                                  ("valid_spearman_crossfit", "spearman_sd_abs_error", "spearman_expected",
                                   "coverage_90", "mean_interval_width", "mae_confident_half_ratio")}
@@ -233,6 +265,7 @@ def main() -> None:
     parser.add_argument("--chemprop", action="store_true", help="also chemprop's own uncertainty")
     parser.add_argument("--chemprop-only", action="store_true", help="chemprop runs only (smilesformer's kept)")
     parser.add_argument("--chemprop-epochs", type=int, default=50)
+    parser.add_argument("--rescore", action="store_true", help="score the methods again from the saved arrays")
     parser.add_argument("--chemprop-bin", default=None)
     parser.add_argument("--work", type=Path, default=Path("runs/uncertainty"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/uncertainty.json"))
@@ -246,6 +279,11 @@ def main() -> None:
             record = json.loads(record_path.read_text()) if record_path.is_file() else {}
             if record.get("sha256") != info["sha256"]:
                 record = {"dataset": dataset, "seed": seed, "sha256": info["sha256"], "n": info["n"]}
+            arrays = args.work / f"{path.stem}.npz"
+            if args.rescore and "smilesformer" in record and arrays.is_file():  # new methods, same fine-tune
+                record["smilesformer"].update(score(_load_arrays(arrays), Task(info["task"]),
+                                                    record["smilesformer"]["fitted"], seed))
+                record_path.write_text(json.dumps(record, indent=2))
             if "smilesformer" not in record and not args.chemprop_only:
                 print(f"{dataset} seed {seed}: smilesformer", flush=True)
                 record["smilesformer"] = run_smilesformer(path, info, seed, args)

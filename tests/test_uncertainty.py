@@ -47,6 +47,22 @@ def test_similarities_match_rdkit_tanimoto_and_come_largest_first(esol50):
     assert (got[-1] == 0).all(), "an unreadable SMILES is like nothing"
 
 
+def test_neighbour_signals_read_the_nearest_training_labels(esol50):
+    smiles = esol50["smiles"].tolist()
+    labels = np.arange(len(smiles), dtype=float)[:, None]
+    reference = Reference.from_smiles(smiles + smiles[:3], np.vstack([labels, labels[:3] + 100]))
+    assert len(reference) == len(smiles) and reference.labels[0, 0] == 0, "a repeated molecule: its first row"
+    sims, where = reference.nearest(smiles[:4], k=5)
+    similarity, signals = reference.signals(smiles[:4], mean=np.zeros((4, 1)))
+    np.testing.assert_allclose(similarity, sims[:, 0])
+    w = sims[0]
+    centre = (w * where[0]).sum() / w.sum()  # labels are the positions here
+    assert signals["neighbour_disagreement"][0, 0] == pytest.approx(centre, rel=1e-5)
+    assert signals["neighbour_spread"][0, 0] == pytest.approx(np.sqrt((w * (where[0] - centre) ** 2).sum() / w.sum()),
+                                                              rel=1e-5)
+    assert set(reference.signals(smiles[:4])[1]) == {"dissimilarity"}, "no predictions: no neighbour signals"
+
+
 def test_reference_is_bounded_and_saved_as_arrays_only(tmp_path, esol50, monkeypatch):
     import smilesformer.uncertainty as unc
 
@@ -54,7 +70,10 @@ def test_reference_is_bounded_and_saved_as_arrays_only(tmp_path, esol50, monkeyp
     reference = unc.Reference.from_smiles(esol50["smiles"].tolist(), seed=1)
     assert len(reference) == 10 and reference.packed.shape == (10, 256)  # 256 bytes per molecule
     reference.save(tmp_path)
-    assert (Reference.load(tmp_path).packed == reference.packed).all()
+    assert (Reference.load(tmp_path).packed == reference.packed).all() and Reference.load(tmp_path).labels is None
+    with_labels = unc.Reference.from_smiles(esol50["smiles"].tolist()[:5], np.arange(5.0))
+    with_labels.save(tmp_path)
+    np.testing.assert_array_equal(Reference.load(tmp_path).labels[:, 0], np.arange(5.0))
     (tmp_path / REFERENCE_FILE).unlink()
     with pytest.raises(SmilesformerError, match="copy the whole model folder"):
         Reference.load(tmp_path)
@@ -133,7 +152,8 @@ def test_a_model_fitted_with_validation_predicts_an_interval_and_a_domain(uncert
     model = load_predictor(uncertain_dir)
     assert isinstance(model, Uncertain) and (uncertain_dir / REFERENCE_FILE).is_file()
     fit = model.meta.uncertainty
-    assert fit["signals"] == ["disagreement", "dissimilarity"] and fit["reference_size"] == 30
+    assert fit["signals"] == ["disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement"]
+    assert fit["reference_size"] == 30 and model.reference.labels.shape == (30, 1)
     smiles = [esol50["smiles"][0], "not a smiles", esol50["smiles"][45]]
     table = model.predict(smiles)
     assert list(table.columns) == ["logS_pred", "logS_sd", "logS_pi90_low", "logS_pi90_high", "domain_similarity",

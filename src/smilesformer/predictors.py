@@ -46,6 +46,8 @@ from .tasks import ENSEMBLE_FILE, ModelMeta, compute_metrics, prediction_columns
 from .tokenization import length_batches, warn_truncated, warn_unknown
 from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
 from .uncertainty import (
+    DEFAULT_SIGNALS,
+    SIGNALS,
     Reference,
     UncertaintyFit,
     calibrate,
@@ -354,11 +356,10 @@ class Uncertain(_Wrapper):
 
     def report(self, smiles, batch_size=128, progress=False) -> Report:
         smiles = list(smiles)
-        mean, signals = self.inner.signals(smiles, batch_size, progress)
-        nearest = self.reference.similarities(smiles)  # (n, k) largest first
-        similarity = nearest[:, 0] if nearest.shape[1] else np.zeros(len(smiles), dtype=np.float32)
-        signals["dissimilarity"] = 1.0 - (nearest.mean(axis=1) if nearest.shape[1] else similarity)
         meta = self.meta
+        mean, signals = self.inner.signals(smiles, batch_size, progress)
+        similarity, near = self.reference.signals(smiles, mean if meta.layout.has_interval else None)
+        signals.update(near)
         if meta.layout.has_interval:
             sd = np.stack([predicted_sd(w, signal_matrix(signals, self.fit.signals, j))
                            for j, w in enumerate(self.fit.weights)], axis=1).astype(np.float32)
@@ -388,22 +389,25 @@ def _domain_errors(meta: ModelMeta, y: np.ndarray, mean: np.ndarray) -> np.ndarr
         return np.where(counts > 0, np.nansum(err, axis=1) / np.maximum(counts, 1), np.nan)
 
 
-def fit_uncertain(predictor: Predictor, smiles: Sequence[str], valid_smiles: Sequence[str], valid_y: np.ndarray,
+def fit_uncertain(predictor: Predictor, smiles: Sequence[str], labels: np.ndarray, valid_smiles: Sequence[str],
+                  valid_y: np.ndarray,
                   valid_signals: tuple[np.ndarray, dict[str, np.ndarray]] | None = None, seed: int = 0,
                   batch_size: int = 128) -> Uncertain:
     """``predictor`` with an uncertainty and a domain check fitted on the validation set (see ``uncertainty``).
 
     Args:
-        smiles: the training SMILES (the reference of the domain check).
+        smiles, labels: the training SMILES and (n, targets) labels (the reference of the domain check and of the
+            neighbour signals).
         valid_y: (n, targets) validation labels, NaN where missing.
         valid_signals: the predictor's ``signals`` on ``valid_smiles``, where the caller has them already.
     """
     meta = predictor.meta
-    reference = Reference.from_smiles(smiles, seed)
+    regression = meta.layout.has_interval
+    reference = Reference.from_smiles(smiles, labels if regression else None, seed)
     mean, signals = valid_signals or predictor.signals(list(valid_smiles), batch_size)
-    nearest = reference.similarities(list(valid_smiles))
-    signals = {**signals, "dissimilarity": 1.0 - nearest.mean(axis=1)}
-    fit = UncertaintyFit(signals=sorted(signals, key=["spread", "disagreement", "dissimilarity"].index),
+    similarity, near = reference.signals(list(valid_smiles), mean if regression else None)
+    signals = {**signals, **near}
+    fit = UncertaintyFit(signals=[name for name in SIGNALS if name in signals and name in DEFAULT_SIGNALS],
                          reference_size=len(reference), n_valid=len(valid_smiles))
     if meta.layout.has_interval:
         fit.weights, scales = fit_regression(valid_y, mean, signals, fit.signals, seed)
@@ -411,8 +415,7 @@ def fit_uncertain(predictor: Predictor, smiles: Sequence[str], valid_smiles: Seq
     else:
         fit.calibration = fit_calibration(valid_y, mean, meta.n_classes > 2)
         mean = calibrate(mean, fit.calibration, meta.n_classes > 2)
-    fit.domain_threshold, fit.domain_choice = choose_domain_threshold(nearest[:, 0], _domain_errors(meta, valid_y,
-                                                                                                   mean))
+    fit.domain_threshold, fit.domain_choice = choose_domain_threshold(similarity, _domain_errors(meta, valid_y, mean))
     return Uncertain(predictor, reference, fit)
 
 

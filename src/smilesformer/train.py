@@ -465,7 +465,8 @@ def fit_predictor(make_member: Callable[[int], Transformer], smiles: Sequence[st
         if valid_signals:
             valid_signals = predictor.blend_signals(valid_smiles, *valid_signals)
     if has_valid and config.uncertainty:
-        predictor = fit_uncertain(predictor, smiles, valid_smiles, valid_y, valid_signals, config.seed,
+        y = _label_matrix(labels, len(smiles), len(meta.targets))
+        predictor = fit_uncertain(predictor, smiles, y, valid_smiles, valid_y, valid_signals, config.seed,
                                   config.eval_batch_size)
     elif has_valid and meta.has_spread and meta.layout.has_interval:
         mean, signals = valid_signals

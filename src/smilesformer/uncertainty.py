@@ -39,8 +39,9 @@ import torch
 from .data import SmilesformerError, mol_from_smiles
 from .evaluate import GAUSSIAN_Z90
 
-__all__ = ["REFERENCE_FILE", "MAX_REFERENCE", "TOP_K", "Reference", "UncertaintyFit", "fingerprints",
-           "fit_regression", "fit_calibration", "calibrate", "choose_domain_threshold", "predicted_sd", "signal_matrix"]
+__all__ = ["REFERENCE_FILE", "SIGNALS", "DEFAULT_SIGNALS", "MAX_REFERENCE", "TOP_K", "Reference", "UncertaintyFit",
+           "fingerprints", "fit_regression", "fit_calibration", "calibrate", "choose_domain_threshold",
+           "predicted_sd", "signal_matrix"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,10 @@ reference is at most 5 MB; a larger training set keeps a seeded random sample of
 TOP_K = 5
 """Nearest training molecules whose mean similarity is the ``dissimilarity`` signal (the domain column uses the
 nearest one, the figure a chemist reads)."""
-SIGNALS = ("spread", "disagreement", "dissimilarity")
+SIGNALS = ("spread", "disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement")
+"""Every signal, in the order an error model lists them."""
+DEFAULT_SIGNALS = SIGNALS
+"""The signals a fine-tuned model's error model is fitted on (chosen by benchmarks/bench_uncertainty.py)."""
 DOMAIN_QUANTILES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 """Validation similarity quantiles tried as the domain threshold."""
 MIN_FLAGGED = 5
@@ -76,24 +80,32 @@ def fingerprints(smiles: Sequence[str]) -> np.ndarray:
 
 
 class Reference:
-    """Packed fingerprints of (up to ``MAX_REFERENCE``) training molecules, searched by Tanimoto similarity."""
+    """Packed fingerprints of (up to ``MAX_REFERENCE``) training molecules and their labels, searched by Tanimoto
+    similarity."""
 
-    def __init__(self, packed: np.ndarray):
+    def __init__(self, packed: np.ndarray, labels: np.ndarray | None = None):
         self.packed = np.ascontiguousarray(packed, dtype=np.uint8)
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.float32).reshape(len(self.packed), -1)
 
     def __len__(self) -> int:
         return len(self.packed)
 
     @classmethod
-    def from_smiles(cls, smiles: Sequence[str], seed: int = 0) -> Reference:
-        smiles = list(dict.fromkeys(smiles))
-        if len(smiles) > MAX_REFERENCE:
-            keep = np.sort(np.random.default_rng(seed).choice(len(smiles), MAX_REFERENCE, replace=False))
-            smiles = [smiles[i] for i in keep]
-        return cls(fingerprints(smiles))
+    def from_smiles(cls, smiles: Sequence[str], labels: np.ndarray | None = None, seed: int = 0) -> Reference:
+        """The reference of a training set: each molecule once (its first row), a seeded sample beyond
+        ``MAX_REFERENCE``; ``labels`` (n, targets) in the label scale, or None."""
+        seen: dict[str, int] = {}
+        for i, s in enumerate(smiles):
+            seen.setdefault(s, i)
+        keep = np.fromiter(seen.values(), dtype=int, count=len(seen))
+        if len(keep) > MAX_REFERENCE:
+            keep = np.sort(np.random.default_rng(seed).choice(keep, MAX_REFERENCE, replace=False))
+        labels = None if labels is None else np.asarray(labels, dtype=float).reshape(len(smiles), -1)[keep]
+        return cls(fingerprints([smiles[i] for i in keep]), labels)
 
-    def similarities(self, smiles: Sequence[str], k: int = TOP_K, chunk: int = 4096) -> np.ndarray:
-        """(n, min(k, len(self))) Tanimoto similarities to the nearest reference molecules, largest first.
+    def nearest(self, smiles: Sequence[str], k: int = TOP_K, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """(n, min(k, len(self))) Tanimoto similarities to the nearest reference molecules, largest first, and their
+        positions in the reference.
 
         A dense float32 matrix product over chunks of the reference: the intersection counts of all query-reference
         pairs at once, at a few hundred microseconds per molecule against 10,000 references on two cores, and no
@@ -101,22 +113,52 @@ class Reference:
         """
         k = min(k, len(self))
         if not len(smiles) or k == 0:
-            return np.zeros((len(smiles), k), dtype=np.float32)
+            return np.zeros((len(smiles), k), dtype=np.float32), np.zeros((len(smiles), k), dtype=int)
         query = torch.from_numpy(np.unpackbits(fingerprints(smiles), axis=1).astype(np.float32))  # (n, bits)
         q_count = query.sum(1, keepdim=True)
         best = torch.full((len(query), k), -1.0)
+        where = torch.zeros((len(query), k), dtype=torch.long)
         with torch.inference_mode():
             for start in range(0, len(self.packed), chunk):
                 ref = torch.from_numpy(np.unpackbits(self.packed[start:start + chunk], axis=1).astype(np.float32))
                 inter = query @ ref.T  # (n, chunk) common on-bits
                 union = q_count + ref.sum(1)[None] - inter
                 sim = torch.where(union > 0, inter / union.clamp(min=1), torch.zeros(()))
-                best = torch.cat([best, sim], 1).topk(k, dim=1).values
-        return best.numpy()
+                positions = torch.arange(start, start + len(ref)).expand(len(query), -1)
+                top = torch.cat([best, sim], 1).topk(k, dim=1)
+                best, where = top.values, torch.cat([where, positions], 1).gather(1, top.indices)
+        return best.numpy(), where.numpy()
+
+    def similarities(self, smiles: Sequence[str], k: int = TOP_K, chunk: int = 4096) -> np.ndarray:
+        """(n, min(k, len(self))) the similarities of ``nearest``."""
+        return self.nearest(smiles, k, chunk)[0]
+
+    def signals(self, smiles: Sequence[str],
+                mean: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The nearest training molecule's similarity (n,), and the signals the reference gives: ``dissimilarity``
+        (n,); with labels and the predictions ``mean`` (n, targets) of a regression, ``neighbour_spread``, the
+        similarity-weighted sd of the nearest molecules' labels (a rough neighbourhood: activity cliffs), and
+        ``neighbour_disagreement``, |prediction - their weighted mean label| (a nearest-neighbour model disagreeing).
+        """
+        sims, where = self.nearest(smiles)
+        if not sims.shape[1]:
+            return np.zeros(len(smiles), dtype=np.float32), {"dissimilarity": np.ones(len(smiles))}
+        out = {"dissimilarity": 1.0 - sims.mean(axis=1)}
+        if self.labels is not None and mean is not None:
+            labels = self.labels[where]  # (n, k, targets)
+            w = np.where(np.isfinite(labels), np.maximum(sims, 1e-3)[:, :, None], 0.0)
+            values = np.nan_to_num(labels)
+            total = np.maximum(w.sum(axis=1), 1e-12)
+            centre = (w * values).sum(axis=1) / total  # (n, targets)
+            spread = np.sqrt((w * (values - centre[:, None]) ** 2).sum(axis=1) / total)
+            out["neighbour_spread"] = spread
+            out["neighbour_disagreement"] = np.abs(mean - centre)
+        return sims[:, 0], out
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / REFERENCE_FILE
-        np.savez_compressed(path, fingerprints=self.packed, bits=FP_BITS, radius=FP_RADIUS)
+        extra = {} if self.labels is None else {"labels": self.labels}
+        np.savez_compressed(path, fingerprints=self.packed, bits=FP_BITS, radius=FP_RADIUS, **extra)
         return path
 
     @classmethod
@@ -129,7 +171,7 @@ class Reference:
             if (int(data["bits"]), int(data["radius"])) != (FP_BITS, FP_RADIUS):
                 raise SmilesformerError(f"{path} holds {int(data['bits'])}-bit radius-{int(data['radius'])} "
                                         f"fingerprints; this smilesformer reads {FP_BITS}-bit radius-{FP_RADIUS}")
-            return cls(data["fingerprints"])
+            return cls(data["fingerprints"], data["labels"] if "labels" in data else None)
 
 
 @dataclass
