@@ -225,3 +225,24 @@ def test_the_service_returns_the_uncertainty_and_the_domain(uncertain_dir, esol5
     assert interval["logS_pi90_low"] < good["predictions"]["logS_pred"] < interval["logS_pi90_high"]
     assert good["domain"]["in_domain"] is True and math.isclose(good["domain"]["similarity"], 1.0, rel_tol=1e-6)
     assert bad["domain"] is None and bad["error"]
+
+
+def test_finetune_evaluate_and_streamed_predict_carry_the_uncertainty(tmp_path, esol50_path):
+    from smilesformer import DataConfig, run_evaluate, stream_predict
+    from smilesformer.workflow import run_finetune
+
+    data = DataConfig(str(esol50_path), smiles_col="smiles", target_cols=["logS"], task="regression",
+                      fractions=(0.5, 0.3, 0.2))
+    run = run_finetune(data, "random:tiny", QUICK, tmp_path / "run")
+    assert (tmp_path / "run" / "uncertainty.png").is_file()
+    quality = run.metrics["test"]["uncertainty"]
+    assert {"spearman_expected", "coverage_90", "mae_confident_half_ratio"} <= set(quality["logS"])
+    assert quality["domain"]["n"] == run.metrics["n_test"]
+    result = run_evaluate(run.model_dir, esol50_path, out_dir=tmp_path / "eval")
+    assert (tmp_path / "eval" / "uncertainty.png").is_file() and "domain" in result.metrics["uncertainty"]
+    pd.DataFrame({"smiles": ["CCO", "not a smiles", "c1ccccc1O"]}).to_csv(tmp_path / "in.csv", index=False)
+    for out in ("out.csv", "out.parquet"):
+        stream_predict(run.model_dir, tmp_path / "in.csv", tmp_path / out)
+        table = pd.read_csv(tmp_path / out) if out.endswith(".csv") else pd.read_parquet(tmp_path / out)
+        assert table["in_domain"].isna().tolist() == [False, True, False], "a failed row has no domain verdict"
+        assert table["logS_pi90_low"].notna().tolist() == [True, False, True]

@@ -441,8 +441,9 @@ def predict_table(predictor: Predictor, smiles: Sequence[str], batch_size: int =
         meta.layout.write(table, rows, meta, report.mean, sd)
         if report.similarity is not None:
             table.loc[rows, "domain_similarity"] = report.similarity
-            table["in_domain"] = table["in_domain"].astype(object)
-            table.loc[rows, "in_domain"] = report.similarity >= meta.uncertainty["domain_threshold"]
+            inside = pd.array([pd.NA] * len(table), dtype="boolean")  # NA: a failed row, not out of the domain
+            inside[rows] = report.similarity >= meta.uncertainty["domain_threshold"]
+            table["in_domain"] = inside
     table["error"] = errors
     return table
 
