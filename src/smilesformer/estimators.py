@@ -189,7 +189,8 @@ class _SmilesEstimator(BaseEstimator):
 
     def _outputs(self, X) -> np.ndarray:
         """(n, targets) predictions, (n, 1) probabilities of class 1, or (n, k) class probabilities."""
-        return prediction_matrix(self.model_.meta, self._table(X))
+        table = self._table(X)  # first: it raises NotFittedError before model_ is read
+        return prediction_matrix(self.model_.meta, table)
 
     def _table(self, X) -> pd.DataFrame:
         check_is_fitted(self)
