@@ -124,6 +124,19 @@ def test_platt_scaling_calibrates_overconfident_probabilities():
     assert fit_calibration(y[:10], overconfident[:10], multiclass=False) == [[]], "too few to fit: left as it is"
 
 
+def test_a_temperature_calibrates_an_overconfident_multiclass_model():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, (3000, 3))
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in true], dtype=float)[:, None]
+    sharp = np.exp(2 * logits) / np.exp(2 * logits).sum(1, keepdims=True)  # a temperature of 1/2 too sharp
+    params = fit_calibration(y[:1500], sharp[:1500], multiclass=True)
+    assert params[0][0] == pytest.approx(0.5, rel=0.2)
+    fixed = calibrate(sharp[1500:], params, multiclass=True)
+    np.testing.assert_allclose(fixed.sum(1), 1.0, rtol=1e-6)
+    assert np.abs(fixed - true[1500:]).mean() < 0.5 * np.abs(sharp[1500:] - true[1500:]).mean()
+
+
 def test_metrics_of_an_uncertainty():
     rng = np.random.default_rng(0)
     sd = rng.uniform(0.1, 2.0, 3000)
