@@ -8,6 +8,8 @@ regression) once per data set and seed, then scores every candidate uncertainty 
 - ``similarity``: 1 - mean Tanimoto similarity to the 5 nearest training molecules (Morgan, radius 2, 2,048 bits);
 - ``neighbour_spread``: the similarity-weighted sd of those 5 molecules' labels;
 - ``neighbour_disagreement``: |prediction - their similarity-weighted mean label|;
+- ``tree_quantiles``: the width of a 5-95% interval from two quantile gradient-boosted tree models on the same
+  RDKit descriptors as the blended trees (``--quantiles`` adds it to the saved arrays: two more tree fits);
 - ``embedding``: mean cosine distance of the head's input (the pooled embedding) to its 5 nearest training ones;
 - combinations: ``disagreement+similarity``, ``default`` (the signals ``smilesformer`` fits by default,
   ``uncertainty.DEFAULT_SIGNALS``) and ``default+embedding``.
@@ -64,7 +66,9 @@ from smilesformer.uncertainty import (  # noqa: E402
 METHODS = {"disagreement": ["disagreement"], "similarity": ["dissimilarity"],
            "neighbour_spread": ["neighbour_spread"], "neighbour_disagreement": ["neighbour_disagreement"],
            "embedding": ["embedding"], "disagreement+similarity": ["disagreement", "dissimilarity"],
-           "default": list(DEFAULT_SIGNALS), "default+embedding": [*DEFAULT_SIGNALS, "embedding"]}
+           "tree_quantiles": ["tree_quantiles"],
+           "default": list(DEFAULT_SIGNALS), "default+embedding": [*DEFAULT_SIGNALS, "embedding"],
+           "default+tree_quantiles": [*DEFAULT_SIGNALS, "tree_quantiles"]}
 K = 5
 
 
@@ -118,6 +122,28 @@ def run_smilesformer(path: Path, info: dict, seed: int, args) -> dict:
     out["predict_seconds"] = _time_predict(predictor, smiles["test"])
     out.update(score(arrays, task, fitted.to_dict(), seed))
     return out
+
+
+def add_tree_quantiles(path: Path, arrays_path: Path, seed: int) -> None:
+    """Add the ``tree_quantiles`` signal to a run's saved arrays: quantile trees fitted on its training rows."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    from smilesformer.descriptors import compute_descriptors, descriptor_names
+    from smilesformer.trees import _params
+
+    arrays = _load_arrays(arrays_path)
+    if "val_signal_tree_quantiles" in arrays:
+        return
+    table = pd.read_csv(path)
+    target = [c for c in table.columns if c not in ("smiles", "split")][0]
+    names = descriptor_names("rdkit")
+    x = {k: compute_descriptors(table[table["split"] == k]["smiles"].tolist(), names) for k in ("train", "val", "test")}
+    y = table[table["split"] == "train"][target].to_numpy(float)
+    models = [HistGradientBoostingRegressor(loss="quantile", quantile=q, **_params(seed)).fit(x["train"], y)
+              for q in (0.05, 0.95)]
+    for name in ("val", "test"):
+        arrays[f"{name}_signal_tree_quantiles"] = models[1].predict(x[name]) - models[0].predict(x[name])
+    np.savez_compressed(arrays_path, **arrays)
 
 
 def _load_arrays(path: Path) -> dict:
@@ -266,6 +292,7 @@ def main() -> None:
     parser.add_argument("--chemprop-only", action="store_true", help="chemprop runs only (smilesformer's kept)")
     parser.add_argument("--chemprop-epochs", type=int, default=50)
     parser.add_argument("--rescore", action="store_true", help="score the methods again from the saved arrays")
+    parser.add_argument("--quantiles", action="store_true", help="add the tree_quantiles signal to saved arrays")
     parser.add_argument("--chemprop-bin", default=None)
     parser.add_argument("--work", type=Path, default=Path("runs/uncertainty"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/uncertainty.json"))
@@ -280,6 +307,8 @@ def main() -> None:
             if record.get("sha256") != info["sha256"]:
                 record = {"dataset": dataset, "seed": seed, "sha256": info["sha256"], "n": info["n"]}
             arrays = args.work / f"{path.stem}.npz"
+            if args.quantiles and info["task"] == "regression" and arrays.is_file():
+                add_tree_quantiles(path, arrays, seed)
             if args.rescore and "smilesformer" in record and arrays.is_file():  # new methods, same fine-tune
                 record["smilesformer"].update(score(_load_arrays(arrays), Task(info["task"]),
                                                     record["smilesformer"]["fitted"], seed))
