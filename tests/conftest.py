@@ -57,6 +57,18 @@ def tiny_regressor_dir(tmp_path_factory, esol50, tiny_tokenizer) -> Path:
     return model.save_pretrained(tmp_path_factory.mktemp("tiny_regressor"))
 
 
+@pytest.fixture(scope="session")
+def tiny_uncertain_dir(tmp_path_factory, esol50, tiny_tokenizer) -> Path:
+    """A tiny regressor with trees, fitted with a validation set: it carries the uncertainty and domain check."""
+    from smilesformer import TrainConfig
+
+    smiles, y = esol50["smiles"].tolist(), esol50["logS"].to_numpy(float)
+    model = SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=tiny_tokenizer, seed=0)
+    model.fit(smiles[:30], y[:30], smiles[30:], y[30:],
+              config=TrainConfig(epochs=2, batch_size=16, progress=False, descriptors="none"))
+    return model.save_pretrained(tmp_path_factory.mktemp("uncertain"))
+
+
 def served_explanation(model, folder: Path, smiles: str) -> dict:
     """Serve the model saved in ``folder``; check ``/predict`` matches ``model.predict`` and keeps an invalid
     row, and return ``/explain``'s JSON for ``smiles``."""

@@ -7,6 +7,7 @@ installs nothing and reaches nothing beyond a uvicorn server on a loopback port.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import socket
 import threading
@@ -33,13 +34,13 @@ if not AVAILABLE:
 SMILES = ["CCO", "C1CC((", "c1ccccc1O"]
 
 
-@pytest.fixture(scope="module")
-def server_url(tiny_regressor_dir):
-    """The app under uvicorn on a free loopback port, in a thread."""
+@contextlib.contextmanager
+def _serving(folder):
+    """The app of a model folder under uvicorn on a free loopback port, in a thread."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket (no race)
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(tiny_regressor_dir), log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_app(folder), log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + TIMEOUT
@@ -51,6 +52,12 @@ def server_url(tiny_regressor_dir):
     server.should_exit = True
     thread.join(timeout=TIMEOUT)
     sock.close()
+
+
+@pytest.fixture(scope="module")
+def server_url(tiny_regressor_dir):
+    with _serving(tiny_regressor_dir) as url:
+        yield url
 
 
 @pytest.fixture
@@ -107,3 +114,22 @@ def test_page_predicts_draws_and_downloads(server_url, browser, tiny_regressor_d
 def test_api_docs_render_offline(server_url, browser):
     browser.get(server_url + "/docs")
     WebDriverWait(browser, TIMEOUT).until(lambda d: "/predict" in d.find_element(By.TAG_NAME, "body").text)
+
+
+def test_page_shows_the_interval_and_the_domain(tiny_uncertain_dir, browser, esol50):
+    smiles = [esol50["smiles"][0], "C1CC((", "c1ccccc1O"]
+    with _serving(tiny_uncertain_dir) as url:
+        wait = WebDriverWait(browser, TIMEOUT)
+        browser.get(url + "/")
+        wait.until(lambda d: d.find_element(By.ID, "model-line").text.startswith("model "))
+        browser.find_element(By.ID, "smiles-input").send_keys("\n".join(smiles))
+        browser.find_element(By.ID, "predict-button").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")) == 3)
+        headers = [th.text for th in browser.find_elements(By.CSS_SELECTOR, "#results-table thead th")]
+        assert headers[-3:] == ["logS 90% interval", "domain", "error"]
+        rows = browser.find_elements(By.CSS_SELECTOR, "#results-table tbody tr")
+        bars = [row.find_elements(By.CSS_SELECTOR, ".interval-bar") for row in rows]
+        assert [len(b) for b in bars] == [1, 0, 1], "a bar for each predicted row, none for the invalid one"
+        badges = [[b.text for b in row.find_elements(By.CSS_SELECTOR, ".badge")] for row in rows]
+        assert badges[0] == ["in domain (1.000)"], "a training molecule is in the domain"
+        assert badges[1] == [] and badges[2][0].split(" (")[0] in ("in domain", "out of domain")

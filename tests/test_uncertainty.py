@@ -153,12 +153,8 @@ def test_metrics_of_an_uncertainty():
 
 
 @pytest.fixture(scope="module")
-def uncertain_dir(tmp_path_factory, esol50, tiny_tokenizer):
-    """A tiny regressor with trees, fitted with a validation set: it carries the uncertainty."""
-    smiles, y = esol50["smiles"].tolist(), esol50["logS"].to_numpy(float)
-    model = SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=tiny_tokenizer, seed=0)
-    model.fit(smiles[:30], y[:30], smiles[30:], y[30:], config=QUICK)
-    return model.save_pretrained(tmp_path_factory.mktemp("uncertain"))
+def uncertain_dir(tiny_uncertain_dir):
+    return tiny_uncertain_dir
 
 
 def test_a_model_fitted_with_validation_predicts_an_interval_and_a_domain(uncertain_dir, esol50):
