@@ -131,5 +131,5 @@ def test_page_shows_the_interval_and_the_domain(tiny_uncertain_dir, browser, eso
         bars = [row.find_elements(By.CSS_SELECTOR, ".interval-bar") for row in rows]
         assert [len(b) for b in bars] == [1, 0, 1], "a bar for each predicted row, none for the invalid one"
         badges = [[b.text for b in row.find_elements(By.CSS_SELECTOR, ".badge")] for row in rows]
-        assert badges[0] == ["in domain (1.000)"], "a training molecule is in the domain"
+        assert badges[0] == ["in domain (1.00)"], "a training molecule is in the domain"
         assert badges[1] == [] and badges[2][0].split(" (")[0] in ("in domain", "out of domain")

@@ -175,7 +175,7 @@ function domainBadge(domain) {
   const badge = document.createElement("span");
   if (!domain) return badge;
   badge.className = domain.in_domain ? "badge in-domain" : "badge out-of-domain";
-  badge.textContent = `${domain.in_domain ? "in domain" : "out of domain"} (${formatValue(domain.similarity)})`;
+  badge.textContent = `${domain.in_domain ? "in domain" : "out of domain"} (${domain.similarity.toFixed(2)})`;
   badge.title = `Tanimoto similarity to the nearest training molecule: ${formatValue(domain.similarity)}; ` +
     `below ${formatValue(domain.threshold)} the model's validation errors were clearly larger. Still predicted.`;
   return badge;
