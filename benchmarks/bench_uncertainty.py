@@ -293,6 +293,7 @@ def main() -> None:
     parser.add_argument("--chemprop-epochs", type=int, default=50)
     parser.add_argument("--rescore", action="store_true", help="score the methods again from the saved arrays")
     parser.add_argument("--quantiles", action="store_true", help="add the tree_quantiles signal to saved arrays")
+    parser.add_argument("--only-finished", action="store_true", help="summarize the finished runs, train nothing")
     parser.add_argument("--chemprop-bin", default=None)
     parser.add_argument("--work", type=Path, default=Path("runs/uncertainty"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/uncertainty.json"))
@@ -313,6 +314,8 @@ def main() -> None:
                 record["smilesformer"].update(score(_load_arrays(arrays), Task(info["task"]),
                                                     record["smilesformer"]["fitted"], seed))
                 record_path.write_text(json.dumps(record, indent=2))
+            if args.only_finished and "smilesformer" not in record:  # summarize what has run, train nothing
+                continue
             if "smilesformer" not in record and not args.chemprop_only:
                 print(f"{dataset} seed {seed}: smilesformer", flush=True)
                 record["smilesformer"] = run_smilesformer(path, info, seed, args)
