@@ -413,6 +413,52 @@ def _tuning(name: str, r: dict) -> list[str]:
     return lines + [""]
 
 
+def _uncertainty(r: dict) -> list[str]:
+    def f(v, fmt=".2f"):
+        return "" if v is None else format(v, fmt)
+
+    lines = ["## Uncertainty and the domain check (default recipe, scaffold split files)", "",
+             f"`{r['command']}` ({r['wall_seconds'] / 60:.0f} min on this run's share of the machine). Each method's "
+             "error model and 90% interval are fitted on the validation set; `valid` is its cross-fitted validation "
+             "Spearman (the figure a method is chosen on), the rest are test figures, means over seeds. `expected`: "
+             "the Spearman were the errors drawn from the method's own sd; `half`: MAE of the most confident half "
+             "over the overall MAE. chemprop: `-t regression-mve`, `--uncertainty-method mve`, z-scaling on the "
+             "same validation rows; its interval is Gaussian on the calibrated sd.", ""]
+    for dataset, b in r["summary"].items():
+        seeds = len(b.get("seeds", []))
+        if any(k in b for k in ("raw", "calibrated")):
+            lines += [f"**{dataset}** ({seeds} seeds): probabilities", "",
+                      "| | ECE | Brier | accuracy | accuracy of the most confident half |", "|---|---|---|---|---|"]
+            for kind in ("raw", "calibrated", "chemprop"):
+                if kind in b:
+                    m = b[kind]
+                    lines.append(f"| {kind} | {f(m['ece'], '.3f')} | {f(m['brier'], '.3f')} | "
+                                 f"{f(m['accuracy'], '.3f')} | {f(m['accuracy_confident_half'], '.3f')} |")
+        else:
+            lines += [f"**{dataset}** ({seeds} seeds)", "",
+                      "| method | valid Spearman | test Spearman | expected | coverage 90% | width | half |",
+                      "|---|---|---|---|---|---|---|"]
+            for method, m in b.items():
+                if isinstance(m, dict) and "coverage_90" in m:
+                    lines.append(f"| {method} | {f(m.get('valid_spearman_crossfit'))} | "
+                                 f"{f(m.get('spearman_sd_abs_error'))} | {f(m.get('spearman_expected'))} | "
+                                 f"{f(m.get('coverage_90'), '.3f')} | {f(m.get('mean_interval_width'))} | "
+                                 f"{f(m.get('mae_confident_half_ratio'))} |")
+        d = b.get("domain")
+        if d and d.get("ratio") is not None:
+            lines += ["", f"Domain check: {d['flagged']:.0f} of {d['n']:.0f} test molecules flagged on average; their "
+                      f"mean error {f(d['error_flagged'], '.3f')} against {f(d['error_in_domain'], '.3f')} "
+                      f"(ratio {f(d['ratio'])}, mean of the seeds' ratios). Predict time with the uncertainty: "
+                      f"{f(b.get('predict_time_ratio'))}x the same model without it (measured beside the fine-tunes; "
+                      "see the idle figure below when there is one)."]
+        lines.append("")
+    if r.get("idle_timing"):
+        t = r["idle_timing"]
+        lines += [f"Predict time on an idle machine (`{t['command']}`): {t['default']:.2f} s against "
+                  f"{t['without_uncertainty']:.2f} s for {t['molecules']} molecules ({t['ratio']:.3f}x).", ""]
+    return lines
+
+
 def _accuracy(name: str, r: dict) -> list[str]:
     hw = r["hardware"]
     where = hw["gpu"] or f"{hw['cpu_count']} CPU cores"
@@ -511,6 +557,8 @@ def main() -> None:
         lines += _serve(r)
     if (r := _load("descriptors.json")) is not None:
         lines += _descriptors(r)
+    if (r := _load("uncertainty.json")) is not None:
+        lines += _uncertainty(r)
     for path in sorted(RESULTS.glob("tune_*.json")):
         if (r := json.loads(path.read_text()))["settings"].get("grid"):  # TPE searches have no grid to tabulate
             lines += _tuning(path.stem, r)
