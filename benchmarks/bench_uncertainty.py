@@ -10,6 +10,7 @@ regression) once per data set and seed, then scores every candidate uncertainty 
 - ``neighbour_disagreement``: |prediction - their similarity-weighted mean label|;
 - ``tree_quantiles``: the width of a 5-95% interval from two quantile gradient-boosted tree models on the same
   RDKit descriptors as the blended trees (``--quantiles`` adds it to the saved arrays: two more tree fits);
+- ``size``: heavy atoms (``--quantiles`` adds it to runs saved before it existed);
 - ``embedding``: mean cosine distance of the head's input (the pooled embedding) to its 5 nearest training ones;
 - combinations: ``disagreement+similarity``, ``default`` (the signals ``smilesformer`` fits by default,
   ``uncertainty.DEFAULT_SIGNALS``) and ``default+embedding``.
@@ -66,9 +67,10 @@ from smilesformer.uncertainty import (  # noqa: E402
 METHODS = {"disagreement": ["disagreement"], "similarity": ["dissimilarity"],
            "neighbour_spread": ["neighbour_spread"], "neighbour_disagreement": ["neighbour_disagreement"],
            "embedding": ["embedding"], "disagreement+similarity": ["disagreement", "dissimilarity"],
-           "tree_quantiles": ["tree_quantiles"],
+           "tree_quantiles": ["tree_quantiles"], "size": ["size"],
            "default": list(DEFAULT_SIGNALS), "default+embedding": [*DEFAULT_SIGNALS, "embedding"],
-           "default+tree_quantiles": [*DEFAULT_SIGNALS, "tree_quantiles"]}
+           "default+tree_quantiles": [*DEFAULT_SIGNALS, "tree_quantiles"], "default+size": [*DEFAULT_SIGNALS, "size"],
+           "default+size+embedding": [*DEFAULT_SIGNALS, "size", "embedding"]}
 K = 5
 
 
@@ -124,17 +126,23 @@ def run_smilesformer(path: Path, info: dict, seed: int, args) -> dict:
     return out
 
 
-def add_tree_quantiles(path: Path, arrays_path: Path, seed: int) -> None:
-    """Add the ``tree_quantiles`` signal to a run's saved arrays: quantile trees fitted on its training rows."""
+def add_signals(path: Path, arrays_path: Path, seed: int) -> None:
+    """Add the ``size`` and ``tree_quantiles`` signals to a run's saved arrays (quantile trees fitted on its training
+    rows)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from smilesformer.descriptors import compute_descriptors, descriptor_names
     from smilesformer.trees import _params
+    from smilesformer.uncertainty import featurize
 
     arrays = _load_arrays(arrays_path)
+    table = pd.read_csv(path)
+    if "val_signal_size" not in arrays:
+        for name in ("val", "test"):
+            arrays[f"{name}_signal_size"] = featurize(table[table["split"] == name]["smiles"].tolist())[1]
+        np.savez_compressed(arrays_path, **arrays)
     if "val_signal_tree_quantiles" in arrays:
         return
-    table = pd.read_csv(path)
     target = [c for c in table.columns if c not in ("smiles", "split")][0]
     names = descriptor_names("rdkit")
     x = {k: compute_descriptors(table[table["split"] == k]["smiles"].tolist(), names) for k in ("train", "val", "test")}
@@ -333,7 +341,7 @@ def main() -> None:
                 record = {"dataset": dataset, "seed": seed, "sha256": info["sha256"], "n": info["n"]}
             arrays = args.work / f"{path.stem}.npz"
             if args.quantiles and info["task"] == "regression" and arrays.is_file():
-                add_tree_quantiles(path, arrays, seed)
+                add_signals(path, arrays, seed)
             if args.rescore and "smilesformer" in record and arrays.is_file():  # new methods, same fine-tune
                 record["smilesformer"].update(score(_load_arrays(arrays), Task(info["task"]),
                                                     record["smilesformer"]["fitted"], seed))

@@ -60,7 +60,8 @@ def test_neighbour_signals_read_the_nearest_training_labels(esol50):
     assert signals["neighbour_disagreement"][0, 0] == pytest.approx(centre, rel=1e-5)
     assert signals["neighbour_spread"][0, 0] == pytest.approx(np.sqrt((w * (where[0] - centre) ** 2).sum() / w.sum()),
                                                               rel=1e-5)
-    assert set(reference.signals(smiles[:4])[1]) == {"dissimilarity"}, "no predictions: no neighbour signals"
+    assert set(reference.signals(smiles[:4])[1]) == {"dissimilarity", "size"}, "no predictions: no neighbour signals"
+    assert signals["size"][0] == Chem.MolFromSmiles(smiles[0]).GetNumHeavyAtoms()
 
 
 def test_reference_is_bounded_and_saved_as_arrays_only(tmp_path, esol50, monkeypatch):

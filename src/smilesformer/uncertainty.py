@@ -40,7 +40,7 @@ from .data import SmilesformerError, mol_from_smiles
 from .evaluate import GAUSSIAN_Z90
 
 __all__ = ["REFERENCE_FILE", "SIGNALS", "DEFAULT_SIGNALS", "MAX_REFERENCE", "TOP_K", "Reference", "UncertaintyFit",
-           "fingerprints", "fit_regression", "fit_calibration", "calibrate", "choose_domain_threshold",
+           "fingerprints", "featurize", "fit_regression", "fit_calibration", "calibrate", "choose_domain_threshold",
            "predicted_sd", "signal_matrix"]
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,9 @@ reference is at most 5 MB; a larger training set keeps a seeded random sample of
 TOP_K = 5
 """Nearest training molecules whose mean similarity is the ``dissimilarity`` signal (the domain column uses the
 nearest one, the figure a chemist reads)."""
-SIGNALS = ("spread", "disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement")
+SIGNALS = ("spread", "disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement", "size")
 """Every signal, in the order an error model lists them."""
-DEFAULT_SIGNALS = SIGNALS
+DEFAULT_SIGNALS = SIGNALS[:5]
 """The signals a fine-tuned model's error model is fitted on (chosen by benchmarks/bench_uncertainty.py)."""
 DOMAIN_QUANTILES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 """Validation similarity quantiles tried as the domain threshold."""
@@ -67,16 +67,23 @@ SQRT_PI_2 = math.sqrt(math.pi / 2)  # sd of a normal error whose mean absolute v
 
 def fingerprints(smiles: Sequence[str]) -> np.ndarray:
     """(n, FP_BITS / 8) packed Morgan fingerprint bits; all zeros for a SMILES RDKit cannot read."""
+    return featurize(smiles)[0]
+
+
+def featurize(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Packed fingerprint bits (see ``fingerprints``) and (n,) heavy atom counts, from one parse per SMILES."""
     from rdkit import DataStructs
     from rdkit.Chem import rdFingerprintGenerator
 
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=FP_RADIUS, fpSize=FP_BITS)
     bits = np.zeros((len(smiles), FP_BITS), dtype=np.uint8)
+    heavy = np.zeros(len(smiles), dtype=np.float32)
     for i, s in enumerate(smiles):
         mol = mol_from_smiles(s)
         if mol is not None:
             DataStructs.ConvertToNumpyArray(generator.GetFingerprint(mol), bits[i])
-    return np.packbits(bits, axis=1)
+            heavy[i] = mol.GetNumHeavyAtoms()
+    return np.packbits(bits, axis=1), heavy
 
 
 class Reference:
@@ -111,10 +118,13 @@ class Reference:
         pairs at once, at a few hundred microseconds per molecule against 10,000 references on two cores, and no
         more memory than one chunk unpacked (RDKit's BulkTanimotoSimilarity is one query at a time, ~2x slower).
         """
+        return self._nearest(fingerprints(smiles), k, chunk)
+
+    def _nearest(self, packed: np.ndarray, k: int = TOP_K, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         k = min(k, len(self))
-        if not len(smiles) or k == 0:
-            return np.zeros((len(smiles), k), dtype=np.float32), np.zeros((len(smiles), k), dtype=int)
-        query = torch.from_numpy(np.unpackbits(fingerprints(smiles), axis=1).astype(np.float32))  # (n, bits)
+        if not len(packed) or k == 0:
+            return np.zeros((len(packed), k), dtype=np.float32), np.zeros((len(packed), k), dtype=int)
+        query = torch.from_numpy(np.unpackbits(packed, axis=1).astype(np.float32))  # (n, bits)
         q_count = query.sum(1, keepdim=True)
         best = torch.full((len(query), k), -1.0)
         where = torch.zeros((len(query), k), dtype=torch.long)
@@ -136,14 +146,16 @@ class Reference:
     def signals(self, smiles: Sequence[str],
                 mean: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The nearest training molecule's similarity (n,), and the signals the reference gives: ``dissimilarity``
-        (n,); with labels and the predictions ``mean`` (n, targets) of a regression, ``neighbour_spread``, the
-        similarity-weighted sd of the nearest molecules' labels (a rough neighbourhood: activity cliffs), and
-        ``neighbour_disagreement``, |prediction - their weighted mean label| (a nearest-neighbour model disagreeing).
+        and ``size`` (heavy atoms: errors grow with molecules' size), (n,) each; with labels and the predictions
+        ``mean`` (n, targets) of a regression, ``neighbour_spread``, the similarity-weighted sd of the nearest
+        molecules' labels (a rough neighbourhood: activity cliffs), and ``neighbour_disagreement``, |prediction -
+        their weighted mean label| (a nearest-neighbour model disagreeing).
         """
-        sims, where = self.nearest(smiles)
+        packed, heavy = featurize(smiles)
+        sims, where = self._nearest(packed)
         if not sims.shape[1]:
-            return np.zeros(len(smiles), dtype=np.float32), {"dissimilarity": np.ones(len(smiles))}
-        out = {"dissimilarity": 1.0 - sims.mean(axis=1)}
+            return np.zeros(len(smiles), dtype=np.float32), {"dissimilarity": np.ones(len(smiles)), "size": heavy}
+        out = {"dissimilarity": 1.0 - sims.mean(axis=1), "size": heavy}
         if self.labels is not None and mean is not None:
             labels = self.labels[where]  # (n, k, targets)
             w = np.where(np.isfinite(labels), np.maximum(sims, 1e-3)[:, :, None], 0.0)
