@@ -10,7 +10,7 @@ regression) once per data set and seed, then scores every candidate uncertainty 
 - ``neighbour_disagreement``: |prediction - their similarity-weighted mean label|;
 - ``tree_quantiles``: the width of a 5-95% interval from two quantile gradient-boosted tree models on the same
   RDKit descriptors as the blended trees (``--quantiles`` adds it to the saved arrays: two more tree fits);
-- ``size``: heavy atoms (``--quantiles`` adds it to runs saved before it existed);
+- ``size``: heavy atoms (``--rescore`` adds it to runs saved before it existed);
 - ``embedding``: mean cosine distance of the head's input (the pooled embedding) to its 5 nearest training ones;
 - combinations: ``disagreement+similarity``, ``default`` (the signals ``smilesformer`` fits by default,
   ``uncertainty.DEFAULT_SIGNALS``) and ``default+embedding``.
@@ -126,9 +126,9 @@ def run_smilesformer(path: Path, info: dict, seed: int, args) -> dict:
     return out
 
 
-def add_signals(path: Path, arrays_path: Path, seed: int) -> None:
-    """Add the ``size`` and ``tree_quantiles`` signals to a run's saved arrays (quantile trees fitted on its training
-    rows)."""
+def add_signals(path: Path, arrays_path: Path, seed: int, quantiles: bool) -> None:
+    """Add the ``size`` signal to a run's saved arrays, and with ``quantiles`` the ``tree_quantiles`` one (quantile
+    trees fitted on its training rows: minutes for AqSolDB on two cores)."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
     from smilesformer.descriptors import compute_descriptors, descriptor_names
@@ -141,7 +141,7 @@ def add_signals(path: Path, arrays_path: Path, seed: int) -> None:
         for name in ("val", "test"):
             arrays[f"{name}_signal_size"] = featurize(table[table["split"] == name]["smiles"].tolist())[1]
         np.savez_compressed(arrays_path, **arrays)
-    if "val_signal_tree_quantiles" in arrays:
+    if not quantiles or "val_signal_tree_quantiles" in arrays:
         return
     target = [c for c in table.columns if c not in ("smiles", "split")][0]
     names = descriptor_names("rdkit")
@@ -340,8 +340,8 @@ def main() -> None:
             if record.get("sha256") != info["sha256"]:
                 record = {"dataset": dataset, "seed": seed, "sha256": info["sha256"], "n": info["n"]}
             arrays = args.work / f"{path.stem}.npz"
-            if args.quantiles and info["task"] == "regression" and arrays.is_file():
-                add_signals(path, arrays, seed)
+            if args.rescore and info["task"] == "regression" and arrays.is_file():
+                add_signals(path, arrays, seed, args.quantiles)
             if args.rescore and "smilesformer" in record and arrays.is_file():  # new methods, same fine-tune
                 record["smilesformer"].update(score(_load_arrays(arrays), Task(info["task"]),
                                                     record["smilesformer"]["fitted"], seed))
