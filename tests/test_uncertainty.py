@@ -162,7 +162,7 @@ def test_a_model_fitted_with_validation_predicts_an_interval_and_a_domain(uncert
     model = load_predictor(uncertain_dir)
     assert isinstance(model, Uncertain) and (uncertain_dir / REFERENCE_FILE).is_file()
     fit = model.meta.uncertainty
-    assert fit["signals"] == ["disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement"]
+    assert fit["signals"] == ["disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement", "size"]
     assert fit["reference_size"] == 30 and model.reference.labels.shape == (30, 1)
     smiles = [esol50["smiles"][0], "not a smiles", esol50["smiles"][45]]
     table = model.predict(smiles)
