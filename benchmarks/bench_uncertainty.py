@@ -69,8 +69,7 @@ METHODS = {"disagreement": ["disagreement"], "similarity": ["dissimilarity"],
            "embedding": ["embedding"], "disagreement+similarity": ["disagreement", "dissimilarity"],
            "tree_quantiles": ["tree_quantiles"], "size": ["size"],
            "default": list(DEFAULT_SIGNALS), "default+embedding": [*DEFAULT_SIGNALS, "embedding"],
-           "default+tree_quantiles": [*DEFAULT_SIGNALS, "tree_quantiles"], "default+size": [*DEFAULT_SIGNALS, "size"],
-           "default+size+embedding": [*DEFAULT_SIGNALS, "size", "embedding"]}
+           "default+tree_quantiles": [*DEFAULT_SIGNALS, "tree_quantiles"]}
 K = 5
 
 
@@ -326,9 +325,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.time_only:
         result = json.loads(args.out.read_text()) if args.out.is_file() else {}
-        result["idle_timing"] = idle_timing(args)
+        timing = idle_timing(args)
+        result.setdefault("idle_timing", {})[timing["dataset"]] = timing
         args.out.write_text(json.dumps(result, indent=2, default=str))
-        print(json.dumps(result["idle_timing"], indent=2))
+        print(json.dumps(timing, indent=2))
         return
     started = time.perf_counter()
     runs = []

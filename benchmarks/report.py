@@ -418,7 +418,9 @@ def _uncertainty(r: dict) -> list[str]:
         return "" if v is None else format(v, fmt)
 
     lines = ["## Uncertainty and the domain check (default recipe, scaffold split files)", "",
-             f"`{r['command']}` ({r['wall_seconds'] / 60:.0f} min on this run's share of the machine). Each method's "
+             f"`{r['command']}` (it summarizes the runs in its work folder; they were run with the same script "
+             "per data set: `--datasets esol,bbbp`, `--datasets aqsoldb --aqsoldb-seeds 3`, `--datasets "
+             "lipophilicity --seeds 1`, and `--chemprop-only` for chemprop's rows). Each method's "
              "error model and 90% interval are fitted on the validation set; `valid` is its cross-fitted validation "
              "Spearman (the figure a method is chosen on), the rest are test figures, means over seeds. `expected`: "
              "the Spearman were the errors drawn from the method's own sd; `half`: MAE of the most confident half "
@@ -429,7 +431,7 @@ def _uncertainty(r: dict) -> list[str]:
         if any(k in b for k in ("raw", "calibrated")):
             lines += [f"**{dataset}** ({seeds} seeds): probabilities", "",
                       "| | ECE | Brier | accuracy | accuracy of the most confident half |", "|---|---|---|---|---|"]
-            for kind in ("raw", "calibrated", "chemprop"):
+            for kind in ("raw", "calibrated"):
                 if kind in b:
                     m = b[kind]
                     lines.append(f"| {kind} | {f(m['ece'], '.3f')} | {f(m['brier'], '.3f')} | "
@@ -440,7 +442,8 @@ def _uncertainty(r: dict) -> list[str]:
                       "|---|---|---|---|---|---|---|"]
             for method, m in b.items():
                 if isinstance(m, dict) and "coverage_90" in m:
-                    lines.append(f"| {method} | {f(m.get('valid_spearman_crossfit'))} | "
+                    name = f"chemprop ({m['seeds']} seed{'s' * (m['seeds'] > 1)})" if method == "chemprop" else method
+                    lines.append(f"| {name} | {f(m.get('valid_spearman_crossfit'))} | "
                                  f"{f(m.get('spearman_sd_abs_error'))} | {f(m.get('spearman_expected'))} | "
                                  f"{f(m.get('coverage_90'), '.3f')} | {f(m.get('mean_interval_width'))} | "
                                  f"{f(m.get('mae_confident_half_ratio'))} |")
@@ -452,10 +455,10 @@ def _uncertainty(r: dict) -> list[str]:
                       f"{f(b.get('predict_time_ratio'))}x the same model without it (measured beside the fine-tunes; "
                       "see the idle figure below when there is one)."]
         lines.append("")
-    if r.get("idle_timing"):
-        t = r["idle_timing"]
-        lines += [f"Predict time on an idle machine (`{t['command']}`): {t['default']:.2f} s against "
-                  f"{t['without_uncertainty']:.2f} s for {t['molecules']} molecules ({t['ratio']:.3f}x).", ""]
+    for t in (r.get("idle_timing") or {}).values():
+        lines += [f"Predict time on an idle machine, {t['dataset']} (`{t['command']}`): {t['default']:.2f} s with the "
+                  f"uncertainty against {t['without_uncertainty']:.2f} s without, for {t['molecules']} molecules "
+                  f"({t['ratio']:.3f}x; best of 3).", ""]
     return lines
 
 
