@@ -309,6 +309,7 @@ def test_the_fast_set_feeds_the_head_and_the_trees(tmp_path, esol50, tiny_tokeni
     folder reloads to the same predictions; asking such a model for another head is refused."""
     from smilesformer import SmilesformerError, SmilesModel, TrainConfig
     from smilesformer.descriptors import descriptor_names
+    from smilesformer.predictors import TreeBlend
 
     model = SmilesModel.from_scratch("tiny", "regression", ["logS"], tokenizer=tiny_tokenizer, descriptors="fast")
     smiles, y = esol50["smiles"].tolist(), esol50["logS"].to_numpy(float)
@@ -316,7 +317,7 @@ def test_the_fast_set_feeds_the_head_and_the_trees(tmp_path, esol50, tiny_tokeni
               config=TrainConfig(epochs=1, batch_size=20, progress=False, descriptors="fast", trees="gbm"))
     fast = descriptor_names("fast")
     assert model.model.config.descriptor_names == fast and len(fast) < len(descriptor_names("rdkit"))
-    assert model.predictor.trees.descriptor_names == fast
+    assert model.find(TreeBlend).trees.descriptor_names == fast
     folder = model.save_pretrained(tmp_path / "model")
     again = SmilesModel.from_pretrained(folder)
     np.testing.assert_allclose(again.predict(smiles[40:])["logS_pred"], model.predict(smiles[40:])["logS_pred"],

@@ -195,7 +195,7 @@ def test_interval_is_calibrated_on_the_blend_over_the_valid_set(ensemble_run, es
     valid = split[split["split"] == "valid"]
     smiles = valid["smiles"].tolist()
     mean, signals = predictor.inner.signals(smiles)
-    signals["dissimilarity"] = 1.0 - predictor.reference.similarities(smiles).mean(axis=1)
+    signals.update(predictor.reference.signals(smiles, mean)[1])
     weights, scales = fit_regression(labels[valid["row"].to_numpy()].reshape(-1, 1), mean, signals,
                                      predictor.meta.uncertainty["signals"], seed=0)
     np.testing.assert_allclose(predictor.meta.interval_scale, scales, rtol=1e-3)
