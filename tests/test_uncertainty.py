@@ -36,7 +36,7 @@ def test_similarities_match_rdkit_tanimoto_and_come_largest_first(esol50):
     smiles = esol50["smiles"].tolist()
     reference = Reference.from_smiles(smiles[:40])
     query = smiles[38:45] + ["not a smiles"]
-    got = reference.similarities(query, k=3, chunk=16)  # several chunks of the reference
+    got = reference.nearest(query, k=3, chunk=16)[0]  # several chunks of the reference
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
     ref_fps = [generator.GetFingerprint(Chem.MolFromSmiles(s)) for s in smiles[:40]]
     for i, s in enumerate(query[:-1]):

@@ -141,10 +141,6 @@ class Reference:
                 best, where = top.values, torch.cat([where, positions], 1).gather(1, top.indices)
         return best.numpy(), where.numpy()
 
-    def similarities(self, smiles: Sequence[str], k: int = TOP_K, chunk: int = 4096) -> np.ndarray:
-        """(n, min(k, len(self))) the similarities of ``nearest``."""
-        return self.nearest(smiles, k, chunk)[0]
-
     def signals(self, smiles: Sequence[str],
                 mean: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The nearest training molecule's similarity (n,), and the signals the reference gives: ``dissimilarity``
