@@ -13,7 +13,7 @@ regression) once per data set and seed, then scores every candidate uncertainty 
 - ``size``: heavy atoms (``--rescore`` adds it to runs saved before it existed);
 - ``embedding``: mean cosine distance of the head's input (the pooled embedding) to its 5 nearest training ones;
 - combinations: ``disagreement+similarity``, ``default`` (the signals ``smilesformer`` fits by default,
-  ``uncertainty.DEFAULT_SIGNALS``) and ``default+embedding``.
+  ``uncertainty.DEFAULT_SIGNALS``) and ``default-embedding`` (the default without the embedding distance).
 
 The arrays every method is scored from are saved per run (``--work``/<split file>.npz); ``--rescore`` scores the
 methods again from them without fine-tuning again.
@@ -52,11 +52,11 @@ from bench_accuracy import chemprop_bin, write_split_file  # noqa: E402
 
 from smilesformer import SmilesModel, TrainConfig  # noqa: E402
 from smilesformer.config import DEFAULT_MODEL, Task  # noqa: E402
-from smilesformer.embeddings import EmbedConfig, embed  # noqa: E402
 from smilesformer.evaluate import confidence_metrics, domain_metrics, uncertainty_metrics  # noqa: E402
 from smilesformer.uncertainty import (  # noqa: E402
     DEFAULT_SIGNALS,
     FOLDS,
+    POOLED,
     _nnls_fit,
     calibrate,
     fit_regression,
@@ -68,17 +68,8 @@ METHODS = {"disagreement": ["disagreement"], "similarity": ["dissimilarity"],
            "neighbour_spread": ["neighbour_spread"], "neighbour_disagreement": ["neighbour_disagreement"],
            "embedding": ["embedding"], "disagreement+similarity": ["disagreement", "dissimilarity"],
            "tree_quantiles": ["tree_quantiles"], "size": ["size"],
-           "default": list(DEFAULT_SIGNALS), "default+embedding": [*DEFAULT_SIGNALS, "embedding"],
+           "default": list(DEFAULT_SIGNALS), "default-embedding": [n for n in DEFAULT_SIGNALS if n != "embedding"],
            "default+tree_quantiles": [*DEFAULT_SIGNALS, "tree_quantiles"]}
-K = 5
-
-
-def _embedding_distance(train: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """(n,) mean cosine distance of each query vector to its K nearest training vectors."""
-    a = train / np.linalg.norm(train, axis=1, keepdims=True)
-    b = query / np.linalg.norm(query, axis=1, keepdims=True)
-    sim = b @ a.T
-    return 1.0 - np.sort(sim, axis=1)[:, -K:].mean(axis=1)
 
 
 def _oof_spearman(y: np.ndarray, mean: np.ndarray, x: np.ndarray, seed: int) -> float:
@@ -106,15 +97,14 @@ def run_smilesformer(path: Path, info: dict, seed: int, args) -> dict:
     fit_seconds = time.perf_counter() - started
     predictor = model.predictor  # Uncertain(TreeBlend(...)) for regression, Uncertain(transformer) otherwise
     inner, fitted = predictor.inner, predictor.fit
-    emb_train = embed(model, smiles["train"], EmbedConfig(pooling="head")).vectors
     out: dict = {"fit_seconds": round(fit_seconds, 1), "fitted": fitted.to_dict()}
     arrays = {}
     for name in ("val", "test"):
         mean, signals = inner.signals(smiles[name])
-        similarity, near = predictor.reference.signals(smiles[name], mean if task is Task.regression else None)
+        pooled = signals.pop(POOLED, None)  # regression: the reference turns it into the embedding signal
+        similarity, near = predictor.reference.signals(smiles[name], mean if task is Task.regression else None,
+                                                       pooled)
         signals.update(near)
-        signals["embedding"] = _embedding_distance(emb_train, embed(model, smiles[name],
-                                                                    EmbedConfig(pooling="head")).vectors)
         arrays.update({f"{name}_y": y[name], f"{name}_mean": mean, f"{name}_similarity": similarity,
                        **{f"{name}_signal_{k}": v for k, v in signals.items()}})
     np.savez_compressed(args.work / f"{path.stem}.npz", **arrays)

@@ -187,7 +187,7 @@ def test_every_entry_point_reads_an_ensemble_with_trees(ensemble_run, tmp_path):
 def test_interval_is_calibrated_on_the_blend_over_the_valid_set(ensemble_run, esol50_path):
     """The valid set's outputs are taken once for the blend weights and the uncertainty: the saved error model and
     interval scale are what the loaded predictor's blended outputs and signals on the valid rows fit to."""
-    from smilesformer.uncertainty import fit_regression
+    from smilesformer.uncertainty import POOLED, fit_regression
 
     predictor = load_predictor(ensemble_run.model_dir)
     split = pd.read_csv(ensemble_run.out_dir / "split.csv")
@@ -195,7 +195,7 @@ def test_interval_is_calibrated_on_the_blend_over_the_valid_set(ensemble_run, es
     valid = split[split["split"] == "valid"]
     smiles = valid["smiles"].tolist()
     mean, signals = predictor.inner.signals(smiles)
-    signals.update(predictor.reference.signals(smiles, mean)[1])
+    signals.update(predictor.reference.signals(smiles, mean, signals.pop(POOLED))[1])
     weights, scales = fit_regression(labels[valid["row"].to_numpy()].reshape(-1, 1), mean, signals,
                                      predictor.meta.uncertainty["signals"], seed=0)
     np.testing.assert_allclose(predictor.meta.interval_scale, scales, rtol=1e-3)
@@ -203,7 +203,7 @@ def test_interval_is_calibrated_on_the_blend_over_the_valid_set(ensemble_run, es
 
 
 def test_fine_tuning_predicts_the_valid_set_once(make_tiny_model, esol50, monkeypatch):
-    calls = spy_lengths(monkeypatch, Augmented, "outputs")
+    calls = spy_lengths(monkeypatch, Augmented, "forward")
     model = make_tiny_model()
     model.fit(esol50["smiles"][:30], esol50["logS"][:30].to_numpy(float), esol50["smiles"][30:],
               esol50["logS"][30:].to_numpy(float),

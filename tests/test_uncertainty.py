@@ -23,6 +23,7 @@ from smilesformer.uncertainty import (
     Reference,
     calibrate,
     choose_domain_threshold,
+    embedding_distance,
     fit_calibration,
     fit_regression,
     predicted_sd,
@@ -78,6 +79,38 @@ def test_reference_is_bounded_and_saved_as_arrays_only(tmp_path, esol50, monkeyp
     (tmp_path / REFERENCE_FILE).unlink()
     with pytest.raises(SmilesformerError, match="copy the whole model folder"):
         Reference.load(tmp_path)
+
+
+def test_embedding_distance_is_the_mean_cosine_distance_to_the_nearest_reference_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    ref, query = rng.normal(size=(50, 8)), rng.normal(size=(7, 8))
+    got = embedding_distance(ref, query, k=3, chunk=16)  # several chunks of the reference
+    unit = lambda x: x / np.linalg.norm(x, axis=1, keepdims=True)  # noqa: E731
+    cos = unit(query) @ unit(ref).T
+    np.testing.assert_allclose(got, 1 - np.sort(cos, axis=1)[:, -3:].mean(axis=1), atol=1e-5)
+    assert embedding_distance(ref, ref[:2] * 5.0, k=1) == pytest.approx(0.0, abs=1e-5), "scale does not matter"
+    packed = np.zeros((50, 256), dtype=np.uint8)
+    Reference(packed, embeddings=ref).save(tmp_path)
+    loaded = Reference.load(tmp_path)
+    assert loaded.embeddings.dtype == np.float16  # 2 bytes per dimension per molecule
+    np.testing.assert_allclose(embedding_distance(loaded.embeddings, query, k=3), got, atol=2e-3)
+
+
+def test_the_embedding_signal_reads_the_pooled_vector_the_head_reads(uncertain_dir, esol50):
+    """The vector taken in the prediction's own forward pass is the one ``embed(pooling='head')`` gives, and the
+    reference keeps the training molecules' ones: a training molecule is at distance 0 from itself."""
+    from smilesformer.embeddings import EmbedConfig, embed
+    from smilesformer.uncertainty import POOLED
+
+    model = load_predictor(uncertain_dir)
+    smiles = esol50["smiles"][:6].tolist()
+    mean, signals = model.inner.signals(smiles)
+    expected = embed(uncertain_dir, smiles, EmbedConfig(pooling="head")).vectors
+    np.testing.assert_allclose(signals[POOLED], expected, rtol=1e-4, atol=1e-5)
+    _, near = model.reference.signals(smiles, mean, signals[POOLED])  # the fixture trained on the first 30
+    nearest = embedding_distance(model.reference.embeddings, signals[POOLED], k=1)
+    assert near["embedding"].shape == (6,) and (near["embedding"] >= nearest - 1e-6).all()
+    np.testing.assert_allclose(nearest, 0.0, atol=2e-3, err_msg="a training molecule's nearest vector is its own")
 
 
 def _synthetic(n: int, seed: int):
@@ -162,8 +195,11 @@ def test_a_model_fitted_with_validation_predicts_an_interval_and_a_domain(uncert
     model = load_predictor(uncertain_dir)
     assert isinstance(model, Uncertain) and (uncertain_dir / REFERENCE_FILE).is_file()
     fit = model.meta.uncertainty
-    assert fit["signals"] == ["disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement", "size"]
+    assert fit["signals"] == ["disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement", "size",
+                              "embedding"]
     assert fit["reference_size"] == 30 and model.reference.labels.shape == (30, 1)
+    hidden = model.members[0].model.config.hidden_size
+    assert model.reference.embeddings.shape == (30, hidden) and model.reference.embeddings.dtype == np.float16
     smiles = [esol50["smiles"][0], "not a smiles", esol50["smiles"][45]]
     table = model.predict(smiles)
     assert list(table.columns) == ["logS_pred", "logS_sd", "logS_pi90_low", "logS_pi90_high", "domain_similarity",

@@ -202,7 +202,7 @@ def finetune(
     trees: Annotated[str, typer.Option(help="'gbm': blend with gradient-boosted trees on RDKit descriptors (weight chosen on the valid set); 'none': the transformer alone; 'auto': gbm for regression.")] = _default(_T, "trees"),
     adapt: Annotated[str, typer.Option(help="'mtr': first regress RDKit descriptors of the training SMILES (domain adaptation); 'none': off.")] = _default(_T, "adapt"),
     adapt_epochs: Annotated[int, typer.Option(help="Passes of the --adapt step over the training SMILES.")] = _default(_T, "adapt_epochs"),
-    uncertainty: Annotated[bool, typer.Option("--uncertainty/--no-uncertainty", help="Fit an uncertainty and a domain check on the valid set (kept in the model folder: 256 bytes per training molecule, at most 5 MB).")] = _default(_T, "uncertainty"),
+    uncertainty: Annotated[bool, typer.Option("--uncertainty/--no-uncertainty", help="Fit an uncertainty and a domain check on the valid set (kept in the model folder: per training molecule 256 bytes of fingerprint and 2 per dimension of the pooled vector, at most 20,000 molecules).")] = _default(_T, "uncertainty"),
     out: Annotated[Path, typer.Option(help="Run folder (resumes from its checkpoints if interrupted).")] = Path("runs/finetune"),
     resume: Annotated[bool, typer.Option("--resume/--fresh", help="Continue an interrupted run in --out (only when its data and settings match), or delete its checkpoints and start over.")] = _default(_T, "resume"),
     max_atoms: MaxAtoms = None,

@@ -196,7 +196,8 @@ class TrainConfig:
     uncertainty: bool = True
     """With a validation set: fit an uncertainty (``<target>_sd`` and a 90% interval; calibrated probabilities and a
     confidence) and a domain check (``domain_similarity``, ``in_domain``) for every prediction (see
-    ``uncertainty``); the model folder keeps the training molecules' fingerprints (256 bytes each, at most 5 MB)."""
+    ``uncertainty``); the model folder keeps the training molecules' fingerprints and pooled vectors (256 + 2 x hidden
+    bytes each, at most 20,000 molecules)."""
     adapt: str = "none"
     """"mtr": before fine-tuning, a short domain-adaptation pass that regresses RDKit descriptors of the training
     SMILES only (never validation or test; Sultan et al. 2025); "none": off."""

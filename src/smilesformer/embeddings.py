@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +38,7 @@ from transformers import (
 from .config import Pooling, Precision
 from .data import SmilesformerError, parse_molecule, validate_smiles
 from .descriptors import descriptor_inputs
-from .networks import loading, resolve_model_source
+from .networks import capture_input, head_input_layer, loading, resolve_model_source
 from .predictors import ENSEMBLE_FILE, Predictor
 from .tasks import META_FILE
 from .tokenization import atoms_per_token, char_atom_index, length_batches, load_tokenizer, warn_unknown
@@ -125,10 +125,7 @@ class Encoder:
     def head_module(self) -> torch.nn.Module | None:
         """The layer whose input is the head's pooled vector: RoBERTa's ``classifier.out_proj``, BERT's
         ``classifier`` (which reads the pooler's output); None for an encoder without a head."""
-        classifier = getattr(self.model, "classifier", None)
-        if classifier is None:
-            return None
-        return getattr(classifier, "out_proj", classifier)
+        return head_input_layer(self.model)
 
     def dim(self, config: EmbedConfig) -> int:
         """Length of one pooled embedding under ``config``."""
@@ -285,21 +282,6 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: Pooling) -> torch.Te
     raise ValueError(f"pool() does not compute {pooling.value!r} pooling")
 
 
-@contextlib.contextmanager
-def _capture_head_input(module: torch.nn.Module) -> Iterator[dict]:
-    """Record the input of ``module`` on each forward pass (a hook, so the head's own code computes it)."""
-    captured: dict[str, torch.Tensor] = {}
-
-    def hook(_module, args):
-        captured["pooled"] = args[0]  # (batch, hidden)
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield captured
-    finally:
-        handle.remove()
-
-
 def atom_index(smiles: str) -> tuple[np.ndarray, int]:
     """Atom number of every character of a SMILES (-1 for characters that spell no atom), and the atom count.
 
@@ -400,7 +382,7 @@ def embed(source: str | Path | Predictor | Encoder, smiles: Sequence[str],
         if head is not None:  # a head that reads RDKit descriptors needs them to run
             padded.update(descriptor_inputs(encoder.model, [clean[valid[j]] for j in batch]))
         mask = padded["attention_mask"]  # (batch, tokens)
-        with (_capture_head_input(head) if head is not None else contextlib.nullcontext({}) as captured,
+        with (capture_input(head) as captured,
               inference_autocast(config.precision, encoder.device)):
             hidden = encoder.model(**padded, output_hidden_states=True).hidden_states  # (batch, tokens, hidden) each
         rows = [valid[j] for j in batch]

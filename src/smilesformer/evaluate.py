@@ -142,8 +142,8 @@ def retention_curve(uncertainty: np.ndarray, error: np.ndarray, steps: int = 20)
 
 
 def domain_metrics(in_domain: np.ndarray, error: np.ndarray) -> dict:
-    """Errors of molecules flagged as out of the domain beside those in it (``error``: absolute error, or
-    |label - probability| for classification)."""
+    """Errors of molecules flagged as out of the domain beside those in it (``error``: one per molecule, as
+    ``tasks.molecule_errors`` gives: absolute error in training-label sds, or |label - probability|)."""
     keep = np.isfinite(error)
     inside, error = in_domain[keep].astype(bool), error[keep]
     out: dict = {"n": int(len(error)), "flagged": int((~inside).sum())}

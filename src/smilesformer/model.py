@@ -233,6 +233,9 @@ class SmilesModel(Predictor):
     def find(self, kind: type) -> Predictor | None:
         return self.predictor.find(kind)
 
+    def forward(self, smiles, batch_size=128, progress=False, descriptors_of=None):
+        return self.predictor.forward(smiles, batch_size, progress, descriptors_of)
+
     def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
         return self.predictor.passes(smiles, batch_size, progress, descriptors_of)
 

@@ -266,6 +266,34 @@ def seeded(seed: int) -> Iterator[None]:
         yield
 
 
+def head_input_layer(model: torch.nn.Module) -> torch.nn.Module | None:
+    """The layer whose input is the head's pooled vector: RoBERTa's (and the descriptor head's)
+    ``classifier.out_proj``, BERT's ``classifier`` (which reads the pooler's output); None without a head."""
+    classifier = getattr(model, "classifier", None)
+    if classifier is None:
+        return None
+    return getattr(classifier, "out_proj", classifier)
+
+
+@contextlib.contextmanager
+def capture_input(module: torch.nn.Module | None) -> Iterator[dict]:
+    """Record the input of ``module`` (None: nothing) on each forward pass under ``"pooled"``: a hook, so the
+    head's own code computes it and the forward pass costs nothing more."""
+    captured: dict[str, torch.Tensor] = {}
+    if module is None:
+        yield captured
+        return
+
+    def hook(_module, args):
+        captured["pooled"] = args[0]  # (batch, hidden)
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
 def check_descriptors(kind: str) -> None:
     if kind != "auto" and kind not in DESCRIPTOR_SETS:
         raise SmilesformerError(f"unknown descriptor set {kind!r}; choose auto or one of {', '.join(DESCRIPTOR_SETS)}")

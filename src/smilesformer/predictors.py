@@ -36,17 +36,20 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .data import MoleculeLimits, SmilesformerError, randomized_smiles, readable_like_the_rest, validate_smiles
 from .descriptors import descriptor_inputs, uses_descriptors
 from .networks import (
+    capture_input,
     check_model_folder,
     download_model,
+    head_input_layer,
     load_finetuned,
     quiet_transformers,
     resolve_model_source,
 )
-from .tasks import ENSEMBLE_FILE, ModelMeta, compute_metrics, prediction_columns, prediction_matrix
+from .tasks import ENSEMBLE_FILE, ModelMeta, compute_metrics, molecule_errors, prediction_columns, prediction_matrix
 from .tokenization import length_batches, warn_truncated, warn_unknown
 from .trees import Trees, choose_weights, fit_trees, load_trees, save_trees, tree_outputs
 from .uncertainty import (
     DEFAULT_SIGNALS,
+    POOLED,
     SIGNALS,
     Reference,
     UncertaintyFit,
@@ -86,15 +89,22 @@ class Predictor:
         """The transformers underneath, in order (one for a single model)."""
         raise NotImplementedError
 
-    def passes(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False,
-               descriptors_of: Sequence[str] | None = None) -> np.ndarray:
-        """(passes, n, num_labels) outputs in the label scale for valid SMILES.
+    def forward(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False,
+                descriptors_of: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """(passes, n, num_labels) outputs in the label scale for valid SMILES, and (n, d) the pooled vector the
+        first member's head read on the SMILES as given (None: a network without a head), a by-product of the
+        same forward passes.
 
         Args:
             descriptors_of: SMILES of the same molecules to compute RDKit descriptors from (the SMILES as given,
                 when ``smiles`` are randomized spellings of them); default ``smiles``.
         """
         raise NotImplementedError
+
+    def passes(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False,
+               descriptors_of: Sequence[str] | None = None) -> np.ndarray:
+        """(passes, n, num_labels) outputs in the label scale for valid SMILES (see ``forward``)."""
+        return self.forward(smiles, batch_size, progress, descriptors_of)[0]
 
     def outputs(self, smiles: Sequence[str], batch_size: int = 128,
                 progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
@@ -105,9 +115,13 @@ class Predictor:
     def signals(self, smiles: Sequence[str], batch_size: int = 128,
                 progress: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The mean outputs, and the signals of their uncertainty computed on the way (see ``uncertainty``):
-        ``spread`` over several passes; a blend adds ``disagreement``."""
-        mean, sd = self.outputs(smiles, batch_size, progress)
-        return mean, ({} if sd is None else {"spread": sd})
+        ``spread`` over several passes, and the head's pooled vectors (n, d) under ``POOLED`` (a ``Reference``
+        turns them into the ``embedding`` signal); a blend adds ``disagreement``."""
+        passes, pooled = self.forward(smiles, batch_size, progress)
+        signals = {} if pooled is None else {POOLED: pooled}
+        if len(passes) > 1:
+            signals["spread"] = passes.std(axis=0)
+        return passes.mean(axis=0), signals
 
     def report(self, smiles: Sequence[str], batch_size: int = 128, progress: bool = False) -> Report:
         """The outputs with their uncertainty and domain, where the predictor has them (``Uncertain`` does)."""
@@ -153,13 +167,15 @@ class Transformer(Predictor):
         return [self]
 
     @torch.inference_mode()
-    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
+    def forward(self, smiles, batch_size=128, progress=False, descriptors_of=None):
         # The Trainer's predict pads batches in input order; sorting by length first cuts the padded tokens
         # (and time) several-fold on SMILES, whose lengths vary widely, hence this small loop.
         meta, tok, net = self.meta, self.tokenizer, self.model
         net.eval()
         ids = tok(list(smiles), truncation=True, max_length=meta.max_length, add_special_tokens=True)["input_ids"]
         out = np.zeros((len(ids), meta.num_labels), dtype=np.float32)
+        head = head_input_layer(net)
+        pooled = None
         batches = list(length_batches([len(x) for x in ids], batch_size))
         if progress:
             from rich.progress import track
@@ -171,8 +187,13 @@ class Transformer(Predictor):
             padded = tok.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
             if features is not None:
                 padded["descriptors"] = features[torch.as_tensor(batch, device=features.device)]
-            out[batch] = net(**{k: v.to(self.device) for k, v in padded.items()}).logits.float().cpu().numpy()
-        return meta.layout.outputs(meta, out)[None]
+            with capture_input(head) as captured:
+                out[batch] = net(**{k: v.to(self.device) for k, v in padded.items()}).logits.float().cpu().numpy()
+            if captured:
+                if pooled is None:
+                    pooled = np.zeros((len(ids), captured["pooled"].shape[-1]), dtype=np.float32)
+                pooled[batch] = captured["pooled"].float().cpu().numpy()
+        return meta.layout.outputs(meta, out)[None], pooled
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """A standard HF folder (safetensors weights, config, tokenizer) plus smilesformer.json."""
@@ -209,8 +230,9 @@ class Ensemble(Predictor):
     def members(self) -> list[Transformer]:
         return self._members
 
-    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
-        return np.concatenate([m.passes(smiles, batch_size, progress, descriptors_of) for m in self._members])
+    def forward(self, smiles, batch_size=128, progress=False, descriptors_of=None):
+        done = [m.forward(smiles, batch_size, progress, descriptors_of) for m in self._members]
+        return np.concatenate([passes for passes, _ in done]), done[0][1]
 
     def save_pretrained(self, folder: str | Path) -> Path:
         """``member_<k>/`` model folders, ``ensemble.json`` listing them, and the shared ``smilesformer.json``."""
@@ -236,8 +258,8 @@ class _Wrapper(Predictor):
     def members(self) -> list[Transformer]:
         return self.inner.members
 
-    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
-        return self.inner.passes(smiles, batch_size, progress, descriptors_of)
+    def forward(self, smiles, batch_size=128, progress=False, descriptors_of=None):
+        return self.inner.forward(smiles, batch_size, progress, descriptors_of)
 
     def find(self, kind: type) -> Predictor | None:
         return self if isinstance(self, kind) else self.inner.find(kind)
@@ -260,14 +282,15 @@ class Augmented(_Wrapper):
         super().__init__(inner)
         self.n = self.meta.tta = n
 
-    def passes(self, smiles, batch_size=128, progress=False, descriptors_of=None) -> np.ndarray:
+    def forward(self, smiles, batch_size=128, progress=False, descriptors_of=None):
         smiles = list(smiles)
         # each molecule's spellings are drawn from a seed of its own SMILES: its prediction does not depend on
         # which other molecules share its batch or where it stands in it
         randomized = [randomized_smiles([s], self.n, seed=zlib.crc32(s.encode()))[0] for s in smiles]
         variants = [smiles] + [[r[k] for r in randomized] for k in range(self.n)]
         descriptors_of = smiles if descriptors_of is None else descriptors_of
-        return np.concatenate([self.inner.passes(v, batch_size, progress, descriptors_of) for v in variants])
+        done = [self.inner.forward(v, batch_size, progress, descriptors_of) for v in variants]
+        return np.concatenate([passes for passes, _ in done]), done[0][1]  # the pooled vectors as written
 
 
 class TreeBlend(_Wrapper):
@@ -358,7 +381,8 @@ class Uncertain(_Wrapper):
         smiles = list(smiles)
         meta = self.meta
         mean, signals = self.inner.signals(smiles, batch_size, progress)
-        similarity, near = self.reference.signals(smiles, mean if meta.layout.has_interval else None)
+        similarity, near = self.reference.signals(smiles, mean if meta.layout.has_interval else None,
+                                                  signals.pop(POOLED, None))
         signals.update(near)
         if meta.layout.has_interval:
             sd = np.stack([predicted_sd(w, signal_matrix(signals, self.fit.signals, j))
@@ -371,22 +395,6 @@ class Uncertain(_Wrapper):
         folder = super().save_pretrained(folder)
         self.reference.save(folder)
         return folder
-
-
-def _domain_errors(meta: ModelMeta, y: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    """(n,) one error per molecule to choose the domain threshold on: the mean over targets of the absolute error
-    in training-label sds (regression), of |label - probability| (binary), or 1 - the true class's probability."""
-    with np.errstate(invalid="ignore"):
-        if meta.n_classes > 2 and not meta.layout.has_interval:
-            out = np.full(len(y), np.nan)
-            keep = np.isfinite(y[:, 0])
-            out[keep] = 1.0 - mean[keep, y[keep, 0].astype(int)]
-            return out
-        err = np.abs(y - mean)
-        if meta.layout.has_interval and meta.label_std is not None:
-            err = err / np.asarray(meta.label_std)
-        counts = np.isfinite(err).sum(axis=1)
-        return np.where(counts > 0, np.nansum(err, axis=1) / np.maximum(counts, 1), np.nan)
 
 
 def fit_uncertain(predictor: Predictor, smiles: Sequence[str], labels: np.ndarray, valid_smiles: Sequence[str],
@@ -403,10 +411,14 @@ def fit_uncertain(predictor: Predictor, smiles: Sequence[str], labels: np.ndarra
     """
     meta = predictor.meta
     regression = meta.layout.has_interval
-    reference = Reference.from_smiles(smiles, labels if regression else None, seed)
+    # the embedding signal is fitted for regression only (classification's calibration reads none): the training
+    # molecules' pooled vectors cost one forward pass of the first member over them
+    embed = (lambda batch: predictor.members[0].forward(batch, batch_size)[1]) if regression else None
+    reference = Reference.from_smiles(smiles, labels if regression else None, seed, embed)
     mean, signals = valid_signals or predictor.signals(list(valid_smiles), batch_size)
-    similarity, near = reference.signals(list(valid_smiles), mean if regression else None)
-    signals = {**signals, **near}
+    signals = dict(signals)
+    similarity, near = reference.signals(list(valid_smiles), mean if regression else None, signals.pop(POOLED, None))
+    signals.update(near)
     fit = UncertaintyFit(signals=[name for name in SIGNALS if name in signals and name in DEFAULT_SIGNALS],
                          reference_size=len(reference), n_valid=len(valid_smiles))
     if meta.layout.has_interval:
@@ -415,7 +427,7 @@ def fit_uncertain(predictor: Predictor, smiles: Sequence[str], labels: np.ndarra
     else:
         fit.calibration = fit_calibration(valid_y, mean, meta.n_classes > 2)
         mean = calibrate(mean, fit.calibration, meta.n_classes > 2)
-    fit.domain_threshold, fit.domain_choice = choose_domain_threshold(similarity, _domain_errors(meta, valid_y, mean))
+    fit.domain_threshold, fit.domain_choice = choose_domain_threshold(similarity, molecule_errors(meta, valid_y, mean))
     return Uncertain(predictor, reference, fit)
 
 

@@ -435,6 +435,24 @@ def compute_metrics(meta: ModelMeta, y: np.ndarray, p: np.ndarray) -> dict:
     return {"per_target": per_target, "mean": mean_over_targets(per_target)}
 
 
+def molecule_errors(meta: ModelMeta, y: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    """(n,) one error per molecule, the one the domain threshold is chosen on and the domain check is reported in:
+    the mean over targets of the absolute error in training-label sds (regression: targets in different units
+    count alike), of |label - probability| (binary), or 1 - the true class's probability (multiclass); NaN for a
+    molecule without labels."""
+    with np.errstate(invalid="ignore"):
+        if meta.n_classes > 2 and not meta.layout.has_interval:
+            out = np.full(len(y), np.nan)
+            keep = np.isfinite(y[:, 0])
+            out[keep] = 1.0 - mean[keep, y[keep, 0].astype(int)]
+            return out
+        err = np.abs(y - mean)
+        if meta.layout.has_interval and meta.label_std is not None:
+            err = err / np.asarray(meta.label_std)
+        counts = np.isfinite(err).sum(axis=1)
+        return np.where(counts > 0, np.nansum(err, axis=1) / np.maximum(counts, 1), np.nan)
+
+
 def prediction_columns(meta: ModelMeta) -> list[str]:
     """Names of the columns a prediction table has, in order: the predictions, their uncertainty and the domain
     check when the model has them (see ``uncertainty``)."""

@@ -6,7 +6,11 @@ signals of how far to trust a prediction, and one more is cheap:
 - ``disagreement``: |transformer - trees|, the two members of the blend disagreeing (a two-model ensemble for free);
 - ``spread``: the standard deviation over passes, when the model is an ensemble or uses test-time augmentation;
 - ``dissimilarity``: 1 - the mean Tanimoto similarity (Morgan fingerprints, radius 2, 2,048 bits) of the molecule to
-  its ``TOP_K`` nearest training molecules (a ``Reference`` saved in the model folder).
+  its ``TOP_K`` nearest training molecules (a ``Reference`` saved in the model folder);
+- ``neighbour_spread`` / ``neighbour_disagreement``: the labels of those nearest molecules (see
+  ``Reference.signals``), and ``size`` (heavy atoms);
+- ``embedding``: 1 - the mean cosine similarity of the pooled vector the head reads (taken in the same forward
+  pass as the prediction) to those of its ``TOP_K`` nearest training molecules: distance in the model's own space.
 
 Regression: the absolute validation errors are regressed on these signals with non-negative weights (scipy's
 ``nnls``: a larger signal never means a smaller error, and three weights cannot overfit a validation set of a
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,26 +43,32 @@ import torch
 from .data import SmilesformerError, mol_from_smiles
 from .evaluate import GAUSSIAN_Z90
 
-__all__ = ["REFERENCE_FILE", "SIGNALS", "DEFAULT_SIGNALS", "MAX_REFERENCE", "TOP_K", "Reference", "UncertaintyFit",
-           "fingerprints", "featurize", "fit_regression", "fit_calibration", "calibrate", "choose_domain_threshold",
-           "predicted_sd", "signal_matrix"]
+__all__ = ["REFERENCE_FILE", "POOLED", "SIGNALS", "DEFAULT_SIGNALS", "MAX_REFERENCE", "TOP_K", "Reference",
+           "UncertaintyFit", "fingerprints", "featurize", "embedding_distance", "fit_regression", "fit_calibration",
+           "calibrate", "choose_domain_threshold", "predicted_sd", "signal_matrix"]
 
 logger = logging.getLogger(__name__)
 
 REFERENCE_FILE = "domain.npz"
 FP_BITS, FP_RADIUS = 2048, 2
 MAX_REFERENCE = 20_000
-"""Training molecules kept for the nearest-neighbour search: 256 bytes each (packed fingerprint bits), so a
-reference is at most 5 MB; a larger training set keeps a seeded random sample of this many."""
+"""Training molecules kept for the nearest-neighbour search: 256 bytes each (packed fingerprint bits), 4 per target
+(labels) and, for regression, 2 per dimension of the head's pooled vector (float16: 768 for the bundled model), so a
+reference is at most 20,000 x (260 + 2d) bytes (about 21 MB for the bundled model; compressed on disk); a larger
+training set keeps a seeded random sample of this many."""
 TOP_K = 5
 """Nearest training molecules whose mean similarity is the ``dissimilarity`` signal (the domain column uses the
 nearest one, the figure a chemist reads)."""
-SIGNALS = ("spread", "disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement", "size")
+SIGNALS = ("spread", "disagreement", "dissimilarity", "neighbour_spread", "neighbour_disagreement", "size",
+           "embedding")
 """Every signal, in the order an error model lists them."""
 DEFAULT_SIGNALS = SIGNALS
 """The signals a fine-tuned model's error model is fitted on: all of them. Chosen on validation Spearman by
-benchmarks/bench_uncertainty.py, where adding ``size`` to the others raised it on ESOL (3 seeds, 0.16 -> 0.20) and
-AqSolDB (seed 0, 0.12 -> 0.21); the embedding distance, which helped further, is not computed at predict time yet."""
+benchmarks/bench_uncertainty.py: adding ``size`` to the others raised it on ESOL (3 seeds, 0.16 -> 0.20) and
+AqSolDB (seed 0, 0.12 -> 0.21), and adding ``embedding`` raised it again (BENCHMARKS.md, 'Uncertainty')."""
+POOLED = "pooled"
+"""The key of the head's (n, d) pooled vectors among a predictor's signals, which ``Reference.signals`` turns into
+the ``embedding`` signal."""
 DOMAIN_QUANTILES = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)
 """Validation similarity quantiles tried as the domain threshold."""
 MIN_FLAGGED = 5
@@ -92,17 +102,21 @@ class Reference:
     """Packed fingerprints of (up to ``MAX_REFERENCE``) training molecules and their labels, searched by Tanimoto
     similarity."""
 
-    def __init__(self, packed: np.ndarray, labels: np.ndarray | None = None):
+    def __init__(self, packed: np.ndarray, labels: np.ndarray | None = None, embeddings: np.ndarray | None = None):
         self.packed = np.ascontiguousarray(packed, dtype=np.uint8)
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32).reshape(len(self.packed), -1)
+        self.embeddings = None if embeddings is None else _unit_rows(embeddings).astype(np.float16)
+        """(n, d) the head's pooled vectors of the molecules, unit length (cosine = dot product); None: none."""
 
     def __len__(self) -> int:
         return len(self.packed)
 
     @classmethod
-    def from_smiles(cls, smiles: Sequence[str], labels: np.ndarray | None = None, seed: int = 0) -> Reference:
+    def from_smiles(cls, smiles: Sequence[str], labels: np.ndarray | None = None, seed: int = 0,
+                    embed: Callable[[list[str]], np.ndarray | None] | None = None) -> Reference:
         """The reference of a training set: each molecule once (its first row), a seeded sample beyond
-        ``MAX_REFERENCE``; ``labels`` (n, targets) in the label scale, or None."""
+        ``MAX_REFERENCE``; ``labels`` (n, targets) in the label scale, or None; ``embed``: the (n, d) pooled vectors
+        of the kept SMILES (the model's head input), or None for no ``embedding`` signal."""
         seen: dict[str, int] = {}
         for i, s in enumerate(smiles):
             seen.setdefault(s, i)
@@ -110,7 +124,8 @@ class Reference:
         if len(keep) > MAX_REFERENCE:
             keep = np.sort(np.random.default_rng(seed).choice(keep, MAX_REFERENCE, replace=False))
         labels = None if labels is None else np.asarray(labels, dtype=float).reshape(len(smiles), -1)[keep]
-        return cls(fingerprints([smiles[i] for i in keep]), labels)
+        kept = [smiles[i] for i in keep]
+        return cls(fingerprints(kept), labels, None if embed is None else embed(kept))
 
     def nearest(self, smiles: Sequence[str], k: int = TOP_K, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
         """(n, min(k, len(self))) Tanimoto similarities to the nearest reference molecules, largest first, and their
@@ -141,19 +156,22 @@ class Reference:
                 best, where = top.values, torch.cat([where, positions], 1).gather(1, top.indices)
         return best.numpy(), where.numpy()
 
-    def signals(self, smiles: Sequence[str],
-                mean: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def signals(self, smiles: Sequence[str], mean: np.ndarray | None = None,
+                pooled: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The nearest training molecule's similarity (n,), and the signals the reference gives: ``dissimilarity``
         and ``size`` (heavy atoms: errors grow with molecules' size), (n,) each; with labels and the predictions
         ``mean`` (n, targets) of a regression, ``neighbour_spread``, the similarity-weighted sd of the nearest
         molecules' labels (a rough neighbourhood: activity cliffs), and ``neighbour_disagreement``, |prediction -
-        their weighted mean label| (a nearest-neighbour model disagreeing).
+        their weighted mean label| (a nearest-neighbour model disagreeing); with the molecules' pooled vectors
+        (n, d) and a reference that has them, ``embedding`` (see ``embedding_distance``).
         """
         packed, heavy = featurize(smiles)
         sims, where = self._nearest(packed)
         if not sims.shape[1]:
             return np.zeros(len(smiles), dtype=np.float32), {"dissimilarity": np.ones(len(smiles)), "size": heavy}
         out = {"dissimilarity": 1.0 - sims.mean(axis=1), "size": heavy}
+        if pooled is not None and self.embeddings is not None:
+            out["embedding"] = embedding_distance(self.embeddings, pooled)
         if self.labels is not None and mean is not None:
             labels = self.labels[where]  # (n, k, targets)
             w = np.where(np.isfinite(labels), np.maximum(sims, 1e-3)[:, :, None], 0.0)
@@ -168,6 +186,8 @@ class Reference:
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / REFERENCE_FILE
         extra = {} if self.labels is None else {"labels": self.labels}
+        if self.embeddings is not None:
+            extra["embeddings"] = self.embeddings
         np.savez_compressed(path, fingerprints=self.packed, bits=FP_BITS, radius=FP_RADIUS, **extra)
         return path
 
@@ -181,7 +201,28 @@ class Reference:
             if (int(data["bits"]), int(data["radius"])) != (FP_BITS, FP_RADIUS):
                 raise SmilesformerError(f"{path} holds {int(data['bits'])}-bit radius-{int(data['radius'])} "
                                         f"fingerprints; this smilesformer reads {FP_BITS}-bit radius-{FP_RADIUS}")
-            return cls(data["fingerprints"], data["labels"] if "labels" in data else None)
+            return cls(data["fingerprints"], data["labels"] if "labels" in data else None,
+                       data["embeddings"] if "embeddings" in data else None)
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def embedding_distance(reference: np.ndarray, query: np.ndarray, k: int = TOP_K, chunk: int = 8192) -> np.ndarray:
+    """(n,) 1 - the mean cosine similarity of each (n, d) ``query`` vector to its ``k`` nearest ``reference`` vectors
+    (m, d): a float32 matrix product over chunks of the reference, as ``Reference.nearest``."""
+    k = min(k, len(reference))
+    if not len(query) or k == 0:
+        return np.ones(len(query), dtype=np.float32)
+    q = torch.from_numpy(_unit_rows(query))
+    best = torch.full((len(q), k), -2.0)
+    with torch.inference_mode():
+        for start in range(0, len(reference), chunk):
+            ref = torch.from_numpy(_unit_rows(reference[start:start + chunk]))
+            best = torch.cat([best, q @ ref.T], 1).topk(k, dim=1).values
+    return (1.0 - best.mean(1)).numpy()
 
 
 @dataclass

@@ -42,7 +42,7 @@ from .plots import plot_parity, plot_reliability, plot_roc, plot_training_curve,
 from .predictors import load_predictor
 from .splits import column_split, random_split, scaffold_split
 from .streaming import predict_frame
-from .tasks import compute_metrics, prediction_matrix
+from .tasks import compute_metrics, molecule_errors, prediction_matrix
 from .tokenization import warn_truncated, warn_unknown
 from .train import distributed_state
 
@@ -266,15 +266,8 @@ def _uncertainty(meta, y: np.ndarray, p: np.ndarray, preds: pd.DataFrame) -> dic
     elif meta.n_classes == 2:
         out = {t: confidence_metrics(y[:, j], p[:, j]) for j, t in enumerate(meta.targets)}
     if "in_domain" in preds:
-        inside = preds["in_domain"].to_numpy(bool)
-        if meta.n_classes > 2 and not meta.layout.has_interval:
-            labelled = np.isfinite(y[:, 0])
-            error = np.full(len(y), np.nan)
-            error[labelled] = 1.0 - p[labelled, y[labelled, 0].astype(int)]
-        else:
-            with np.errstate(invalid="ignore"):
-                error = np.nanmean(np.abs(y - p), axis=1)
-        out["domain"] = domain_metrics(inside, error)
+        # the errors the threshold was chosen on (regression: in training-label sds)
+        out["domain"] = domain_metrics(preds["in_domain"].to_numpy(bool), molecule_errors(meta, y, p))
     return out
 
 
