@@ -458,7 +458,13 @@ def _uncertainty(r: dict) -> list[str]:
     for t in (r.get("idle_timing") or {}).values():
         lines += [f"Predict time on an idle machine, {t['dataset']} (`{t['command']}`): {t['default']:.2f} s with the "
                   f"uncertainty against {t['without_uncertainty']:.2f} s without, for {t['molecules']} molecules "
-                  f"({t['ratio']:.3f}x; best of 3).", ""]
+                  f"({t['ratio']:.3f}x; best of 3)."]
+        if "reference_fit_seconds" in t:
+            r_fit = t["reference_fit_seconds"]
+            lines[-1] += (f" Fitting the reference at the end of a fine-tune, {r_fit['train_molecules']} training "
+                          f"molecules: {r_fit['with_embeddings']:.2f} s with their pooled vectors (one forward pass), "
+                          f"{r_fit['fingerprints_only']:.2f} s for the fingerprints alone.")
+        lines.append("")
     return lines
 
 

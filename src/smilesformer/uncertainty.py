@@ -84,7 +84,6 @@ def fingerprints(smiles: Sequence[str]) -> np.ndarray:
 
 def featurize(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Packed fingerprint bits (see ``fingerprints``) and (n,) heavy atom counts, from one parse per SMILES."""
-    from rdkit import DataStructs
     from rdkit.Chem import rdFingerprintGenerator
 
     generator = rdFingerprintGenerator.GetMorganGenerator(radius=FP_RADIUS, fpSize=FP_BITS)
@@ -93,7 +92,7 @@ def featurize(smiles: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     for i, s in enumerate(smiles):
         mol = mol_from_smiles(s)
         if mol is not None:
-            DataStructs.ConvertToNumpyArray(generator.GetFingerprint(mol), bits[i])
+            bits[i] = generator.GetFingerprintAsNumPy(mol)
             heavy[i] = mol.GetNumHeavyAtoms()
     return np.packbits(bits, axis=1), heavy
 
