@@ -419,8 +419,10 @@ def _uncertainty(r: dict) -> list[str]:
 
     lines = ["## Uncertainty and the domain check (default recipe, scaffold split files)", "",
              f"`{r['command']}` (it summarizes the runs in its work folder; they were run with the same script "
-             "per data set: `--datasets esol,bbbp`, `--datasets aqsoldb --aqsoldb-seeds 3`, `--datasets "
-             "lipophilicity --seeds 1`, and `--chemprop-only` for chemprop's rows). Each method's "
+             "per data set: `--datasets esol,bbbp`, `--datasets aqsoldb,lipophilicity --aqsoldb-seeds 5 --seeds 3`, "
+             "and `--chemprop-only` for chemprop's rows; the seeds each row has are in its heading). "
+             "`default` is what a fine-tuned model fits (``uncertainty.DEFAULT_SIGNALS``); `default-embedding` "
+             "is the same without the embedding distance, the default before it was added. Each method's "
              "error model and 90% interval are fitted on the validation set; `valid` is its cross-fitted validation "
              "Spearman (the figure a method is chosen on), the rest are test figures, means over seeds. `expected`: "
              "the Spearman were the errors drawn from the method's own sd; `half`: MAE of the most confident half "
@@ -459,7 +461,7 @@ def _uncertainty(r: dict) -> list[str]:
         lines += [f"Predict time on an idle machine, {t['dataset']} (`{t['command']}`): {t['default']:.2f} s with the "
                   f"uncertainty against {t['without_uncertainty']:.2f} s without, for {t['molecules']} molecules "
                   f"({t['ratio']:.3f}x; best of 3)."]
-        if "reference_fit_seconds" in t:
+        if "with_embeddings" in t.get("reference_fit_seconds", {}):
             r_fit = t["reference_fit_seconds"]
             lines[-1] += (f" Fitting the reference at the end of a fine-tune, {r_fit['train_molecules']} training "
                           f"molecules: {r_fit['with_embeddings']:.2f} s with their pooled vectors (one forward pass), "
