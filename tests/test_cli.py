@@ -139,6 +139,35 @@ def test_pretrain_command_defaults_are_the_config_defaults():
     assert checked >= 20
 
 
+def test_a_model_card_command_line_is_one_the_cli_accepts(tmp_path):
+    """The card's "redo it" line, written from a saved PretrainConfig, parses as `smilesformer pretrain` options
+    with the same values (every field but those set from Python only)."""
+    import dataclasses
+    import shlex
+
+    import typer.main
+
+    from smilesformer.config import PretrainConfig, save_config
+    from smilesformer.pretrain import NOT_ON_THE_CLI, pretrain_command
+
+    save_config(tmp_path / "c.json", pretrain=PretrainConfig(corpus="c.smi", limit=500, learning_rate=3e-4,
+                                                             dedupe=False, max_minutes=2.5))
+    config = json.loads((tmp_path / "c.json").read_text())["pretrain"]  # as a model folder keeps it
+    line = pretrain_command(config)
+    command = typer.main.get_command(app).commands["pretrain"]
+    parsed = command.make_context("pretrain", shlex.split(line)[2:]).params
+    renamed = {"lr": "learning_rate"}
+    compared = 0
+    for name, value in parsed.items():
+        field = renamed.get(name, name)
+        if field in config:
+            got = value.value if hasattr(value, "value") else str(value) if field == "corpus" else value
+            assert got == config[field], name
+            compared += 1
+    assert compared == len([f for f in dataclasses.fields(PretrainConfig) if f.name not in NOT_ON_THE_CLI])
+    assert "--no-dedupe" in line and "--lr 0.0003" in line
+
+
 @needs_shared_data
 def test_corpus_command_writes_a_corpus_and_its_report(tmp_path):
     source = tmp_path / "src.smi"

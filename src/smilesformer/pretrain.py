@@ -635,8 +635,7 @@ def write_model_card(model_dir: Path, command: str | None = None, notes: str = "
                             f"{config.get('mlm_weight', 1)}) and, from the same forward pass, regression of "
                             f"{config.get('descriptor_set', 'fast')!r} RDKit descriptors (weight "
                             f"{config.get('mtr_weight', 1)})"}[config["objective"]]
-    command = command or "smilesformer pretrain " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in config.items() if v is not None and k != "progress")
+    command = command or pretrain_command(config)
     wall = summary["wall_seconds"]
     build_path = model_dir / CORPUS_BUILD_FILE
     build = ""
@@ -688,6 +687,21 @@ model = SmilesModel.from_pretrained("{model_dir.name}", task="regression", targe
     return path
 
 
+NOT_ON_THE_CLI = ("progress", "element_tokens", "warmup_fraction", "weight_decay")  # PretrainConfig in Python only
+
+
+def pretrain_command(config: dict, only: tuple[str, ...] | None = None, out: str = "RUN") -> str:
+    """The ``smilesformer pretrain`` command line of a saved PretrainConfig, as the CLI spells its options (the
+    fields in ``NOT_ON_THE_CLI`` are left out: they are set from Python)."""
+    words = ["smilesformer pretrain", f"--out {out}"]
+    for key, value in config.items():
+        if value is None or key in NOT_ON_THE_CLI or (only is not None and key not in only):
+            continue
+        flag = "--" + {"learning_rate": "lr"}.get(key, key).replace("_", "-")
+        words.append((flag if value else "--no-" + flag[2:]) if isinstance(value, bool) else f"{flag} {value}")
+    return " ".join(words)
+
+
 def _training_line(config: dict, summary: dict) -> str:
     """Steps, molecules presented and passes, as trained (not as planned: a budget or a callback may stop early)."""
     steps = summary["steps"]
@@ -706,7 +720,7 @@ def _budget_line(budget: dict | None) -> str:
     fits = budget["fits"]
     fitted = (f"measured {fits[-1]['steps_per_second']:.1f} steps/s; last step that fit: {budget['last_step']:,}"
               if fits else "stopped before a step rate was measured")
-    return (f"| time budget | {budget['max_seconds'] / 60:g} min for the whole command: preparation "
+    return (f"| time budget | {budget['max_seconds'] / 60:.3g} min for the whole command: preparation "
             f"{budget['preparation_seconds']:.0f} s, training {budget['training_seconds']:.0f} s; {fitted}; "
             f"stopped because {budget['stopped_because']} |\n")
 
