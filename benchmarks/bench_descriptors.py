@@ -33,7 +33,7 @@ def main() -> None:
     import torch
 
     from smilesformer import SmilesModel
-    from smilesformer import descriptors as d
+    from smilesformer import rdkit_descriptors as d
     from smilesformer.predictors import TreeBlend
     from smilesformer.streaming import stream_predict
     from smilesformer.trees import fit_trees

@@ -24,7 +24,7 @@ import torch
 PHASES: dict[str, list[tuple[str, str]]] = {
     "reading and validation": [("smilesformer.workflow", "load_dataset")],
     "model loading": [("smilesformer.model", "SmilesModel.create")],
-    "descriptors": [("smilesformer.descriptors", "_compute")],
+    "descriptors": [("smilesformer.rdkit_descriptors", "compute_descriptors")],
     "tokenization": [("transformers.tokenization_utils_base", "PreTrainedTokenizerBase.__call__")],
     "training steps (forward, backward)": [("transformers", "Trainer.training_step")],
     "training loop (batches, optimizer, logging)": [("transformers", "Trainer._inner_training_loop")],

@@ -231,6 +231,30 @@ def test_python_api_and_cli_fine_tune_the_same_default_model(esol50_path, tmp_pa
     assert np.allclose(api, cli, atol=1e-4), np.abs(api - cli).max()
 
 
+def test_finetune_takes_the_descriptors_from_workers_started_before_the_model_loads(esol50_path, tmp_path,
+                                                                                    monkeypatch):
+    """The CLI starts the table's RDKit descriptors in a worker while it imports PyTorch: the fine-tune (the
+    descriptor head, the trees, the valid and test predictions) computes none itself."""
+    from smilesformer import rdkit_descriptors as module
+
+    in_this_process = []
+    real = module._compute  # what the cache runs for molecules nobody started
+    monkeypatch.setattr(module, "_compute", lambda s, n: in_this_process.append(len(s)) or real(s, n))
+    monkeypatch.setenv(module.WORKERS_ENV, "2")
+    module.clear_descriptor_cache()
+    try:
+        result = runner.invoke(app, ["finetune", "--data", str(esol50_path), "--smiles-col", "smiles",
+                                     "--target", "logS", "--model", "random:tiny", "--descriptors", "rdkit",
+                                     "--epochs", "1", "--out", str(tmp_path / "run")])
+        assert result.exit_code == 0, result.output
+        assert list(module._POOLS) == [1], "one worker: the main process keeps a core for its import"
+    finally:
+        module.shutdown_pool()
+    assert in_this_process == []
+    meta = json.loads((tmp_path / "run" / "model" / "smilesformer.json").read_text())
+    assert meta["tree_weights"] is not None, "the trees read the workers' descriptors too"
+
+
 def test_fit_refuses_a_setting_it_cannot_honour(make_tiny_model, esol50, tiny_regressor_dir):
     from smilesformer import SmilesformerError, SmilesModel, TrainConfig
 

@@ -198,7 +198,7 @@ def test_cli_finetunes_and_predicts_with_descriptors(tmp_path, esol50_path):
 
 def test_ensemble_with_tta_reads_each_molecules_descriptors_once(tmp_path, esol50_path, monkeypatch):
     from smilesformer import DataConfig, load_predictor, run_finetune
-    from smilesformer import descriptors as module
+    from smilesformer import rdkit_descriptors as module
 
     data = DataConfig(str(esol50_path), smiles_col="smiles", target_cols=["logS"], task="regression",
                       fractions=(0.6, 0.2, 0.2))
@@ -230,7 +230,7 @@ def test_serve_predicts_and_explains_a_descriptor_model(make_descriptor_model, e
 
 
 def test_long_inputs_use_a_process_pool_with_the_same_result(monkeypatch, esol50):
-    from smilesformer import descriptors as module
+    from smilesformer import rdkit_descriptors as module
 
     smiles = tuple(esol50["smiles"]) + ("C1CC",)
     names = tuple(descriptor_names("rdkit"))
@@ -265,7 +265,7 @@ def test_descriptor_workers_end_when_their_parent_is_killed(tmp_path):
     """A SIGKILLed predict must not leave its descriptor workers running (atexit does not run on SIGKILL)."""
     script = tmp_path / "parent.py"
     script.write_text(
-        "from smilesformer import descriptors as d\n"
+        "from smilesformer import rdkit_descriptors as d\n"
         "if __name__ == '__main__':  # spawned workers import this module again\n"
         "    d.allow_process_pool()\n"
         "    names = d.descriptor_names('fast')\n"
@@ -329,7 +329,7 @@ def test_the_fast_set_feeds_the_head_and_the_trees(tmp_path, esol50, tiny_tokeni
 
 def test_descriptors_are_kept_per_molecule_across_lists(monkeypatch):
     """The cache keys molecules, not argument lists: a later list computes only the molecules it has not seen."""
-    from smilesformer import descriptors as module
+    from smilesformer import rdkit_descriptors as module
 
     names = ["MolWt", "TPSA"]
     module.clear_descriptor_cache()
@@ -351,7 +351,7 @@ def test_descriptors_are_kept_per_molecule_across_lists(monkeypatch):
 
 
 def test_prefetched_descriptors_are_collected_not_recomputed(monkeypatch, esol50):
-    from smilesformer import descriptors as module
+    from smilesformer import rdkit_descriptors as module
 
     smiles = esol50["smiles"].tolist() + ["C1CC"]
     names = descriptor_names("fast")

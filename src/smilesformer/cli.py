@@ -33,6 +33,7 @@ from .config import (
     Task,
     TokenizerKind,
     TrainConfig,
+    demo_data_config,
 )
 from .data import (
     DATA_ENV,
@@ -40,10 +41,19 @@ from .data import (
     MAX_ATOMS_ENV,
     MAX_CHARS_ENV,
     READABLE_HINT,
+    LoadedData,
     MoleculeLimits,
     SmilesformerError,
+    load_dataset,
     locate_dataset,
     set_molecule_limits,
+)
+from .rdkit_descriptors import (
+    CACHE_MOLECULES,
+    allow_process_pool,
+    descriptor_names,
+    descriptor_workers,
+    prefetch_descriptors,
 )
 from .threads import THREADS_ENV, choose_threads, set_threads
 
@@ -72,9 +82,27 @@ def _main(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=console, show_path=False)], force=True)
     logging.getLogger("smilesformer").setLevel(logging.INFO if not verbose else logging.DEBUG)
-    from .descriptors import allow_process_pool
-
     allow_process_pool()  # the CLI's entry points are safe to spawn workers from
+
+
+def _read_and_start_descriptors(data: DataConfig, train: TrainConfig) -> LoadedData:
+    """Read and check a fine-tuning table, then start its molecules' RDKit descriptors (what the descriptor head
+    and the trees will read) in worker processes, and return the table.
+
+    Called before PyTorch is imported. Importing PyTorch and transformers keeps one core busy for seconds, and
+    RDKit's descriptors take about 6 ms a molecule, also on one core: started here, they run on the cores the
+    import leaves free (all but one), and the fine-tune collects them from the cache (``compute_descriptors``).
+    Written here, not in the workflow, because by the time the workflow runs, the import is over. The rule below
+    is the defaults' ("auto" descriptors: the head on RoBERTa encoders; "auto" trees: for regression); where it
+    guesses wrong (another encoder type) the workers only spent a free core.
+    """
+    loaded = load_dataset(data)
+    smiles = loaded.table["smiles"].tolist()
+    trees = train.trees == "gbm" or (train.trees == "auto" and loaded.task is Task.regression)
+    if (train.descriptors != "none" or trees) and 0 < len(smiles) <= CACHE_MOLECULES:
+        names = descriptor_names("fast" if train.descriptors == "fast" else "rdkit")
+        prefetch_descriptors(smiles, names, workers=max(1, descriptor_workers() - 1))
+    return loaded
 
 
 def _fail(exc: Exception) -> None:
@@ -215,8 +243,6 @@ def finetune(
     (domain_similarity: Tanimoto similarity to the nearest training molecule; in_domain: False below a threshold
     chosen on the validation set). --ensemble > 1 or --tta > 0 add their spread to it.
     """
-    from .workflow import run_finetune
-
     try:
         _set_limits(max_atoms, max_chars)
         split = split or (SplitKind.column if split_col else _default(_D, "split"))
@@ -227,8 +253,11 @@ def finetune(
                                    augment=augment, tta=tta, ensemble=ensemble, layer_lr_decay=layer_lr_decay,
                                    descriptors=descriptors, trees=trees, adapt=adapt, adapt_epochs=adapt_epochs,
                                    uncertainty=uncertainty, resume=resume)
+        loaded = _read_and_start_descriptors(data_config, train_config)
+        from .workflow import run_finetune  # PyTorch and transformers: seconds, while the workers compute
+
         with _interruptible(f"the checkpoints so far are kept in {out / 'checkpoints'}; run the same command again to resume from the last"):
-            result = run_finetune(data_config, model, train_config, out)
+            result = run_finetune(data_config, model, train_config, out, loaded)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     for note in result.notes:
@@ -437,10 +466,11 @@ def demo(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """The notebook as one command: fine-tune on 10% of AqSolDB (80/20), print test MSE and Pearson r."""
-    from .workflow import run_demo
-
     try:
-        result = run_demo(out, model, sample, epochs, seed)
+        loaded = _read_and_start_descriptors(demo_data_config(sample, seed), TrainConfig())
+        from .workflow import run_demo  # PyTorch and transformers: seconds, while the workers compute
+
+        result = run_demo(out, model, sample, epochs, seed, loaded)
     except (SmilesformerError, ValueError) as exc:
         _fail(exc)
     for note in result.notes:

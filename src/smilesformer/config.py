@@ -24,6 +24,7 @@ __all__ = [
     "Objective",
     "TokenizerKind",
     "DEFAULT_MODEL",
+    "demo_data_config",
     "save_config",
 ]
 
@@ -139,6 +140,11 @@ class DataConfig:
                              "ignore it: use split='column' (--split column) to split by it, or leave split_col out")
         if self.sample is not None and not 0 < self.sample <= 1:
             raise ValueError(f"sample must be in (0, 1], got {self.sample}")
+
+
+def demo_data_config(sample: float = 0.1, seed: int = 0) -> DataConfig:
+    """The demo's data: the notebook's ``sample`` of AqSolDB, split 80/20 at random (no validation set)."""
+    return DataConfig("aqsoldb", split=SplitKind.random, fractions=(0.8, 0.0, 0.2), sample=sample, seed=seed)
 
 
 @dataclass

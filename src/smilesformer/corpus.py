@@ -63,7 +63,7 @@ from .data import (
     mol_from_smiles,
     read_table,
 )
-from .descriptors import DESCRIPTOR_SETS, descriptor_calculator, descriptor_names
+from .rdkit_descriptors import DESCRIPTOR_SETS, descriptor_calculator, descriptor_names
 
 __all__ = ["TRANSFORMS", "CorpusConfig", "benchmark_keys", "connectivity_key", "element_graph_key",
            "transform_molecule", "build_corpus", "DESCRIPTORS_SUFFIX", "SHARDS_SUFFIX", "MANIFEST", "ShardWriter"]

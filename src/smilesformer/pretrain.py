@@ -31,10 +31,10 @@ from transformers import AutoModelForSequenceClassification, PreTrainedTokenizer
 from .config import Objective, PretrainConfig, TokenizerKind, save_config
 from .corpus import DESCRIPTORS_SUFFIX, MANIFEST, SHARDS_SUFFIX
 from .data import SmilesformerError, check_output, file_sha256, iter_smiles, parse_smiles, readable_like_the_rest
-from .descriptors import descriptor_block
-from .descriptors import descriptor_names as rdkit_descriptor_names
 from .networks import make_config
 from .objectives import MTR_HEAD_FILE, RobertaForMlmMtr, masked_lm_model
+from .rdkit_descriptors import descriptor_block
+from .rdkit_descriptors import descriptor_names as rdkit_descriptor_names
 from .tokenization import (
     build_regex_tokenizer,
     build_smiles_tokenizer,

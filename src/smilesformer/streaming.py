@@ -47,7 +47,6 @@ from .data import (
     require_columns,
     sniff_text,
 )
-from .descriptors import prefetch_descriptors
 from .embeddings import (
     EmbedConfig,
     Encoder,
@@ -59,6 +58,7 @@ from .embeddings import (
     load_encoder,
 )
 from .predictors import Predictor, descriptor_lists, load_predictor, predict_table
+from .rdkit_descriptors import prefetch_descriptors
 from .threads import usable_cores
 
 __all__ = [

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import Task
 from .data import SmilesformerError
-from .descriptors import compute_descriptors, descriptor_names
+from .rdkit_descriptors import compute_descriptors, descriptor_names
 from .tasks import ModelMeta
 
 __all__ = ["TREE_FILE", "Trees", "fit_trees", "tree_outputs", "choose_weights", "save_trees", "load_trees"]

@@ -19,7 +19,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import DEFAULT_MODEL, DataConfig, DuplicatePolicy, SplitKind, Task, TrainConfig, save_config
+from .config import (
+    DEFAULT_MODEL,
+    DataConfig,
+    DuplicatePolicy,
+    SplitKind,
+    Task,
+    TrainConfig,
+    demo_data_config,
+    save_config,
+)
 from .data import (
     CONFLICT_SD,
     LoadedData,
@@ -132,7 +141,7 @@ def duplicate_notes(loaded: LoadedData, data: DataConfig, out_dir: Path) -> list
 
 
 def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: TrainConfig | None = None,
-                 out_dir: str | Path = "runs/finetune") -> RunResult:
+                 out_dir: str | Path = "runs/finetune", loaded: LoadedData | None = None) -> RunResult:
     """Load and clean ``data``, split it, fine-tune ``model_name`` and write a complete run folder.
 
     Args:
@@ -140,6 +149,8 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
         model_name: bundled name, local folder, hub name, or ``random:<preset or checkpoint>``.
         train: hyper-parameters (``TrainConfig()`` if None).
         out_dir: the run folder; checkpoints inside it let an interrupted run resume.
+        loaded: ``load_dataset(data)``, when the caller has read it already (the CLI reads the table before it
+            imports PyTorch, to start the molecules' descriptors on a free core).
     """
     train = train or TrainConfig()
     out_dir = check_output(out_dir, folder=True)
@@ -147,7 +158,7 @@ def run_finetune(data: DataConfig, model_name: str = DEFAULT_MODEL, train: Train
     state = distributed_state()  # one process, unless launched with torchrun / accelerate launch (DDP)
     main = state.is_main_process  # only the main process writes the run folder
     notes: list[str] = []
-    loaded = load_dataset(data)
+    loaded = loaded or load_dataset(data)
     table, targets = loaded.table, loaded.target_cols
     if len(loaded.bad):
         if main:
@@ -319,15 +330,15 @@ def demo_train_config(epochs: int = 5) -> TrainConfig:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", model_name: str | None = None, sample: float = 0.1,
-             epochs: int = 5, seed: int = 0) -> RunResult:
+             epochs: int = 5, seed: int = 0, loaded: LoadedData | None = None) -> RunResult:
     """The notebook as a run: 10% of AqSolDB, 80/20 random split, 5 epochs of regression fine-tuning.
 
     Starts from the bundled pretrained model when it is installed, else from random weights (and says so).
+    ``loaded``: ``load_dataset(demo_data_config(sample, seed))``, when the caller has read it already.
     """
     if model_name is None:
         model_name = DEFAULT_MODEL if bundled_model_path() is not None else "random:small"
-    data = DataConfig("aqsoldb", split=SplitKind.random, fractions=(0.8, 0.0, 0.2), sample=sample, seed=seed)
-    result = run_finetune(data, model_name, demo_train_config(epochs), out_dir)
+    result = run_finetune(demo_data_config(sample, seed), model_name, demo_train_config(epochs), out_dir, loaded)
     if model_name.startswith("random:"):
         result.notes.append("no bundled pretrained model is installed: the demo trained from random weights")
     return result
