@@ -22,9 +22,9 @@ import torch
 
 # phase -> (module, attribute path) of the functions it times
 PHASES: dict[str, list[tuple[str, str]]] = {
-    "reading and validation": [("smilesformer.workflow", "load_dataset")],
+    "reading and validation": [("smilesformer.workflow", "load_dataset"), ("smilesformer.cli", "load_dataset")],
     "model loading": [("smilesformer.model", "SmilesModel.create")],
-    "descriptors": [("smilesformer.rdkit_descriptors", "compute_descriptors")],
+    "descriptors": [("smilesformer.rdkit_descriptors", "_Cache.get")],  # computing, or waiting for the workers
     "tokenization": [("transformers.tokenization_utils_base", "PreTrainedTokenizerBase.__call__")],
     "training steps (forward, backward)": [("transformers", "Trainer.training_step")],
     "training loop (batches, optimizer, logging)": [("transformers", "Trainer._inner_training_loop")],
