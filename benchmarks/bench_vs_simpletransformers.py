@@ -100,12 +100,14 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=0.1)
     parser.add_argument("--threads", default="auto", help="smilesformer's --threads")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/vs_simpletransformers[_SHAPE].json")
+    parser.add_argument("--st", action=argparse.BooleanOptionalAction, default=True,
+                        help="time simpletransformers too (--no-st: smilesformer alone, e.g. another version of it)")
     parser.add_argument("--phases", action=argparse.BooleanOptionalAction, default=True,
                         help="also run the command under phases.py for the per-phase seconds (a second run)")
     args = parser.parse_args()
     suffix = "" if args.shape == "small" else f"_{args.shape}"
     args.out = args.out or str(ROOT / "benchmarks" / "results" / f"vs_simpletransformers{suffix}.json")
-    if not Path(args.st_python).is_file():
+    if args.st and not Path(args.st_python).is_file():
         sys.exit(f"no simpletransformers environment at {args.st_python}: make bench-st-env")
 
     loaded = load_dataset(DataConfig("aqsoldb", split=SplitKind.random, sample=args.sample, seed=0))
@@ -146,16 +148,18 @@ def main() -> None:
                 sys.exit(f"smilesformer finetune under phases.py failed:\n{timed.stderr[-3000:]}")
             results["smilesformer_phases"] = json.loads((tmp / "phases.json").read_text())
 
-        started = time.perf_counter()
-        st = subprocess.run([args.st_python, "-c", ST_SCRIPT, str(tmp / "model"), str(tmp / "train.csv"),
-                             str(tmp / "st"), str(args.epochs)], capture_output=True, text=True, env=env)
-        results["simpletransformers_script_seconds"] = round(time.perf_counter() - started, 1)
-        if st.returncode:
-            sys.exit(f"simpletransformers failed:\n{st.stderr[-3000:]}")
-        line = [x for x in st.stdout.splitlines() if x.startswith("{")][-1]
-        results["simpletransformers_train_model_seconds"] = round(json.loads(line)["train_model_seconds"], 1)
-    results["speedup"] = round(results["simpletransformers_train_model_seconds"]
-                               / results["smilesformer_command_seconds"], 2)
+        if args.st:
+            started = time.perf_counter()
+            st = subprocess.run([args.st_python, "-c", ST_SCRIPT, str(tmp / "model"), str(tmp / "train.csv"),
+                                 str(tmp / "st"), str(args.epochs)], capture_output=True, text=True, env=env)
+            results["simpletransformers_script_seconds"] = round(time.perf_counter() - started, 1)
+            if st.returncode:
+                sys.exit(f"simpletransformers failed:\n{st.stderr[-3000:]}")
+            line = [x for x in st.stdout.splitlines() if x.startswith("{")][-1]
+            results["simpletransformers_train_model_seconds"] = round(json.loads(line)["train_model_seconds"], 1)
+    if args.st:
+        results["speedup"] = round(results["simpletransformers_train_model_seconds"]
+                                   / results["smilesformer_command_seconds"], 2)
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
