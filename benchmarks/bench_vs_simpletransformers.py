@@ -68,6 +68,7 @@ SHAPES = {
 
 def build_model(bpe_smiles: list[str], folder: Path, shape: dict) -> dict:
     """A random-init RoBERTa of ``shape`` with a byte-level BPE tokenizer trained on ``bpe_smiles``."""
+    import torch
     from tokenizers.implementations import ByteLevelBPETokenizer
     from transformers import RobertaConfig, RobertaForSequenceClassification, RobertaTokenizerFast
 
@@ -86,10 +87,20 @@ def build_model(bpe_smiles: list[str], folder: Path, shape: dict) -> dict:
     config = RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=shape["max_length"] + 2,
                            pad_token_id=1, type_vocab_size=1, num_labels=1, problem_type="regression",
                            **shape["layers"])
+    torch.manual_seed(0)  # the same initial weights in every run: the two tools' and two versions' MSEs compare
     RobertaForSequenceClassification(config).save_pretrained(folder)
     lengths = [len(ids) for ids in tokenizer(bpe_smiles[:2000])["input_ids"]]
     return {"vocab": len(tokenizer), "tokens_per_molecule": round(sum(lengths) / len(lengths), 1),
             "max_length": shape["max_length"], **shape["layers"]}
+
+
+def _commit() -> str | None:
+    """The commit of the smilesformer this runs (PYTHONPATH may point at another checkout), if it is a git one."""
+    import smilesformer
+
+    found = subprocess.run(["git", "-C", str(Path(smilesformer.__file__).parent), "rev-parse", "--short", "HEAD"],
+                           capture_output=True, text=True)
+    return found.stdout.strip() or None
 
 
 def main() -> None:
@@ -116,7 +127,7 @@ def main() -> None:
     table["split"] = "train"
     table.loc[test_idx, "split"] = "test"
     results: dict = {"shape": args.shape, "rows": len(table), "train_rows": len(train_idx), "epochs": args.epochs,
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "smilesformer_commit": _commit()}
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -234,11 +234,16 @@ def _vs_simpletransformers(rows: list[dict]) -> list[str]:
              "`python benchmarks/bench_vs_simpletransformers.py --shape <shape> --threads 2` (simpletransformers in "
              "its own environment: `make bench-st-env`): the notebook's task (10% of AqSolDB, 80/20, 5 epochs, "
              "regression) on the same random-init RoBERTa with the same byte-level BPE tokenizer, one after the other "
-             "on an idle 2-core machine. smilesformer is the whole command with its defaults on (descriptor head, "
-             "tree blend), simpletransformers its `train_model` call alone.", "",
+             "on an idle 2-core machine (the model's initial weights seeded, so both tools and both versions start "
+             "alike). smilesformer is the whole command (`python -m smilesformer finetune`) with its defaults on "
+             "(descriptor head, tree blend; no validation set, so the blend weight is 0.5), simpletransformers its "
+             "`train_model` call alone. A `before` row is the same command from an earlier commit of the package "
+             "(`--no-st`, `PYTHONPATH` at that checkout), timed in the same session.", "",
              "| shape | model | tokens per molecule | smilesformer s | simpletransformers s | speed-up | "
              "training steps GFLOP/s (share of the fp32 matmul peak) | smilesformer test MSE |",
              "|---|---|---|---|---|---|---|---|"]
+    before = {r["shape"]: r for r in (_load(f"vs_simpletransformers_before_{shape}.json") for shape in
+                                      ("small", "chemberta")) if r is not None}
     for r in rows:
         m = r.get("model", {})
         shape = (f"{m['num_hidden_layers']} layers, hidden {m['hidden_size']}, feed-forward {m['intermediate_size']}, "
@@ -248,10 +253,18 @@ def _vs_simpletransformers(rows: list[dict]) -> list[str]:
         lines.append(f"| {r.get('shape', 'small')} | {shape} | {m.get('tokens_per_molecule', '')} | "
                      f"{r['smilesformer_command_seconds']:.1f} | {r['simpletransformers_train_model_seconds']:.1f} | "
                      f"**{r['speedup']}x** | {flops} | {r['smilesformer_test_mse']} |")
+        if (b := before.get(r.get("shape"))) is not None:
+            lines.append(f"| {r['shape']}, before (commit {b['smilesformer_commit']}) | same model | | "
+                         f"{b['smilesformer_command_seconds']:.1f} | | "
+                         f"{r['simpletransformers_train_model_seconds'] / b['smilesformer_command_seconds']:.2f}x | | "
+                         f"{b['smilesformer_test_mse']} |")
     phased = [r for r in rows if "smilesformer_phases" in r]
     if phased:
         names = list(phased[0]["smilesformer_phases"]["phases"])
-        lines += ["", "Where smilesformer's seconds went (`benchmarks/phases.py`, exclusive seconds per stage):", "",
+        lines += ["", "Where smilesformer's seconds went (`benchmarks/phases.py`, exclusive seconds per stage, from a "
+                  "second run: phases.py imports PyTorch before the command starts, so there the descriptors wait "
+                  "for the import instead of overlapping it, and its total is larger than the plain command's):",
+                  "",
                   "| stage | " + " | ".join(r["shape"] for r in phased) + " |",
                   "|---|" + "---|" * len(phased)]
         for name in names:
@@ -547,7 +560,8 @@ def main() -> None:
     presets = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("finetune_preset_*.json"))]
     if presets:
         lines += _presets(sorted(presets, key=lambda r: r["dynamic_padding_length_grouped"]["train_seconds"]))
-    versus = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("vs_simpletransformers*.json"))]
+    versus = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("vs_simpletransformers*.json"))
+              if "_before_" not in p.name]
     if versus:
         lines += _vs_simpletransformers(versus)
     if (r := _load("demo_seeds.json")) is not None:
