@@ -535,7 +535,12 @@ def main() -> None:
              "Measured on this project's development machine: 2 CPU cores, no GPU, unless a section says otherwise.",
              "Rendered by `python benchmarks/report.py` from `benchmarks/results/*.json`; rerun the commands to "
              "refresh.", "",
-             "The bundled model is v2 (compositional tokenizer, MLM + MTR on a grammar-covering corpus) since the "
+             "The bundled model is v3 since commit 966425d: the encoder pretrained on one H200 in 63 s of training "
+             "(MLM + MTR, 800k molecules; its card in `src/smilesformer/models/smilesformer-moses/README.md`). "
+             "Result files written before that measured v2 (same shape and tokenizer, pretrained on this CPU), "
+             "which can be taken from git the same way as v1 below (commit 46622b9); the `model:../shared/models/"
+             "smilesformer-mlm-mtr-800k` rows and `tune_v3_*` measured v3 before it was bundled. "
+             "v2 was bundled (compositional tokenizer, MLM + MTR on a grammar-covering corpus) at the "
              "foundation-model change. Result files written before it (fine-tuning and prediction speed, transfer, "
              "inference, service, descriptor head, and the `bundled` rows of the accuracy tables without "
              "`foundation` in their name) measured v1, the regex-tokenizer MLM model; `accuracy_foundation_*` "
