@@ -124,6 +124,24 @@ def test_pretraining_resumes_after_a_kill(corpus, tmp_path, monkeypatch):
     assert summary["throughput"]["resumed_from"].endswith("checkpoint-4") and summary["steps"] == 12
 
 
+def test_bundled_model_is_a_plain_hugging_face_folder_with_a_card_of_what_the_run_did():
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = bundled_model_path()
+    encoder, tokenizer = AutoModel.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    ids = tokenizer(["CCCCC[C@@H](Br)CC"], return_tensors="pt")
+    assert encoder(**ids).last_hidden_state.shape == (1, ids["input_ids"].shape[1], encoder.config.hidden_size)
+    assert tokenizer.unk_token_id not in ids["input_ids"][0].tolist()
+    summary = json.loads((folder / "pretrain_summary.json").read_text())
+    config = json.loads((folder / "pretrain_config.json").read_text())["pretrain"]
+    batch = config["batch_size"] * config["grad_accum"]
+    assert summary["molecules_presented"] == summary["steps"] * batch, "presentations as trained, not as planned"
+    card = (folder / "README.md").read_text()
+    assert f"{summary['steps']:,} steps" in card and f"{summary['epochs_done']:.2f} passes" in card
+    if summary.get("budget"):  # a budgeted run's card says why it stopped
+        assert summary["budget"]["stopped_because"] in card
+
+
 def test_bundled_model_loads_offline_and_predicts(tmp_path, esol50):
     assert bundled_model_path() is not None, "the bundled model is missing from the package"
     code = (
