@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> dict:
     trials = [{"number": t.number, "params": t.params, "value": t.value, "scores": t.user_attrs.get("scores"),
                "valid_metrics": t.user_attrs.get("valid_metrics"), "curves": t.user_attrs.get("curves")}
               for t in study.trials]
-    report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+    report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                           if k != "results"},  # where this file is: an absolute path of the machine by default
               "objective": "mean over data sets of valid RMSE / train label sd (regression), 1 - valid ROC-AUC",
               "best": {"params": study.best_params, "value": study.best_value}, "trials": trials,
               "hardware": hardware(), "wall_seconds": round(time.perf_counter() - started, 1)}
