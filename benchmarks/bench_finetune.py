@@ -20,9 +20,10 @@ from pathlib import Path
 import torch
 
 from smilesformer import DataConfig, SmilesModel
+from smilesformer.config import demo_train_config
 from smilesformer.data import load_dataset
 from smilesformer.networks import bundled_model_path
-from smilesformer.workflow import demo_train_config, run_finetune
+from smilesformer.workflow import run_finetune
 
 
 def peak_rss_mb() -> float:

@@ -34,6 +34,7 @@ from .config import (
     TokenizerKind,
     TrainConfig,
     demo_data_config,
+    demo_train_config,
 )
 from .data import (
     DATA_ENV,
@@ -467,7 +468,7 @@ def demo(
 ) -> None:
     """The notebook as one command: fine-tune on 10% of AqSolDB (80/20), print test MSE and Pearson r."""
     try:
-        loaded = _read_and_start_descriptors(demo_data_config(sample, seed), TrainConfig())
+        loaded = _read_and_start_descriptors(demo_data_config(sample, seed), demo_train_config(epochs))
         from .workflow import run_demo  # PyTorch and transformers: seconds, while the workers compute
 
         result = run_demo(out, model, sample, epochs, seed, loaded)

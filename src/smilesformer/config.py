@@ -25,6 +25,7 @@ __all__ = [
     "TokenizerKind",
     "DEFAULT_MODEL",
     "demo_data_config",
+    "demo_train_config",
     "save_config",
 ]
 
@@ -253,6 +254,11 @@ class TokenizerKind(str, Enum):
     smiles = "smiles"
     regex = "regex"
     bpe = "bpe"
+
+
+def demo_train_config(epochs: int = 5) -> TrainConfig:
+    """The demo's settings: the notebook's 5 epochs, no validation set."""
+    return TrainConfig(epochs=epochs, batch_size=16, learning_rate=1e-4, warmup_fraction=0.1)
 
 
 @dataclass

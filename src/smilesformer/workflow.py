@@ -27,6 +27,7 @@ from .config import (
     Task,
     TrainConfig,
     demo_data_config,
+    demo_train_config,
     save_config,
 )
 from .data import (
@@ -322,11 +323,6 @@ def run_predict(model_dir: str | Path, data: str | Path, out: str | Path, smiles
     result = predict_frame(model, table, col, batch_size=batch_size, progress=progress)
     write_table(result, out)
     return result
-
-
-def demo_train_config(epochs: int = 5) -> TrainConfig:
-    """The demo's settings: the notebook's 5 epochs, no validation set."""
-    return TrainConfig(epochs=epochs, batch_size=16, learning_rate=1e-4, warmup_fraction=0.1)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", model_name: str | None = None, sample: float = 0.1,
