@@ -2,10 +2,10 @@
 
 On the first N SMILES of the MOSES training set: RDKit's 2D descriptors computed serially and by the
 process pool the CLI uses (one process per CPU), then ``stream_predict`` (the path behind ``smilesformer
-predict``) with a plain regression head, with the descriptor head, and with the descriptor head blended
-with gradient-boosted trees (``--trees gbm``), each with RDKit's whole set ("rdkit") and with the "fast" set,
-all new heads on the bundled model (speed does not depend on the head's weights). Writes
-``benchmarks/results/descriptors.json``.
+predict``) with a plain regression head (alone, and blended with gradient-boosted trees on RDKit's set,
+``--trees gbm``), with the descriptor head, and with the descriptor head blended with the trees, each with
+RDKit's whole set ("rdkit") and with the "fast" set, all new heads on the bundled model (speed does not
+depend on the head's weights). Writes ``benchmarks/results/descriptors.json``.
 
     python benchmarks/bench_descriptors.py [--n 20000] [--threads 2]
 """
@@ -55,12 +55,13 @@ def main() -> None:
         d.compute_descriptors(smiles, names)
         results["descriptors_per_second_pool"] = round(n / (time.perf_counter() - started), 1)
         d.clear_descriptor_cache()
-        for kind in ("none", "rdkit", "rdkit+trees", "fast", "fast+trees"):
+        for kind in ("none", "none+trees", "rdkit", "rdkit+trees", "fast", "fast+trees"):
             head = SmilesModel.create("smilesformer-moses", "regression", ["y"], descriptors=kind.split("+")[0])
             predictor = head.predictor
             if kind.endswith("+trees"):  # trees fitted on 2,000 of the molecules, to predict their Crippen logP
                 logp = d.descriptor_block(smiles[:2000], ["MolLogP"])
-                trees = fit_trees(predictor.meta, smiles[:2000], logp, names=d.descriptor_names(kind.split("+")[0]))
+                tree_set = "rdkit" if kind.startswith("none") else kind.split("+")[0]  # a plain head's trees: RDKit's
+                trees = fit_trees(predictor.meta, smiles[:2000], logp, names=d.descriptor_names(tree_set))
                 predictor = TreeBlend(predictor, trees, [0.5])
             folder = predictor.save_pretrained(tmp / f"head_{kind}")
             d.clear_descriptor_cache()  # every variant computes its descriptors afresh
@@ -72,7 +73,7 @@ def main() -> None:
         results["predict_per_second_none"] / results["predict_per_second_rdkit"], 2)
     results["predict_slowdown_with_descriptors_and_trees"] = round(
         results["predict_per_second_none"] / results["predict_per_second_rdkit+trees"], 2)
-    for kind in ("rdkit", "rdkit+trees", "fast", "fast+trees"):
+    for kind in ("none+trees", "rdkit", "rdkit+trees", "fast", "fast+trees"):
         results[f"share_of_plain_head_{kind}"] = round(
             results[f"predict_per_second_{kind}"] / results["predict_per_second_none"], 2)
     results["load_average_1min_at_end"] = round(os.getloadavg()[0], 2)

@@ -322,6 +322,8 @@ def _descriptors(r: dict) -> list[str]:
             f"| RDKit 2D descriptors, serial | {r['descriptors_per_second_serial']:,.0f} |",
             f"| RDKit 2D descriptors, process pool | {r['descriptors_per_second_pool']:,.0f} |",
             f"| streamed predict, plain head | {r['predict_per_second_none']:,.0f} |",
+            *([f"| streamed predict, plain head + trees on RDKit's set | {r['predict_per_second_none+trees']:,.0f} "
+               f"({r['share_of_plain_head_none+trees']:.0%}) |"] if "predict_per_second_none+trees" in r else []),
             f"| streamed predict, descriptor head | {r['predict_per_second_rdkit']:,.0f} |",
             *([f"| streamed predict, descriptor head + trees | {r['predict_per_second_rdkit+trees']:,.0f} |"]
               if "predict_per_second_rdkit+trees" in r else []),
