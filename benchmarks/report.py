@@ -448,6 +448,34 @@ def _trees(r: dict) -> list[str]:
                     "half the seconds.", ""]
 
 
+def _recipe(r: dict, speed: dict | None) -> list[str]:
+    keys = {"plain head": "none", "plain head + trees": "none+trees", "descriptor head": "rdkit",
+            "descriptor head + trees": "rdkit+trees"}
+    lines = [f"## The default recipe on validation sets: {r['settings']['tag'] or 'recipe'}", "",
+             f"`{r['command']}`: model `{r['settings']['model']}` fine-tuned with the package defaults twice per "
+             "data set and seed (the accuracy suite's split files), SMILES only and with the descriptor head, both "
+             "with the tree blend; the head alone, the trees alone and each blend are scored on the validation "
+             f"molecules (no test molecule is read). Score: {r['objective']}; lower is better. Predict molecules/s: "
+             + (f"`bench_descriptors.py --n {speed['molecules']}` (streamed predict, same model shape)."
+                if speed else "not measured.") + "", "",
+             "| recipe | score | by seed | by data set | predict molecules/s |", "|---|---|---|---|---|"]
+    best = min(r["summary"], key=lambda row: row["score"])["recipe"]
+    for row in r["summary"]:
+        key = f"predict_per_second_{keys.get(row['recipe'], '')}"
+        rate = f"{speed[key]:,.0f}" if speed and key in speed else ""
+        score = f"**{row['score']:.4f}**" if row["recipe"] == best else f"{row['score']:.4f}"
+        by = ", ".join(f"{k} {v:.4f}" for k, v in row["score_by_dataset"].items())
+        lines.append(f"| {row['recipe']} | {score} | {', '.join(f'{v:.4f}' for v in row['score_by_seed'])} | "
+                     f"{by} | {rate} |")
+    lines += ["", "The runs: epochs, seconds, and the transformer's blend weight the workflow chose on the whole "
+              "validation set (cross-fitted folds' weights in the result file).", "",
+              "| data set | seed | head | epochs run | seconds | weight chosen |", "|---|---|---|---|---|---|"]
+    for run in (x for x in r["runs"] if x["recipe"].startswith("run ")):
+        lines.append(f"| {run['dataset']} | {run['seed']} | {run['recipe'].removeprefix('run ')} | "
+                     f"{run['epochs_run']:.0f} | {run['seconds']:.0f} | {run['chosen_weights']} |")
+    return lines + [""]
+
+
 def _uncertainty(r: dict) -> list[str]:
     def f(v, fmt=".2f"):
         return "" if v is None else format(v, fmt)
@@ -611,6 +639,8 @@ def main() -> None:
         lines += _trees(r)
     if (r := _load("descriptors.json")) is not None:
         lines += _descriptors(r)
+    for path in sorted(RESULTS.glob("recipe*.json")):
+        lines += _recipe(json.loads(path.read_text()), _load("descriptors.json"))
     if (r := _load("uncertainty.json")) is not None:
         lines += _uncertainty(r)
     for path in sorted(RESULTS.glob("tune_*.json")):
