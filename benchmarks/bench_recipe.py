@@ -39,7 +39,7 @@ RECIPES = ("plain head", "plain head + trees", "descriptor head", "descriptor he
 FOLDS = 5
 
 
-def valid_outputs(path: Path, info: dict, model: str, head: str, seed: int, work: Path) -> dict:
+def valid_outputs(path: Path, info: dict, model: str, head: str, seed: int, work: Path, settings: dict) -> dict:
     """Fine-tune one head with trees; its validation labels, head outputs, tree outputs and chosen weights."""
     record = work / "valid_outputs.json"
     if record.is_file():
@@ -49,7 +49,8 @@ def valid_outputs(path: Path, info: dict, model: str, head: str, seed: int, work
     data = DataConfig(str(path), smiles_col="smiles", target_cols=info["targets"], task=info["task"],
                       split="column", split_col="split")
     started = time.perf_counter()
-    result = run_finetune(data, model, TrainConfig(seed=seed, progress=False, descriptors=head, trees="gbm"), work)
+    train = TrainConfig(seed=seed, progress=False, descriptors=head, trees="gbm", **settings)
+    result = run_finetune(data, model, train, work)
     seconds = time.perf_counter() - started
     blend = load_predictor(result.out_dir / "model")
     while not isinstance(blend, TreeBlend):  # the uncertainty wrapper sits around it
@@ -94,6 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--split", default="scaffold")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--epochs", type=int, default=None, help="TrainConfig's default unless given")
+    parser.add_argument("--patience", type=int, default=None, help="TrainConfig's default unless given")
     parser.add_argument("--sample", type=float, default=None, help="a fraction of each data set (smoke runs)")
     parser.add_argument("--tag", default="")
     parser.add_argument("--work", type=Path, default=Path("runs/recipe"))
@@ -102,12 +105,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     from smilesformer.tasks import ModelMeta
 
+    settings = {k: v for k, v in (("epochs", args.epochs), ("early_stopping_patience", args.patience))
+                if v is not None}
     started, rows = time.perf_counter(), []
     for dataset in args.datasets.split(","):
         for seed in range(args.seeds):
             path, info = write_split_file(dataset, args.split, seed, args.sample, args.work)
             runs = {head: valid_outputs(path, info, args.model, head, seed,
-                                        args.work / f"{dataset}_{args.split}_seed{seed}" / head) for head in HEADS}
+                                        args.work / f"{dataset}_{args.split}_seed{seed}" / head, settings)
+                    for head in HEADS}
             meta = ModelMeta(task=info["task"], targets=info["targets"])  # binary or regression: the suite's sets
             sd = runs["none"]["train_label_sd"]
             outputs, weights = {}, {}

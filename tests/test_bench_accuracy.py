@@ -117,3 +117,51 @@ def test_tuning_scores_trials_on_validation_sets_only(tmp_path):
     curve = grid["trials"][0]["curves"]["esol"]
     assert 1 <= len(curve["valid_loss_per_epoch"]) <= 2 and set(curve["early_stopping"]) == {1}
     assert (tmp_path / "res" / "tune_grid.json").is_file()
+
+
+def _recipe_module():
+    spec = importlib.util.spec_from_file_location("bench_recipe", SCRIPT.parent / "bench_recipe.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipe_blend_weights_are_cross_fitted_on_other_folds():
+    import numpy as np
+
+    from smilesformer.tasks import ModelMeta
+
+    recipe, meta = _recipe_module(), ModelMeta(task="regression", targets=["y"])
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(100, 1))
+    head, trees = y + rng.normal(scale=0.1, size=y.shape), y + rng.normal(scale=1.0, size=y.shape)
+    blended, weights = recipe.cross_fitted_blend(meta, y, head, trees, seed=0)
+    assert len(weights) == recipe.FOLDS and all(w[0] >= 0.9 for w in weights), "the better head gets the weight"
+    assert recipe.score("regression", y, blended, sd=1.0) < recipe.score("regression", y, trees, sd=1.0)
+    # a fold's own labels never choose its weight: spoil one fold's labels so that only trees fit them there
+    from sklearn.model_selection import KFold
+
+    folds = list(KFold(recipe.FOLDS, shuffle=True, random_state=0).split(head))
+    spoiled = y.copy()
+    spoiled[folds[0][1]] = trees[folds[0][1]]
+    again, weights_again = recipe.cross_fitted_blend(meta, spoiled, head, trees, seed=0)
+    assert np.allclose(again[folds[0][1]], blended[folds[0][1]]), "fold 0 is blended as before"
+    assert weights_again[0] == weights[0] and weights_again[1] != weights[1], "the others' weights moved"
+    assert recipe.score("classification", np.array([[0.0], [1.0], [1.0], [0.0]]),
+                        np.array([[0.1], [0.8], [0.3], [0.4]]), sd=1.0) == pytest.approx(0.25)
+
+
+@needs_shared_data
+def test_recipe_bench_scores_each_recipe_and_reuses_finished_runs(tmp_path):
+    recipe = _recipe_module()
+    argv = ["--datasets", "esol", "--seeds", "1", "--model", "random:tiny", "--epochs", "1", "--sample", "0.15",
+            "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"), "--tag", "smoke"]
+    report = recipe.main(argv)
+    assert [row["recipe"] for row in report["summary"]] == list(recipe.RECIPES)
+    assert all(row["score"] > 0 for row in report["summary"])
+    records = sorted((tmp_path / "work").rglob("valid_outputs.json"))
+    assert [p.parent.name for p in records] == ["none", "rdkit"]
+    assert not list((tmp_path / "work").rglob("model.safetensors")), "the weights are not kept"
+    stamps = [p.stat().st_mtime_ns for p in records]
+    assert recipe.main(argv)["summary"] == report["summary"] and [p.stat().st_mtime_ns for p in records] == stamps
+    assert (tmp_path / "res" / "recipe_smoke.json").is_file()
