@@ -14,12 +14,17 @@ from tests.conftest import needs_shared_data
 SCRIPT = Path(__file__).parent.parent / "benchmarks" / "bench_accuracy.py"
 
 
-@pytest.fixture(scope="module")
-def suite():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", SCRIPT)
+def _script(name: str):
+    """A benchmark script of benchmarks/, imported as a module."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return _script("bench_accuracy")
 
 
 def test_model_specs_parse_and_typos_fail_early(suite):
@@ -76,15 +81,8 @@ def test_suite_runs_every_model_on_the_same_split_file(suite, tmp_path):
     assert summary_only["missing"] == ["esol/scaffold/seed0/bundled"]
 
 
-def _tune_module():
-    spec = importlib.util.spec_from_file_location("tune", SCRIPT.parent / "tune.py")
-    tune = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tune)
-    return tune
-
-
 def test_tuning_reads_smaller_patiences_off_one_validation_curve():
-    tune = _tune_module()
+    tune = _script("tune")
     history = [{"loss": 9.0, "epoch": 0.5}] + [{"eval_loss": v, "epoch": i + 1}
                                                 for i, v in enumerate([3.0, 2.0, 2.5, 2.4, 1.9, 2.0])]
     table = tune.patience_table(history, run_patience=3)
@@ -102,7 +100,7 @@ def test_tuning_reads_smaller_patiences_off_one_validation_curve():
 
 @needs_shared_data
 def test_tuning_scores_trials_on_validation_sets_only(tmp_path):
-    tune = _tune_module()
+    tune = _script("tune")
     report = tune.main(["--datasets", "esol", "--trials", "2", "--epochs", "1", "--model", "random:tiny",
                         "--sample", "0.15", "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res")])
     assert len(report["trials"]) == 2
@@ -119,19 +117,12 @@ def test_tuning_scores_trials_on_validation_sets_only(tmp_path):
     assert (tmp_path / "res" / "tune_grid.json").is_file()
 
 
-def _recipe_module():
-    spec = importlib.util.spec_from_file_location("bench_recipe", SCRIPT.parent / "bench_recipe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_recipe_blend_weights_are_cross_fitted_on_other_folds():
     import numpy as np
 
     from smilesformer.tasks import ModelMeta
 
-    recipe, meta = _recipe_module(), ModelMeta(task="regression", targets=["y"])
+    recipe, meta = _script("bench_recipe"), ModelMeta(task="regression", targets=["y"])
     rng = np.random.default_rng(0)
     y = rng.normal(size=(100, 1))
     head, trees = y + rng.normal(scale=0.1, size=y.shape), y + rng.normal(scale=1.0, size=y.shape)
@@ -153,7 +144,7 @@ def test_recipe_blend_weights_are_cross_fitted_on_other_folds():
 
 @needs_shared_data
 def test_recipe_bench_scores_each_recipe_and_reuses_finished_runs(tmp_path):
-    recipe = _recipe_module()
+    recipe = _script("bench_recipe")
     argv = ["--datasets", "esol", "--seeds", "1", "--model", "random:tiny", "--epochs", "1", "--sample", "0.15",
             "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"), "--tag", "smoke"]
     report = recipe.main(argv)
