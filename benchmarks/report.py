@@ -574,6 +574,16 @@ def _accuracy(name: str, r: dict) -> list[str]:
                          if "coverage_90_mean" in x else " | |")
             lines.append(f"| {x['dataset']} | {x['split']} | {x['model']} | {x['seeds']} | {cells} |{extra}")
         lines.append("")
+    blended = [x for x in r["runs"] if x.get("tree_weights")]
+    if blended:  # what the validation set gave the transformer in its blend with the trees
+        groups: dict = {}
+        for x in blended:  # one weight per run: the suite's data sets have one target
+            groups.setdefault((x["dataset"], x["model"]), []).append((x["seed"], x["tree_weights"][0]))
+        lines += ["The transformer's weight in the tree blend (chosen on each run's validation set), by seed: "
+                  + "; ".join(f"{model} on {dataset}: " + ", ".join(f"{w:g}" for _, w in runs)
+                              + f" (seeds {', '.join(str(seed) for seed, _ in runs)}; mean "
+                              f"{sum(w for _, w in runs) / len(runs):.2f})"
+                              for (dataset, model), runs in groups.items()) + ".", ""]
     charts = [RESULTS / f"{name}_{split}.png" for split in sorted({x["split"] for x in rows})]
     charts = [c for c in charts if c.is_file()]
     lines += [f"![{c.stem}](benchmarks/results/{c.name})" for c in charts]
