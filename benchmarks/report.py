@@ -476,6 +476,74 @@ def _recipe(r: dict, speed: dict | None) -> list[str]:
     return lines + [""]
 
 
+# The foundation v3 comparison: each cell is a (result file, model row) pair, the first file present wins (a rerun
+# with the package's own patience replaces an older 10/3 or 15/3 run). v1 rows live in files without "foundation"
+# or "v3" in their name, v2's in accuracy_foundation_*, v3's in accuracy_v3_* (BENCHMARKS.md's header).
+_V3 = "model:../shared/models/smilesformer-mlm-mtr-800k"  # v3 before it was bundled: the same weights
+_COMPARISON = {
+    "v3, SMILES only": {"aqsoldb": [("v3_aqsoldb_smiles", "bundled"), ("v3_aqsoldb", _V3)],
+                        "esol": [("v3_esol", "bundled")], "lipophilicity": [("v3_lipophilicity", "bundled")],
+                        "bbbp": [("v3_bbbp", "bundled")]},
+    "v3 + `--adapt mtr`": {"aqsoldb": [("v3_aqsoldb_smiles", "bundled+adapt=mtr")],
+                           "esol": [("v3_esol", "bundled+adapt=mtr")],
+                           "lipophilicity": [("v3_lipophilicity", "bundled+adapt=mtr")],
+                           "bbbp": [("v3_bbbp", "bundled+adapt=mtr")]},
+    "v2, SMILES only": {"aqsoldb": [("foundation_aqsoldb", "bundled")], "esol": [("foundation_esol", "bundled")],
+                        "lipophilicity": [("foundation_lipophilicity", "bundled")],
+                        "bbbp": [("foundation_bbbp", "bundled")]},
+    "v2 + `--adapt mtr`": {"esol": [("foundation_esol", "bundled+adapt=mtr")]},
+    "random init (same shape)": {"aqsoldb": [("foundation_aqsoldb_random", "random")],
+                                 "esol": [("foundation_esol_random", "random")],
+                                 "lipophilicity": [("foundation_lipophilicity_baselines", "random")],
+                                 "bbbp": [("foundation_bbbp_baselines", "random")]},
+    "chemprop": {"aqsoldb": [("aqsoldb_scaffold", "chemprop")], "esol": [("esol_scaffold", "chemprop")],
+                 "lipophilicity": [("foundation_lipophilicity_baselines", "chemprop")],
+                 "bbbp": [("foundation_bbbp_baselines", "chemprop")]},
+    "random forest, Morgan counts": {"aqsoldb": [("aqsoldb_scaffold", "rf")], "esol": [("esol_scaffold", "rf")],
+                                     "lipophilicity": [("foundation_lipophilicity_baselines", "rf")],
+                                     "bbbp": [("foundation_bbbp_baselines", "rf")]},
+    "v3, default recipe (descriptor head + trees)": {
+        "aqsoldb": [("v3_aqsoldb_default", "bundled+desc=rdkit+trees=gbm")]},
+    "v2, default recipe (descriptor head + trees)": {
+        "aqsoldb": [("foundation_aqsoldb_fast", "bundled+desc=rdkit+trees=gbm")],
+        "esol": [("foundation_esol_fast", "bundled+desc=rdkit+trees=gbm")]},
+}
+_COMPARED = {"aqsoldb": ("AqSolDB MAE", "mae"), "esol": ("ESOL RMSE", "rmse"),
+             "lipophilicity": ("Lipophilicity RMSE", "rmse"), "bbbp": ("BBBP ROC-AUC", "roc_auc")}
+
+
+def _comparison() -> list[str]:
+    """The foundation v3 table: every model on the same scaffold split files, test sets, from the suite's results."""
+    def cell(sources: list[tuple[str, str]], dataset: str) -> str:
+        metric = _COMPARED[dataset][1]
+        for tag, model in sources:
+            if (r := _load(f"accuracy_{tag}.json")) is None:
+                continue
+            row = next((x for x in r["summary"] if x["model"] == model and x["dataset"] == dataset
+                        and x["split"] == "scaffold"), None)
+            if row is not None:
+                s = r["settings"]  # epochs/patience are smilesformer's settings; chemprop and the forest ignore them
+                ours = not model.startswith(("chemprop", "rf", "gbm"))
+                return (f"{row[f'{metric}_mean']:.3f} ± {row[f'{metric}_sd']:.3f} ({row['seeds']}"
+                        + (f"; {s['epochs']}/{s['patience']})" if ours else ")"))
+        return ""
+
+    rows = [(label, [cell(by.get(d, []), d) for d in _COMPARED]) for label, by in _COMPARISON.items()]
+    rows = [(label, cells) for label, cells in rows if any(cells)]
+    if not rows:
+        return []
+    lines = ["## The bundled model (v3) against v2, random init, chemprop and a random forest", "",
+             "The accuracy suite's scaffold split files (80/10/10, the same molecules in every row), test sets, mean "
+             "± sd over seeds; in brackets the seeds and, for smilesformer, the fine-tuning's epochs/patience "
+             "(the package's defaults are 20/5). Each cell comes from "
+             "the `accuracy_*` section named in `benchmarks/report.py`'s `_COMPARISON`, rendered below with its "
+             "command. Rows without a descriptor head read SMILES only and blend no trees.", "",
+             "| model | " + " | ".join(name for name, _ in _COMPARED.values()) + " |",
+             "|---|" + "---|" * len(_COMPARED)]
+    lines += [f"| {label} | " + " | ".join(cells) + " |" for label, cells in rows]
+    return lines + [""]
+
+
 def _uncertainty(r: dict) -> list[str]:
     def f(v, fmt=".2f"):
         return "" if v is None else format(v, fmt)
@@ -649,6 +717,7 @@ def main() -> None:
         lines += _trees(r)
     if (r := _load("descriptors.json")) is not None:
         lines += _descriptors(r)
+    lines += _comparison()
     for path in sorted(RESULTS.glob("recipe*.json")):
         lines += _recipe(json.loads(path.read_text()), _load("descriptors.json"))
     if (r := _load("uncertainty.json")) is not None:

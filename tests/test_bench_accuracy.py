@@ -156,3 +156,24 @@ def test_recipe_bench_scores_each_recipe_and_reuses_finished_runs(tmp_path):
     stamps = [p.stat().st_mtime_ns for p in records]
     assert recipe.main(argv)["summary"] == report["summary"] and [p.stat().st_mtime_ns for p in records] == stamps
     assert (tmp_path / "res" / "recipe_smoke.json").is_file()
+
+
+def test_report_comparison_takes_the_first_result_present(tmp_path, monkeypatch):
+    report = _script("report")
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+
+    def write(tag: str, model: str, dataset: str, mae: float, epochs: int, patience: int) -> None:
+        summary = [{"model": model, "dataset": dataset, "split": "scaffold", "task": "regression", "seeds": 3,
+                    "mae_mean": mae, "mae_sd": 0.01, "rmse_mean": mae + 0.3, "rmse_sd": 0.02}]
+        (tmp_path / f"accuracy_{tag}.json").write_text(
+            json.dumps({"settings": {"epochs": epochs, "patience": patience}, "summary": summary}))
+
+    assert report._comparison() == [], "no result file, no table"
+    write("v3_aqsoldb", report._V3, "aqsoldb", 0.9, 10, 3)
+    write("aqsoldb_scaffold", "chemprop", "aqsoldb", 0.757, 10, 3)
+    table = "\n".join(report._comparison())
+    assert "| v3, SMILES only | 0.900 ± 0.010 (3; 10/3) |" in table
+    assert "| chemprop | 0.757 ± 0.010 (3) |" in table, "chemprop ignores smilesformer's epochs and patience"
+    assert "v2, SMILES only" not in table, "rows with no result are left out"
+    write("v3_aqsoldb_smiles", "bundled", "aqsoldb", 0.75, 20, 5)
+    assert "| v3, SMILES only | 0.750 ± 0.010 (3; 20/5) |" in "\n".join(report._comparison())
