@@ -472,7 +472,8 @@ def _recipe(r: dict, speed: dict | None) -> list[str]:
               "| data set | seed | head | epochs run | seconds | weight chosen |", "|---|---|---|---|---|---|"]
     for run in (x for x in r["runs"] if x["recipe"].startswith("run ")):
         lines.append(f"| {run['dataset']} | {run['seed']} | {run['recipe'].removeprefix('run ')} | "
-                     f"{run['epochs_run']:.0f} | {run['seconds']:.0f} | {run['chosen_weights']} |")
+                     f"{run['epochs_run']:.0f} | {run['seconds']:.0f} | "
+                     f"{', '.join(f'{w:g}' for w in run['chosen_weights'])} |")
     return lines + [""]
 
 
