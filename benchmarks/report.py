@@ -481,6 +481,7 @@ def _recipe(r: dict, speed: dict | None) -> list[str]:
 # with the package's own patience replaces an older 10/3 or 15/3 run). v1 rows live in files without "foundation"
 # or "v3" in their name, v2's in accuracy_foundation_*, v3's in accuracy_v3_* (BENCHMARKS.md's header).
 _V3 = "model:../shared/models/smilesformer-mlm-mtr-800k"  # v3 before it was bundled: the same weights
+_V2 = "model:runs/models/smilesformer-moses-v2"  # v2 after v3 was bundled: its files as of commit 46622b9
 _COMPARISON = {
     "v3, SMILES only": {"aqsoldb": [("v3_aqsoldb_smiles", "bundled"), ("v3_aqsoldb", _V3)],
                         "esol": [("v3_esol", "bundled")], "lipophilicity": [("v3_lipophilicity", "bundled")],
@@ -489,7 +490,8 @@ _COMPARISON = {
                            "esol": [("v3_esol", "bundled+adapt=mtr")],
                            "lipophilicity": [("v3_lipophilicity", "bundled+adapt=mtr")],
                            "bbbp": [("v3_bbbp", "bundled+adapt=mtr")]},
-    "v2, SMILES only": {"aqsoldb": [("foundation_aqsoldb", "bundled")], "esol": [("foundation_esol", "bundled")],
+    "v2, SMILES only": {"aqsoldb": [("foundation_aqsoldb", "bundled")],
+                        "esol": [("v2_esol", _V2), ("foundation_esol", "bundled")],
                         "lipophilicity": [("foundation_lipophilicity", "bundled")],
                         "bbbp": [("foundation_bbbp", "bundled")]},
     "v2 + `--adapt mtr`": {"esol": [("foundation_esol", "bundled+adapt=mtr")]},
