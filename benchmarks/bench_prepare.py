@@ -108,9 +108,11 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("SMILESFORMER_DATA", ROOT.parent / "shared"
                                                                                                / "data")))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "prepare.json")
+    parser.add_argument("--note", default="", help="the machine's state, recorded with the figures (say, that "
+                        "background jobs were paused: the load average lags a minute behind)")
     args = parser.parse_args()
     source = args.data / "moses_train.csv.gz"
-    result: dict = {"n": args.n, "load_average_at_start": os.getloadavg()[0]}
+    result: dict = {"n": args.n, "load_average_at_start": os.getloadavg()[0], "note": args.note}
     if args.before_src:
         result["before"] = probe(args.before_src, args.n, source)
         print("before", json.dumps(result["before"]))

@@ -168,7 +168,8 @@ def _prepare(r: dict) -> list[str]:
     lines = ["## Pretraining preparation per core", "",
              f"`python benchmarks/bench_prepare.py --n {r['n']} --before-src <checkout at e49dc1d>/src --exclusion`: "
              "CPU time per molecule of every preparation step, one core each side, the same MOSES molecules "
-             f"(load average {r['load_average_at_start']:.2f} at the start). Before: the corpus step (InChIKey "
+             f"(load average {r['load_average_at_start']:.2f} at the start"
+             + (f"; {r['note']}" if r.get("note") else "") + "). Before: the corpus step (InChIKey "
              "exclusion, transformations, a parse back), `pretrain`'s cleaning parse, its tokenizer call and its "
              "'fast' descriptors, each parsing again; after: one parse per molecule for all of it, the 'mtr' "
              "descriptors, and the Rust tokenizer called directly.", "",
