@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -82,11 +81,12 @@ def cross_fitted_blend(meta, y: np.ndarray, head: np.ndarray, trees: np.ndarray,
 
 
 def score(task: str, y: np.ndarray, p: np.ndarray, sd: float) -> float:
-    """tune.py's objective for one data set: valid RMSE / train label sd, or 1 - ROC-AUC (means over targets)."""
-    if task == "regression":
-        return float(np.mean([np.sqrt(np.nanmean((p[:, j] - y[:, j]) ** 2)) for j in range(y.shape[1])]) / sd)
-    aucs = [roc_auc_score(y[keep, j], p[keep, j]) for j in range(y.shape[1]) if (keep := ~np.isnan(y[:, j])).any()]
-    return 1.0 - float(np.mean(aucs))
+    """tune.py's objective for one data set: valid RMSE / train label sd, or 1 - ROC-AUC (means over targets),
+    from the package's own metrics (the figures a run's metrics.json holds)."""
+    from smilesformer.tasks import ModelMeta, compute_metrics
+
+    mean = compute_metrics(ModelMeta(task=task, targets=[f"y{j}" for j in range(y.shape[1])]), y, p)["mean"]
+    return float(mean["rmse"]) / sd if task == "regression" else 1.0 - float(mean["roc_auc"])
 
 
 def main(argv: list[str] | None = None) -> dict:
