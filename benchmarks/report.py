@@ -507,7 +507,8 @@ _COMPARISON = {
                                      "lipophilicity": [("foundation_lipophilicity_baselines", "rf")],
                                      "bbbp": [("foundation_bbbp_baselines", "rf")]},
     "v3, default recipe (descriptor head + trees)": {
-        "aqsoldb": [("v3_aqsoldb_default", "bundled+desc=rdkit+trees=gbm")]},
+        "aqsoldb": [("v3_aqsoldb_default_20", "bundled+desc=rdkit+trees=gbm"),
+                    ("v3_aqsoldb_default", "bundled+desc=rdkit+trees=gbm")]},
     "v2, default recipe (descriptor head + trees)": {
         "aqsoldb": [("foundation_aqsoldb_fast", "bundled+desc=rdkit+trees=gbm")],
         "esol": [("foundation_esol_fast", "bundled+desc=rdkit+trees=gbm")]},
