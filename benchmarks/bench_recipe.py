@@ -32,6 +32,7 @@ from bench_accuracy import hardware, write_split_file  # noqa: E402
 
 from smilesformer import DataConfig, TrainConfig, run_finetune  # noqa: E402
 from smilesformer.config import DEFAULT_MODEL  # noqa: E402
+from smilesformer.tasks import ModelMeta, compute_metrics  # noqa: E402
 
 HEADS = ("none", "rdkit")
 RECIPES = ("plain head", "plain head + trees", "descriptor head", "descriptor head + trees", "trees alone")
@@ -83,8 +84,6 @@ def cross_fitted_blend(meta, y: np.ndarray, head: np.ndarray, trees: np.ndarray,
 def score(task: str, y: np.ndarray, p: np.ndarray, sd: float) -> float:
     """tune.py's objective for one data set: valid RMSE / train label sd, or 1 - ROC-AUC (means over targets),
     from the package's own metrics (the figures a run's metrics.json holds)."""
-    from smilesformer.tasks import ModelMeta, compute_metrics
-
     mean = compute_metrics(ModelMeta(task=task, targets=[f"y{j}" for j in range(y.shape[1])]), y, p)["mean"]
     return float(mean["rmse"]) / sd if task == "regression" else 1.0 - float(mean["roc_auc"])
 
